@@ -1,0 +1,53 @@
+# The operator's console. `make run` and `make test` are the only two commands a fresh
+# machine needs: both create the virtualenv and install what they need themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= var/dev
+CONFIG ?= configs/default.toml
+JPKI := $(BIN)/jpki --config $(CONFIG) --data-dir $(DATA_DIR)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEB_PACKAGES := openssl
+
+.PHONY: help deps venv run init serve test lint audit-verify clean bench-ocsp bench-crl
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+deps: ## install missing Debian packages (openssl) through apt-get
+	@missing=""; for p in $(DEB_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(BIN)/jpki: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+venv: deps $(BIN)/jpki ## create the virtualenv and install the project
+
+init: venv ## create a development data directory (CA keys, passphrase file) if there is none
+	$(JPKI) init
+
+run: init ## set up everything and start the daemon on 127.0.0.1
+	$(JPKI) serve
+
+serve: ## start the daemon (no set-up)
+	$(JPKI) serve
+
+test: venv ## set up everything and run lint and the tests
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: venv ## ruff
+	$(BIN)/ruff check .
+
+audit-verify: venv ## check the audit log's hash chain
+	$(JPKI) audit verify
+
+clean: ## remove the virtualenv and development data
+	rm -rf $(VENV) var

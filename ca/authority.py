@@ -1,0 +1,157 @@
+"""The two CAs and their generations.
+
+Every ~4 years a new CA key is created with the *same* DN and a 10-year validity, so several
+generations are live at once; anything that picks a CA picks it by key (key id), never by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ca.keystore import KeyStore, PrivateKey
+from ca.kinds import CertKind, ca_name
+from registry import audit
+from registry.clock import Clock, epoch, from_epoch
+from registry.errors import NotInitialised
+from registry.store import Store
+
+
+@dataclass(frozen=True)
+class CAGeneration:
+    id: int
+    kind: CertKind
+    generation: int
+    certificate: x509.Certificate
+    key_id: str
+    key_file: str
+
+    @property
+    def not_after(self) -> datetime:
+        return self.certificate.not_valid_after_utc
+
+    @property
+    def serial(self) -> int:
+        return self.certificate.serial_number
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind.short}-g{self.generation}"
+
+    def private_key(self, keys: KeyStore) -> PrivateKey:
+        return keys.load(self.key_file)
+
+
+def key_id(public_key: rsa.RSAPublicKey) -> bytes:
+    """RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey bit string."""
+    return x509.SubjectKeyIdentifier.from_public_key(public_key).digest
+
+
+def _add_years(moment: datetime, years: int) -> datetime:
+    try:
+        return moment.replace(year=moment.year + years)
+    except ValueError:
+        return moment.replace(year=moment.year + years, day=28)
+
+
+def build_ca_certificate(kind: CertKind, key: PrivateKey, now: datetime,
+                         years: int) -> x509.Certificate:
+    name = ca_name(kind)
+    not_before = now.replace(microsecond=0) - timedelta(minutes=5)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(_add_years(not_before, years))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _from_row(row: dict) -> CAGeneration:
+    return CAGeneration(
+        id=row["id"],
+        kind=CertKind(row["kind"]),
+        generation=row["generation"],
+        certificate=x509.load_der_x509_certificate(row["cert_der"]),
+        key_id=row["key_id"],
+        key_file=row["key_file"],
+    )
+
+
+def generations(store: Store, kind: CertKind | None = None) -> list[CAGeneration]:
+    sql = "SELECT * FROM ca_generations"
+    params: tuple = ()
+    if kind is not None:
+        sql += " WHERE kind = ?"
+        params = (kind.value,)
+    return [_from_row(row) for row in store.query(sql + " ORDER BY kind, generation", params)]
+
+
+def by_id(store: Store, ca_id: int) -> CAGeneration:
+    row = store.one("SELECT * FROM ca_generations WHERE id = ?", (ca_id,))
+    if row is None:
+        raise NotInitialised(f"CA generation {ca_id} is not in the registry")
+    return _from_row(row)
+
+
+def current(store: Store, kind: CertKind) -> CAGeneration:
+    """The newest generation of a kind: new certificates are issued under it."""
+    row = store.one(
+        "SELECT * FROM ca_generations WHERE kind = ? ORDER BY generation DESC LIMIT 1",
+        (kind.value,),
+    )
+    if row is None:
+        raise NotInitialised(f"the {kind.value} CA does not exist yet: run `jpki init`")
+    return _from_row(row)
+
+
+def create_generation(store: Store, keys: KeyStore, clock: Clock, kind: CertKind, *,
+                      key_size: int = 2048, years: int = 10,
+                      actor: str = "operator") -> CAGeneration:
+    """Create the next generation of a CA: new key, self-signed certificate, registry row."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    now = clock()
+    certificate = build_ca_certificate(kind, key, now, years)
+    with store.transaction() as conn:
+        last = conn.execute(
+            "SELECT COALESCE(MAX(generation), 0) FROM ca_generations WHERE kind = ?",
+            (kind.value,),
+        ).fetchone()[0]
+        generation = last + 1
+        key_file = keys.save(f"{kind.short}-g{generation}", key)
+        kid = key_id(key.public_key()).hex()
+        cursor = conn.execute(
+            "INSERT INTO ca_generations (kind, generation, serial, not_before, not_after, key_id,"
+            " key_file, cert_der, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                kind.value, generation, format(certificate.serial_number, "x"),
+                epoch(certificate.not_valid_before_utc), epoch(certificate.not_valid_after_utc),
+                kid, key_file, certificate.public_bytes(Encoding.DER), epoch(now),
+            ),
+        )
+        audit.append(store, clock, actor=actor, action="ca.generation.create",
+                     serial=format(certificate.serial_number, "x"),
+                     detail={"kind": kind.value, "generation": generation, "key_id": kid,
+                             "not_after": from_epoch(epoch(certificate.not_valid_after_utc))
+                             .isoformat()})
+        return CAGeneration(cursor.lastrowid or 0, kind, generation, certificate, kid, key_file)
+

@@ -1,0 +1,51 @@
+"""`jpki init`: the first generation of both CAs, the municipality table, the dev passphrase.
+
+Idempotent: each step checks what exists and only does what is missing, and the report says
+what was done and what was already there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ca import authority
+from ca.keystore import KeyStore
+from ca.kinds import CertKind
+from registry import municipalities
+from registry.clock import Clock
+from registry.store import Store
+
+
+@dataclass
+class InitReport:
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created)
+
+
+def initialise(store: Store, keys: KeyStore, clock: Clock, *, municipalities_csv: Path,
+               key_size: int, years: int) -> InitReport:
+    report = InitReport()
+    passphrase_file = keys.ensure_passphrase()
+    if passphrase_file:
+        report.created.append(f"development CA passphrase file {passphrase_file} (mode 0600)")
+    if municipalities.count(store) == 0:
+        rows = municipalities.import_csv(store, municipalities_csv)
+        report.created.append(f"municipality table ({rows} rows from {municipalities_csv})")
+    else:
+        report.existing.append(f"municipality table ({municipalities.count(store)} rows)")
+    for kind in CertKind:
+        existing = authority.generations(store, kind)
+        if existing:
+            report.existing.append(f"{kind.value} CA ({len(existing)} generation(s))")
+            continue
+        generation = authority.create_generation(store, keys, clock, kind, key_size=key_size,
+                                                 years=years)
+        report.created.append(
+            f"{kind.value} CA generation {generation.generation} (key id {generation.key_id})"
+        )
+    return report

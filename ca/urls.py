@@ -1,0 +1,20 @@
+"""The URLs written into certificates; the HTTP surfaces serve exactly these paths."""
+
+from __future__ import annotations
+
+from ca.kinds import CertKind
+
+
+def crl_partition_path(kind: CertKind, generation: int, partition: str) -> str:
+    return f"/crl/{kind.short}/g{generation}/{partition}.crl"
+
+
+def crl_full_path(kind: CertKind, generation: int) -> str:
+    return f"/crl/{kind.short}/g{generation}/full.crl"
+
+
+def ca_cert_path(kind: CertKind, generation: int) -> str:
+    return f"/ca/{kind.short}/g{generation}.der"
+
+
+OCSP_PATH = "/ocsp"

@@ -1,0 +1,1 @@
+"""Composition root: command line, settings and daemon wiring. No business rule lives here."""

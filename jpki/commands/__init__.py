@@ -1,0 +1,5 @@
+"""Subcommand modules; each exposes `register(subparsers, parent)` and holds no business rule."""
+
+from jpki.commands import certs, setup
+
+COMMAND_MODULES = [setup, certs]

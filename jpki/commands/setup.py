@@ -1,0 +1,78 @@
+"""Operator set-up commands: init, municipalities import, audit verify, serve."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ca.bootstrap import initialise
+from jpki.context import Context
+from jpki.output import print_json
+from registry import audit, municipalities
+
+
+def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    init = subparsers.add_parser(
+        "init", parents=[parent], help="create generation 1 of both CAs (idempotent)",
+        description="Create the data directory, the municipality table and generation 1 of the"
+        " signature and authentication CAs. Running it again changes nothing and says so.",
+    )
+    init.set_defaults(handler=cmd_init)
+
+    muni = subparsers.add_parser("municipalities", parents=[parent],
+                                 help="manage the municipality table")
+    muni_sub = muni.add_subparsers(dest="action", required=True, metavar="ACTION")
+    imp = muni_sub.add_parser("import", parents=[parent],
+                              help="load the official list (CSV: code,prefecture,name,"
+                              "prefecture_roman,name_roman)")
+    imp.add_argument("file", type=Path)
+    imp.set_defaults(handler=cmd_municipalities_import)
+
+    aud = subparsers.add_parser("audit", parents=[parent], help="audit log")
+    aud_sub = aud.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ver = aud_sub.add_parser("verify", parents=[parent],
+                             help="check the hash chain and name the first broken row")
+    ver.set_defaults(handler=cmd_audit_verify)
+
+    serve = subparsers.add_parser("serve", parents=[parent],
+                                  help="run the daemon (HTTP on the configured host and port)")
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.set_defaults(handler=cmd_serve)
+
+
+def cmd_init(context: Context, args: argparse.Namespace) -> int:
+    settings = context.settings
+    report = initialise(
+        context.store, context.keys, context.clock,
+        municipalities_csv=settings.registry.municipalities_csv,
+        key_size=settings.ca.key_size, years=settings.ca.validity_years,
+    )
+    print_json({
+        "data_dir": str(context.data_dir),
+        "changed": report.changed,
+        "created": report.created,
+        "already_present": report.existing,
+        "message": "initialised" if report.changed else "already initialised; nothing changed",
+    })
+    return 0
+
+
+def cmd_municipalities_import(context: Context, args: argparse.Namespace) -> int:
+    rows = municipalities.import_csv(context.store, args.file)
+    print_json({"imported": rows, "total": municipalities.count(context.store)})
+    return 0
+
+
+def cmd_audit_verify(context: Context, args: argparse.Namespace) -> int:
+    report = audit.verify(context.store)
+    print_json({"ok": report.ok, "rows": report.rows, "first_broken_row": report.first_broken,
+                "problem": report.problem})
+    return 0 if report.ok else 1
+
+
+def cmd_serve(context: Context, args: argparse.Namespace) -> int:
+    from jpki.daemon import serve
+
+    serve(context, host=args.host, port=args.port)
+    return 0

@@ -1,0 +1,61 @@
+"""What every command and the daemon build from the settings: store, key store, clock, issuer.
+
+Built lazily so that `jpki --help` or a bad flag never opens the database.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from ca.issuance import IssuancePolicy, Issuer
+from ca.keystore import KeyStore
+from jpki.settings import REPO_CONFIGS, Settings, load_settings
+from registry.clock import Clock, system_clock
+from registry.store import Store
+
+
+def default_config() -> Path | None:
+    """--config, else $JPKI_CONFIG, else the repository's configs/default.toml if present."""
+    from_env = os.environ.get("JPKI_CONFIG")
+    if from_env:
+        return Path(from_env)
+    candidate = REPO_CONFIGS / "default.toml"
+    return candidate if candidate.exists() else None
+
+
+@dataclass
+class Context:
+    settings: Settings
+    clock: Clock = field(default=system_clock)
+
+    @classmethod
+    def load(cls, config: Path | None, data_dir: Path | None, clock: Clock = system_clock
+             ) -> Context:
+        return cls(load_settings(config if config else default_config(), data_dir), clock)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    @cached_property
+    def store(self) -> Store:
+        return Store.open(self.data_dir)
+
+    @cached_property
+    def keys(self) -> KeyStore:
+        return KeyStore(self.data_dir, passphrase_env=self.settings.ca.passphrase_env,
+                        passphrase_file=self.settings.ca.passphrase_file)
+
+    @cached_property
+    def issuer(self) -> Issuer:
+        policy = IssuancePolicy(
+            base_url=self.settings.server.public_base_url,
+            cps_uri=self.settings.ca.cps_uri,
+            birthdays=self.settings.issuance.birthdays,
+            minimum_signature_age=self.settings.issuance.minimum_signature_age,
+            key_size=self.settings.ca.key_size,
+        )
+        return Issuer(self.store, self.keys, self.clock, policy)

@@ -1,0 +1,183 @@
+"""Certificate records, pair and successor links, and the one revocation primitive.
+
+Serials are stored as lower-case hexadecimal without leading zeros, the form every interface
+prints. Status is `good` or `revoked` in the table; `expired` is derived from notAfter at read
+time so that nothing has to sweep the table when certificates age out.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ca.kinds import CertKind
+from registry import audit
+from registry.clock import Clock, epoch, iso
+from registry.errors import Conflict, InvalidInput, NotFound
+from registry.notify import hub
+from registry.reasons import Reason
+from registry.store import Store
+
+SERIAL = re.compile(r"^(0x)?[0-9a-fA-F]{1,64}$")
+
+
+def normalise_serial(text: str) -> str:
+    """Accept `0x`-prefixed, upper-case or zero-padded hex; return the canonical form."""
+    if not isinstance(text, str) or not SERIAL.match(text.strip()):
+        raise InvalidInput("must be a hexadecimal serial number", field="serial")
+    return format(int(text.strip().removeprefix("0x").removeprefix("0X"), 16), "x")
+
+
+def serial_hex(serial: int) -> str:
+    return format(serial, "x")
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    serial: str
+    kind: CertKind
+    ca_id: int
+    resident_id: str
+    partition: str
+    not_before: int
+    not_after: int
+    status: str
+    revoked_at: int | None
+    reason: Reason | None
+    der: bytes
+
+    def status_at(self, now: int) -> str:
+        if self.status == "revoked":
+            return "revoked"
+        return "expired" if now > self.not_after else "good"
+
+    def to_json(self, now: int) -> dict[str, Any]:
+        return {
+            "serial": self.serial,
+            "kind": self.kind.value,
+            "status": self.status_at(now),
+            "reason": self.reason.name if self.reason is not None else None,
+            "revoked_at": iso(self.revoked_at),
+            "not_before": iso(self.not_before),
+            "not_after": iso(self.not_after),
+            "partition": self.partition,
+            "ca_id": self.ca_id,
+        }
+
+
+def _record(row: dict[str, Any]) -> CertificateRecord:
+    return CertificateRecord(
+        serial=row["serial"],
+        kind=CertKind(row["kind"]),
+        ca_id=row["ca_id"],
+        resident_id=row["resident_id"],
+        partition=row["partition"],
+        not_before=row["not_before"],
+        not_after=row["not_after"],
+        status=row["status"],
+        revoked_at=row["revoked_at"],
+        reason=Reason(row["reason"]) if row["reason"] is not None else None,
+        der=row["der"],
+    )
+
+
+def get(store: Store, serial: str) -> CertificateRecord | None:
+    row = store.one("SELECT * FROM certificates WHERE serial = ?", (serial,))
+    return _record(row) if row else None
+
+
+def require(store: Store, serial: str) -> CertificateRecord:
+    record = get(store, serial)
+    if record is None:
+        raise NotFound(f"no certificate with serial {serial}", field="serial")
+    return record
+
+
+def insert(store: Store, *, serial: str, kind: CertKind, ca_id: int, resident_id: str,
+           subject_cn: str, partition: str, not_before: int, not_after: int, issued_at: int,
+           der: bytes) -> None:
+    with store.transaction() as conn:
+        conn.execute(
+            "INSERT INTO certificates (serial, kind, ca_id, resident_id, subject_cn, partition,"
+            " not_before, not_after, issued_at, status, der)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'good', ?)",
+            (serial, kind.value, ca_id, resident_id, subject_cn, partition, not_before,
+             not_after, issued_at, der),
+        )
+
+
+def link_pair(store: Store, clock: Clock, resident_id: str, signature: str | None,
+              authentication: str) -> None:
+    with store.transaction() as conn:
+        conn.execute(
+            "INSERT INTO pairs (resident_id, signature_serial, authentication_serial, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (resident_id, signature, authentication, epoch(clock())),
+        )
+
+
+def link_successor(store: Store, clock: Clock, old: str, new: str, kind: CertKind) -> None:
+    with store.transaction() as conn:
+        conn.execute(
+            "INSERT INTO successors (old_serial, new_serial, kind, linked_at) VALUES (?, ?, ?, ?)",
+            (old, new, kind.value, epoch(clock())),
+        )
+
+
+def live_for_resident(store: Store, resident_id: str, now: int) -> list[CertificateRecord]:
+    """Certificates of a resident that are neither revoked nor expired."""
+    rows = store.query(
+        "SELECT * FROM certificates WHERE resident_id = ? AND status = 'good' AND not_after >= ?"
+        " ORDER BY issued_at",
+        (resident_id, now),
+    )
+    return [_record(row) for row in rows]
+
+
+def counterpart(store: Store, serial: str) -> str | None:
+    row = store.one(
+        "SELECT signature_serial, authentication_serial FROM pairs"
+        " WHERE signature_serial = ? OR authentication_serial = ?",
+        (serial, serial),
+    )
+    if row is None:
+        return None
+    if row["signature_serial"] == serial:
+        return row["authentication_serial"]
+    return row["signature_serial"]
+
+
+def revoke(store: Store, clock: Clock, serial: str, reason: Reason, *, actor: str,
+           revoked_at: int | None = None, cause: str | None = None) -> CertificateRecord:
+    """Revoke one certificate, durably, with its audit row; the only way a status changes.
+
+    Revocation is final: a revoked certificate (certificateHold included, which is never
+    released) cannot be revoked again, and the refusal states its current state.
+    """
+    at = revoked_at if revoked_at is not None else epoch(clock())
+    with store.transaction() as conn:
+        record = require(store, serial)
+        if record.status == "revoked":
+            reason_name = record.reason.name if record.reason is not None else "unspecified"
+            raise Conflict(
+                f"certificate {serial} is already revoked ({reason_name}, {iso(record.revoked_at)})",
+                field="serial",
+            )
+        conn.execute(
+            "UPDATE certificates SET status = 'revoked', revoked_at = ?, reason = ?"
+            " WHERE serial = ?",
+            (at, int(reason), serial),
+        )
+        conn.execute(
+            "INSERT INTO state_changes (serial, status, at) VALUES (?, 'revoked', ?)",
+            (serial, epoch(clock())),
+        )
+        detail: dict[str, Any] = {"reason": reason.name, "revoked_at": iso(at),
+                                  "kind": record.kind.value}
+        if cause:
+            detail["cause"] = cause
+        audit.append(store, clock, actor=actor, action="certificate.revoke", serial=serial,
+                     detail=detail)
+        store.after_commit(lambda: hub.publish(serial, "revoked"))
+        return require(store, serial)

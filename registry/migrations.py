@@ -1,0 +1,147 @@
+"""Versioned schema. Each migration runs once, in order; the applied version is recorded.
+
+Tables are created with sqlite-utils so that column types are declared in one place. Times are
+stored as integer seconds since the epoch (UTC): the CRL generator streams millions of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+
+def _v1_foundation(db: sqlite_utils.Database) -> None:
+    db["municipalities"].create(
+        {"code": str, "prefecture": str, "name": str, "prefecture_roman": str, "name_roman": str},
+        pk="code",
+        if_not_exists=True,
+    )
+    db["residents"].create(
+        {
+            "resident_id": str,
+            "name": str,
+            "name_alt": str,
+            "dob": str,
+            "sex": str,
+            "address": str,
+            "address_alt": str,
+            "municipality_code": str,
+            "created_at": int,
+            "updated_at": int,
+        },
+        pk="resident_id",
+        not_null={"name", "dob", "sex", "address", "municipality_code"},
+        foreign_keys=[("municipality_code", "municipalities", "code")],
+        if_not_exists=True,
+    )
+    db["ca_generations"].create(
+        {
+            "id": int,
+            "kind": str,
+            "generation": int,
+            "serial": str,
+            "not_before": int,
+            "not_after": int,
+            "key_id": str,
+            "key_file": str,
+            "cert_der": bytes,
+            "created_at": int,
+        },
+        pk="id",
+        not_null={"kind", "generation", "serial", "key_id", "cert_der"},
+        if_not_exists=True,
+    )
+    db["ca_generations"].create_index(["kind", "generation"], unique=True, if_not_exists=True)
+    db["ca_generations"].create_index(["key_id"], unique=True, if_not_exists=True)
+    db["certificates"].create(
+        {
+            "serial": str,
+            "kind": str,
+            "ca_id": int,
+            "resident_id": str,
+            "subject_cn": str,
+            "partition": str,
+            "not_before": int,
+            "not_after": int,
+            "issued_at": int,
+            "status": str,
+            "revoked_at": int,
+            "reason": int,
+            "der": bytes,
+        },
+        pk="serial",
+        not_null={"kind", "ca_id", "resident_id", "partition", "not_before", "not_after",
+                  "status"},
+        foreign_keys=[("ca_id", "ca_generations", "id"), ("resident_id", "residents",
+                                                           "resident_id")],
+        if_not_exists=True,
+    )
+    db["certificates"].create_index(["resident_id"], if_not_exists=True)
+    db["certificates"].create_index(["ca_id", "partition", "status"], if_not_exists=True)
+    db["pairs"].create(
+        {"id": int, "resident_id": str, "signature_serial": str, "authentication_serial": str,
+         "created_at": int},
+        pk="id",
+        not_null={"resident_id", "authentication_serial"},
+        if_not_exists=True,
+    )
+    db["pairs"].create_index(["signature_serial"], unique=True, if_not_exists=True)
+    db["pairs"].create_index(["authentication_serial"], unique=True, if_not_exists=True)
+    db["successors"].create(
+        {"old_serial": str, "new_serial": str, "kind": str, "linked_at": int},
+        pk="old_serial",
+        not_null={"new_serial", "kind"},
+        if_not_exists=True,
+    )
+    db["successors"].create_index(["new_serial"], unique=True, if_not_exists=True)
+    db["state_changes"].create(
+        {"seq": int, "serial": str, "status": str, "at": int},
+        pk="seq",
+        if_not_exists=True,
+    )
+    db["audit_log"].create(
+        {
+            "id": int,
+            "at": int,
+            "actor": str,
+            "action": str,
+            "serial": str,
+            "detail": str,
+            "prev_hash": str,
+            "hash": str,
+        },
+        pk="id",
+        not_null={"at", "actor", "action", "detail", "prev_hash", "hash"},
+        if_not_exists=True,
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_foundation]
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    if not db["schema_migrations"].exists():
+        return 0
+    row = next(db.query("SELECT MAX(version) AS v FROM schema_migrations"))
+    return int(row["v"] or 0)
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Apply every pending migration under the write lock; return the resulting version."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+            " applied_at INTEGER NOT NULL DEFAULT (strftime('%s','now')))"
+        )
+        current = schema_version(db)
+        for version, step in enumerate(MIGRATIONS, start=1):
+            if version > current:
+                step(db)
+                db.execute("INSERT INTO schema_migrations (version) VALUES (?)", [version])
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return len(MIGRATIONS)
