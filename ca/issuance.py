@@ -203,7 +203,7 @@ class Issuer:
                     residents.record(self.store, self.clock, request.resident_id, request.facts)
                 else:
                     residents.update(self.store, self.clock, request.resident_id, request.facts)
-                for kind, (key, certificate, cn) in built.items():
+                for kind, (_key, certificate, cn) in built.items():
                     serial = serial_hex(certificate.serial_number)
                     certificates.insert(
                         self.store, serial=serial, kind=kind, ca_id=cas[kind].id,

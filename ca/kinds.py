@@ -1,4 +1,4 @@
-"""The two certificate kinds and what the profile fixes for each (DOMAIN.md, "Certificate profile")."""
+"""The two certificate kinds and what the profile fixes for each (DOMAIN.md, "profile")."""
 
 from __future__ import annotations
 

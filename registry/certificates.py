@@ -161,7 +161,8 @@ def revoke(store: Store, clock: Clock, serial: str, reason: Reason, *, actor: st
         if record.status == "revoked":
             reason_name = record.reason.name if record.reason is not None else "unspecified"
             raise Conflict(
-                f"certificate {serial} is already revoked ({reason_name}, {iso(record.revoked_at)})",
+                f"certificate {serial} is already revoked"
+                f" ({reason_name}, {iso(record.revoked_at)})",
                 field="serial",
             )
         conn.execute(

@@ -63,9 +63,9 @@ def import_csv(store: Store, path: Path) -> int:
     with store.transaction() as conn:
         conn.executemany(
             "INSERT INTO municipalities (code, prefecture, name, prefecture_roman, name_roman)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(code) DO UPDATE SET prefecture=excluded.prefecture,"
-            " name=excluded.name, prefecture_roman=excluded.prefecture_roman,"
-            " name_roman=excluded.name_roman",
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(code) DO UPDATE SET"
+            " prefecture=excluded.prefecture, name=excluded.name,"
+            " prefecture_roman=excluded.prefecture_roman, name_roman=excluded.name_roman",
             [(m.code, m.prefecture, m.name, m.prefecture_roman, m.name_roman) for m in rows],
         )
     return len(rows)

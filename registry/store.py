@@ -20,6 +20,7 @@ import sqlite_utils
 from registry.migrations import migrate
 
 DB_NAME = "registry.db"
+Params = tuple[Any, ...] | dict[str, Any]
 
 
 class Store:
@@ -85,10 +86,10 @@ class Store:
         else:
             callback()
 
-    def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+    def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
         return list(self.db.query(sql, params))
 
-    def one(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> dict[str, Any] | None:
+    def one(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
         rows = self.query(sql, params)
         return rows[0] if rows else None
 
