@@ -12,6 +12,7 @@ import logging
 import signal
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ca import web as ca_web
 from jpki.context import Context
@@ -27,7 +28,10 @@ def build_app(context: Context) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    app.add_routes([web.get("/healthz", healthz)])
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.add_routes([web.get("/healthz", healthz), web.get("/metrics", metrics)])
     app.add_routes(ca_web.routes(context.store, settings.server.public_base_url))
     return app
 
