@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.errors import InvalidInput, NotFound
+from registry.errors import InvalidInput
 from registry.store import Store
 
 COLUMNS = ("code", "prefecture", "name", "prefecture_roman", "name_roman")
@@ -80,5 +80,6 @@ def get(store: Store, code: str) -> Municipality:
         raise InvalidInput("must be a 5-digit local-government code", field="municipality_code")
     row = store.one("SELECT * FROM municipalities WHERE code = ?", (code,))
     if row is None:
-        raise NotFound(f"{code} is not in the municipality table", field="municipality_code")
+        raise InvalidInput(f"{code} is not in the municipality table",
+                           field="municipality_code")
     return Municipality(**row)
