@@ -109,13 +109,7 @@ class Issuer:
 
     def _validate(self, request: IssueRequest) -> municipalities.Municipality:
         check_resident_id(request.resident_id)
-        municipality = municipalities.get(self.store, request.facts.municipality_code)
-        address = request.facts.certified_address().text
-        if not address.startswith(municipality.prefecture):
-            raise InvalidInput(
-                f"must start with the prefecture of municipality {municipality.code}",
-                field="address",
-            )
+        municipality = municipalities.check_address(self.store, request.facts)
         credentials.check_pin(CertKind.AUTHENTICATION, request.auth_pin)
         return municipality
 

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ca import web as ca_web
 from jpki.context import Context
+from revocation import web as events_web
 
 log = logging.getLogger("jpki.daemon")
 
@@ -33,6 +34,7 @@ def build_app(context: Context) -> web.Application:
 
     app.add_routes([web.get("/healthz", healthz), web.get("/metrics", metrics)])
     app.add_routes(ca_web.routes(context.store, settings.server.public_base_url))
+    events_web.setup(app, context.data_dir, context.clock, settings.events.max_body_bytes)
     return app
 
 

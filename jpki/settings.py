@@ -54,6 +54,12 @@ class RevocationSettings(_Section):
     backdate_window_hours: int = Field(72, ge=0, le=24 * 30)
 
 
+class EventsSettings(_Section):
+    # POST /registry/events reads its body with this limit (not server.max_body_bytes, which
+    # protects the OCSP responder); a larger body is refused with 413 before it is parsed.
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+
+
 class RegistrySettings(_Section):
     municipalities_csv: Path = REPO_CONFIGS / "municipalities.csv"
 
@@ -65,6 +71,7 @@ class Settings(_Section):
     issuance: IssuanceSettings = IssuanceSettings()
     registry: RegistrySettings = RegistrySettings()
     revocation: RevocationSettings = RevocationSettings()
+    events: EventsSettings = EventsSettings()
     source: str = Field("<defaults>", exclude=True)
 
     def with_data_dir(self, data_dir: Path | None) -> Settings:

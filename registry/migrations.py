@@ -117,7 +117,25 @@ def _v1_foundation(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_foundation]
+def _v2_events(db: sqlite_utils.Database) -> None:
+    """Resident-register events (applied exactly once) and operator tokens."""
+    db["events"].create(
+        {"event_id": str, "body_sha256": str, "resident_id": str, "type": str,
+         "outcome": str, "applied_at": int},
+        pk="event_id",
+        not_null={"body_sha256", "outcome", "applied_at"},
+        if_not_exists=True,
+    )
+    db["operators"].create(
+        {"name": str, "token_sha256": str, "created_at": int},
+        pk="name",
+        not_null={"token_sha256", "created_at"},
+        if_not_exists=True,
+    )
+    db["operators"].create_index(["token_sha256"], unique=True, if_not_exists=True)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_foundation, _v2_events]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

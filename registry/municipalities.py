@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from registry.errors import InvalidInput
+from registry.facts import Facts
 from registry.store import Store
 
 COLUMNS = ("code", "prefecture", "name", "prefecture_roman", "name_roman")
@@ -83,3 +84,14 @@ def get(store: Store, code: str) -> Municipality:
         raise InvalidInput(f"{code} is not in the municipality table",
                            field="municipality_code")
     return Municipality(**row)
+
+
+def check_address(store: Store, facts: Facts) -> Municipality:
+    """The municipality must be known and the certified address must start in its prefecture."""
+    municipality = get(store, facts.municipality_code)
+    if not facts.certified_address().text.startswith(municipality.prefecture):
+        raise InvalidInput(
+            f"must start with the prefecture of municipality {municipality.code}",
+            field="address",
+        )
+    return municipality

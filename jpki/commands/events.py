@@ -1,0 +1,63 @@
+"""Revocation-hook commands: events apply, operator add."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jpki.context import Context
+from jpki.output import print_json
+from registry import operators
+from registry.errors import InvalidInput
+from revocation import jsonlines
+from revocation.events import EventApplier
+from revocation.policy import EVENT_TYPES
+
+
+def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    events = subparsers.add_parser("events", parents=[parent],
+                                   help="apply resident-register events")
+    events_sub = events.add_subparsers(dest="action", required=True, metavar="ACTION")
+    apply = events_sub.add_parser(
+        "apply", parents=[parent], help="apply events from a JSON Lines file ('-' = stdin)",
+        description="Apply each event in its own transaction and print one JSON outcome per"
+        " event. Event types: " + ", ".join(EVENT_TYPES) + ". A replayed event_id returns the"
+        " original outcome; exits 2 if any event was rejected.",
+    )
+    apply.add_argument("file", help="JSON Lines file, or - for standard input")
+    apply.set_defaults(handler=cmd_events_apply)
+
+    operator = subparsers.add_parser("operator", parents=[parent], help="manage operators")
+    operator_sub = operator.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = operator_sub.add_parser("add", parents=[parent],
+                                  help="create an operator and print its token once")
+    add.add_argument("name")
+    add.set_defaults(handler=cmd_operator_add)
+
+
+def cmd_events_apply(context: Context, args: argparse.Namespace) -> int:
+    applier = EventApplier(context.store, context.clock)
+    if args.file == "-":
+        source = sys.stdin
+    else:
+        try:
+            source = Path(args.file).open(encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {args.file}: {exc.strerror}", field="file") from None
+    rejected = 0
+    try:
+        for location, raw in jsonlines.read(source):
+            outcome = applier.apply(raw, actor="cli", location=location)
+            rejected += outcome.status == "rejected"
+            print_json(outcome.to_json())
+    finally:
+        if source is not sys.stdin:
+            source.close()
+    return 2 if rejected else 0
+
+
+def cmd_operator_add(context: Context, args: argparse.Namespace) -> int:
+    token = operators.add(context.store, context.clock, args.name)
+    print_json({"operator": args.name, "token": token})
+    return 0
