@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ca.issuance import IssuancePolicy, Issuer
 from ca.keystore import KeyStore
+from fees.tariff import Tariff, load_tariff
 from jpki.settings import REPO_CONFIGS, Settings, load_settings
 from registry.clock import Clock, system_clock
 from registry.store import Store
@@ -48,6 +49,10 @@ class Context:
     def keys(self) -> KeyStore:
         return KeyStore(self.data_dir, passphrase_env=self.settings.ca.passphrase_env,
                         passphrase_file=self.settings.ca.passphrase_file)
+
+    @cached_property
+    def tariff(self) -> Tariff:
+        return load_tariff(self.settings.fees.tariff_file)
 
     @cached_property
     def issuer(self) -> Issuer:

@@ -10,12 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import timedelta
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ca import web as ca_web
+from fees.meter import LedgerMeter
 from jpki.context import Context
+from linkage import web as linkage_web
+from linkage.service import LinkageService
 from revocation import web as events_web
 
 log = logging.getLogger("jpki.daemon")
@@ -35,6 +39,17 @@ def build_app(context: Context) -> web.Application:
     app.add_routes([web.get("/healthz", healthz), web.get("/metrics", metrics)])
     app.add_routes(ca_web.routes(context.store, settings.server.public_base_url))
     events_web.setup(app, context.data_dir, context.clock, settings.events.max_body_bytes)
+
+    meter = LedgerMeter(context.data_dir, context.tariff)
+    app["meter"] = meter
+
+    async def close_meter(app: web.Application) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, meter.close)
+
+    app.on_cleanup.append(close_meter)
+    linkage = LinkageService(context.store, context.clock,
+                             timedelta(minutes=settings.linkage.check_window_minutes))
+    app.add_routes(linkage_web.routes(context.store, linkage, meter))
     return app
 
 

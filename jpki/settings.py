@@ -60,6 +60,16 @@ class EventsSettings(_Section):
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
 
 
+class FeesSettings(_Section):
+    tariff_file: Path = REPO_CONFIGS / "tariff.toml"
+
+
+class LinkageSettings(_Section):
+    # Linkage and age answers require a validity check of the same certificate by the same
+    # verifier within this window (DOMAIN.md: free, "but only after a validity check").
+    check_window_minutes: int = Field(10, ge=1, le=24 * 60)
+
+
 class RegistrySettings(_Section):
     municipalities_csv: Path = REPO_CONFIGS / "municipalities.csv"
 
@@ -72,6 +82,8 @@ class Settings(_Section):
     registry: RegistrySettings = RegistrySettings()
     revocation: RevocationSettings = RevocationSettings()
     events: EventsSettings = EventsSettings()
+    fees: FeesSettings = FeesSettings()
+    linkage: LinkageSettings = LinkageSettings()
     source: str = Field("<defaults>", exclude=True)
 
     def with_data_dir(self, data_dir: Path | None) -> Settings:
@@ -81,11 +93,16 @@ class Settings(_Section):
         return self.model_copy(update={"data_dir": data_dir})
 
 
+RELATIVE_PATHS = (("registry", "municipalities_csv"), ("fees", "tariff_file"))
+
+
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
-    registry = raw.get("registry")
-    if isinstance(registry, dict) and isinstance(registry.get("municipalities_csv"), str):
-        path = Path(registry["municipalities_csv"])
-        registry["municipalities_csv"] = path if path.is_absolute() else base / path
+    """File paths in the configuration are relative to the configuration file."""
+    for section, key in RELATIVE_PATHS:
+        table = raw.get(section)
+        if isinstance(table, dict) and isinstance(table.get(key), str):
+            path = Path(table[key])
+            table[key] = path if path.is_absolute() else base / path
 
 
 def load_settings(config: Path | None, data_dir: Path | None = None) -> Settings:

@@ -135,7 +135,74 @@ def _v2_events(db: sqlite_utils.Database) -> None:
     db["operators"].create_index(["token_sha256"], unique=True, if_not_exists=True)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_foundation, _v2_events]
+def _v3_verifiers(db: sqlite_utils.Database) -> None:
+    """Verifiers (tokens stored as SHA-256) and the certificates that sign their requests."""
+    db["verifiers"].create(
+        {"id": int, "name": str, "token_hash": str, "created_at": int},
+        pk="id",
+        not_null={"name", "token_hash"},
+        if_not_exists=True,
+    )
+    db["verifiers"].create_index(["name"], unique=True, if_not_exists=True)
+    db["verifiers"].create_index(["token_hash"], unique=True, if_not_exists=True)
+    db["verifier_signers"].create(
+        {"fingerprint": str, "verifier_id": int, "cert_der": bytes, "added_at": int},
+        pk="fingerprint",
+        not_null={"verifier_id", "cert_der"},
+        foreign_keys=[("verifier_id", "verifiers", "id")],
+        if_not_exists=True,
+    )
+
+
+def _v4_fees_and_consent(db: sqlite_utils.Database) -> None:
+    """The fee ledger (one row per metered check) and residents' consents per verifier."""
+    db["ledger"].create(
+        {
+            "id": int,
+            "at": int,
+            "month": str,
+            "year": int,
+            "verifier_id": int,
+            "check_type": str,
+            "channel": str,
+            "serial": str,
+            "resident_id": str,
+            "status_confirmation": int,
+            "rule_id": str,
+            "amount_yen": int,
+        },
+        pk="id",
+        not_null={"at", "month", "year", "verifier_id", "check_type", "channel", "rule_id",
+                  "amount_yen"},
+        foreign_keys=[("verifier_id", "verifiers", "id")],
+        if_not_exists=True,
+    )
+    db["ledger"].create_index(["verifier_id", "serial", "at"], if_not_exists=True)
+    db["ledger"].create_index(["month", "verifier_id"], if_not_exists=True)
+    db["ledger"].create_index(["verifier_id", "resident_id", "year", "status_confirmation"],
+                              if_not_exists=True)
+    db["consents"].create(
+        {
+            "id": int,
+            "resident_id": str,
+            "verifier_id": int,
+            "service": str,
+            "items": str,
+            "granted_at": int,
+            "expires_at": int,
+            "withdrawn_at": int,
+        },
+        pk="id",
+        not_null={"resident_id", "verifier_id", "service", "granted_at", "expires_at"},
+        foreign_keys=[("verifier_id", "verifiers", "id"),
+                      ("resident_id", "residents", "resident_id")],
+        if_not_exists=True,
+    )
+    db["consents"].create_index(["resident_id", "verifier_id", "service"], if_not_exists=True)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1_foundation, _v2_events, _v3_verifiers, _v4_fees_and_consent]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

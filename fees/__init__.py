@@ -1,0 +1,1 @@
+"""Fees: the tariff, the durable per-check ledger (the meter) and monthly invoices."""

@@ -1,0 +1,95 @@
+"""The fee ledger: one row per metered check, priced by the rule in force when it happened.
+
+Rows are written in batches (one transaction, synchronous=FULL), and a response that carries a
+billed answer leaves only after its row is durable (see `fees.meter`), so a crash never loses a
+billed check nor bills one twice. Rows hold serials and verifier ids, never the 4 facts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from fees.tariff import Price, Tariff
+from registry.clock import JST, epoch
+from registry.store import Store
+
+
+@dataclass(frozen=True)
+class Check:
+    """One billable event reported by a responder or service."""
+
+    verifier_id: int
+    verifier_name: str
+    check_type: str  # signature_check, authentication_check, unknown_check, counterpart, ...
+    channel: str  # ocsp, crl, linkage
+    serial: str | None
+    at: datetime
+    status_confirmation: bool = False
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    check: Check
+    resident_id: str | None
+    price: Price
+
+
+def _residents(store: Store, serials: set[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    items = sorted(serials)
+    for start in range(0, len(items), 500):
+        chunk = items[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        for serial, resident in store.conn.execute(
+                f"SELECT serial, resident_id FROM certificates WHERE serial IN ({marks})", chunk):
+            found[serial] = resident
+    return found
+
+
+def write_batch(store: Store, tariff: Tariff, checks: Sequence[Check]) -> list[Entry]:
+    """Price and insert every check in one transaction; return the entries in order."""
+    entries: list[Entry] = []
+    with store.transaction() as conn:
+        residents = _residents(store, {c.serial for c in checks if c.serial})
+        charged_this_batch: set[tuple[int, str, int]] = set()
+        for check in checks:
+            local = check.at.astimezone(JST)
+            resident = residents.get(check.serial or "")
+            price = tariff.price(check.check_type, check.channel, check.at)
+            if check.status_confirmation and resident is not None:
+                key = (check.verifier_id, resident, local.year)
+                seen = key in charged_this_batch or conn.execute(
+                    "SELECT 1 FROM ledger WHERE verifier_id = ? AND resident_id = ? AND year = ?"
+                    " AND status_confirmation = 1 AND rule_id != ? LIMIT 1",
+                    (check.verifier_id, resident, local.year, tariff.repeat_rule_id),
+                ).fetchone()
+                if seen:
+                    price = Price(tariff.repeat_rule_id, 0)
+                else:
+                    charged_this_batch.add(key)
+            cursor = conn.execute(
+                "INSERT INTO ledger (at, month, year, verifier_id, check_type, channel, serial,"
+                " resident_id, status_confirmation, rule_id, amount_yen)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (epoch(check.at), f"{local:%Y-%m}", local.year, check.verifier_id,
+                 check.check_type, check.channel, check.serial, resident,
+                 int(check.status_confirmation), price.rule_id, price.yen),
+            )
+            entries.append(Entry(cursor.lastrowid or 0, check, resident, price))
+    return entries
+
+
+VALIDITY_CHECKS = ("signature_check", "authentication_check")
+
+
+def recent_validity_check(store: Store, verifier_id: int, serial: str, since: datetime) -> bool:
+    """Did this verifier check this certificate's validity since `since`? (linkage window)"""
+    row = store.conn.execute(
+        "SELECT 1 FROM ledger WHERE verifier_id = ? AND serial = ? AND at >= ?"
+        " AND check_type IN (?, ?) LIMIT 1",
+        (verifier_id, serial, epoch(since), *VALIDITY_CHECKS),
+    ).fetchone()
+    return row is not None

@@ -1,0 +1,127 @@
+"""The meter: group commit of ledger rows, awaited by the responders before they answer.
+
+Requests hand their checks to `record()` and await it. One writer thread takes everything that
+queued up while the previous commit was running and writes it in one transaction (one fsync for
+the whole batch), then releases the batch's waiters. Throughput grows with concurrency while
+every answer still waits for its own row to be durable: no response leaves unbilled, and a
+crash before the commit loses only answers that were never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from prometheus_client import Counter, Histogram
+
+from fees.ledger import Check, Entry, write_batch
+from fees.tariff import Tariff
+from registry.store import Store
+
+log = logging.getLogger("jpki.fees")
+
+CHECKS = Counter("jpki_fee_checks_total", "Metered checks by verifier and check type "
+                 "(every billable answer; the ledger is the record)", ["verifier", "check_type"])
+YEN = Counter("jpki_fee_yen_total", "Yen charged by verifier and check type, before monthly "
+              "discounts", ["verifier", "check_type"])
+BATCH = Histogram("jpki_fee_commit_batch_size", "Checks per ledger commit (group commit: "
+                  "larger under load)", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+
+_Waiter = tuple[list[Check], asyncio.Future[list[Entry]], asyncio.AbstractEventLoop]
+
+
+def _count(entries: Sequence[Entry]) -> None:
+    for entry in entries:
+        CHECKS.labels(entry.check.verifier_name, entry.check.check_type).inc()
+        if entry.price.yen:
+            YEN.labels(entry.check.verifier_name, entry.check.check_type).inc(entry.price.yen)
+
+
+def _resolve(future: asyncio.Future[list[Entry]], value: list[Entry] | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(value, BaseException):
+        future.set_exception(value)
+    else:
+        future.set_result(value)
+
+
+class LedgerMeter:
+    """Durable metering for the daemon; `record()` returns once the rows are committed."""
+
+    def __init__(self, data_dir: Path, tariff: Tariff) -> None:
+        self.data_dir = data_dir
+        self.tariff = tariff
+        self._pending: list[_Waiter] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+            self._thread.start()
+
+    async def record(self, checks: Sequence[Check]) -> list[Entry]:
+        if not checks:
+            return []
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Entry]] = loop.create_future()
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the meter is closed")
+            self._start()
+            self._pending.append((list(checks), future, loop))
+            self._cond.notify()
+        return await future
+
+    def _run(self) -> None:
+        store = Store.open(self.data_dir)
+        try:
+            while True:
+                with self._cond:
+                    while not self._pending and not self._closing:
+                        self._cond.wait()
+                    if not self._pending and self._closing:
+                        return
+                    batch, self._pending = self._pending, []
+                flat = [check for checks, _future, _loop in batch for check in checks]
+                try:
+                    entries = write_batch(store, self.tariff, flat)
+                except Exception as exc:  # the waiters answer with an error instead
+                    log.exception("ledger commit failed for %d checks", len(flat))
+                    for _checks, future, loop in batch:
+                        loop.call_soon_threadsafe(_resolve, future, exc)
+                    continue
+                BATCH.observe(len(flat))
+                _count(entries)
+                offset = 0
+                for checks, future, loop in batch:
+                    mine = entries[offset:offset + len(checks)]
+                    offset += len(checks)
+                    loop.call_soon_threadsafe(_resolve, future, mine)
+        finally:
+            store.close()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+class DirectMeter:
+    """Synchronous metering on a given connection (CLI tools and tests without a daemon)."""
+
+    def __init__(self, store: Store, tariff: Tariff) -> None:
+        self.store = store
+        self.tariff = tariff
+
+    def record_now(self, checks: Sequence[Check]) -> list[Entry]:
+        entries = write_batch(self.store, self.tariff, checks)
+        _count(entries)
+        return entries

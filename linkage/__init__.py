@@ -1,0 +1,1 @@
+"""Linkage services for verifiers: old -> new serials, counterpart numbers, latest facts, age."""

@@ -1,0 +1,77 @@
+"""HTTP under /linkage/v1/: JSON answers for verifiers (Bearer tokens), problem+json errors.
+
+Each answer is metered (free or priced) and leaves only after its ledger row is durable.
+Logs carry serials and verifier names, never the 4 facts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from aiohttp import web
+
+from fees.ledger import Check, Entry
+from linkage.service import Answer, LinkageService
+from registry import tokens, verifiers
+from registry.errors import JPKIError
+from registry.store import Store
+from registry.verifiers import Verifier
+
+log = logging.getLogger("jpki.linkage")
+
+
+class Meter(Protocol):
+    async def record(self, checks: list[Check]) -> list[Entry]: ...
+
+
+def problem(status: int, title: str, detail: str, **extra: object) -> web.Response:
+    """RFC 9457 problem details."""
+    return web.json_response({"type": "about:blank", "title": title, "status": status,
+                              "detail": detail, **extra}, status=status,
+                             content_type="application/problem+json")
+
+
+TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Consent Required", 404: "Not Found",
+          409: "Validity Check Required", 500: "Internal Server Error"}
+
+
+def routes(store: Store, service: LinkageService, meter: Meter) -> list[web.RouteDef]:
+    def endpoint(name: str, answer: Callable[[Verifier, web.Request], Answer]
+                 ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            verifier = verifiers.authenticate(
+                store, tokens.bearer(request.headers.get("Authorization")))
+            if verifier is None:
+                return problem(401, TITLES[401], "a verifier Bearer token is required")
+            try:
+                result = answer(verifier, request)
+            except JPKIError as exc:
+                status = exc.http_status if exc.http_status in TITLES else 400
+                log.info("linkage %s refused verifier=%s status=%d", name, verifier.name,
+                         status)
+                return problem(status, TITLES[status], str(exc), field=exc.field)
+            await meter.record([Check(verifier.id, verifier.name, result.check_type, "linkage",
+                                      result.serial, service.clock())])
+            log.info("linkage %s verifier=%s serial=%s", name, verifier.name, result.serial)
+            return web.json_response(result.body, headers={"Cache-Control": "no-store"})
+
+        return handler
+
+    def serial(request: web.Request) -> str:
+        return request.match_info["serial"]
+
+    return [
+        web.get("/linkage/v1/predecessor/{serial}", endpoint(
+            "predecessor", lambda v, r: service.predecessor(
+                v, serial(r), chain=r.query.get("chain") == "all"))),
+        web.get("/linkage/v1/successor/{serial}", endpoint(
+            "successor", lambda v, r: service.successor(v, serial(r)))),
+        web.get("/linkage/v1/counterpart/{serial}", endpoint(
+            "counterpart", lambda v, r: service.counterpart(v, serial(r)))),
+        web.get("/linkage/v1/latest-facts/{serial}", endpoint(
+            "latest-facts", lambda v, r: service.latest_facts(v, serial(r)))),
+        web.get("/linkage/v1/age/{serial}", endpoint(
+            "age", lambda v, r: service.age(v, serial(r), r.query.get("at_least")))),
+    ]
