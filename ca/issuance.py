@@ -134,15 +134,19 @@ class Issuer:
         return self._issue(request, municipality, predecessors=[])
 
     def renew(self, request: IssueRequest) -> IssuedPair:
-        """A new pair; the old live pair is revoked (superseded) and linked old -> new."""
+        """A new pair; the old pair is linked old -> new, and revoked (superseded) if live.
+
+        The newest certificate of each kind is the predecessor even when it is already revoked
+        (a move revoked the signature certificate) or expired, so the linkage chains never
+        break at a renewal.
+        """
         municipality = self._validate(request)
         residents.require(self.store, request.resident_id)
-        live = certificates.live_for_resident(self.store, request.resident_id,
-                                              epoch(self.clock()))
-        if not live:
-            raise Conflict("holds no live certificate to renew; use `jpki issue`",
+        previous = certificates.newest_per_kind(self.store, request.resident_id)
+        if not previous:
+            raise Conflict("holds no certificate to renew; use `jpki issue`",
                            field="resident_id")
-        return self._issue(request, municipality, predecessors=live)
+        return self._issue(request, municipality, predecessors=previous)
 
     def _issue(self, request: IssueRequest, municipality: municipalities.Municipality, *,
                predecessors: list[CertificateRecord]) -> IssuedPair:
@@ -214,9 +218,10 @@ class Issuer:
                     files = credentials.paths_for(out_dir, kind, serial)
                     issued[kind] = IssuedCertificate(kind, serial, files)
                 for record in predecessors:
-                    certificates.revoke(self.store, self.clock, record.serial, Reason.superseded,
-                                        actor="operator", cause="renewal")
-                    superseded.append(record.serial)
+                    if record.status_at(now) == "good":
+                        certificates.revoke(self.store, self.clock, record.serial,
+                                            Reason.superseded, actor="operator", cause="renewal")
+                        superseded.append(record.serial)
                     if record.kind in issued:
                         certificates.link_successor(self.store, self.clock, record.serial,
                                                     issued[record.kind].serial, record.kind)

@@ -23,12 +23,14 @@ from linkage.service import LinkageService
 from revocation import web as events_web
 
 log = logging.getLogger("jpki.daemon")
+CONTEXT = web.AppKey("context", Context)
+METER = web.AppKey("meter", LedgerMeter)
 
 
 def build_app(context: Context) -> web.Application:
     settings = context.settings
     app = web.Application(client_max_size=settings.server.max_body_bytes)
-    app["context"] = context
+    app[CONTEXT] = context
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -41,7 +43,7 @@ def build_app(context: Context) -> web.Application:
     events_web.setup(app, context.data_dir, context.clock, settings.events.max_body_bytes)
 
     meter = LedgerMeter(context.data_dir, context.tariff)
-    app["meter"] = meter
+    app[METER] = meter
 
     async def close_meter(app: web.Application) -> None:
         await asyncio.get_running_loop().run_in_executor(None, meter.close)

@@ -135,6 +135,20 @@ def live_for_resident(store: Store, resident_id: str, now: int) -> list[Certific
     return [_record(row) for row in rows]
 
 
+def newest_per_kind(store: Store, resident_id: str) -> list[CertificateRecord]:
+    """The resident's newest certificate of each kind that has no successor yet."""
+    rows = store.query(
+        "SELECT c.* FROM certificates c WHERE c.resident_id = ? AND NOT EXISTS"
+        " (SELECT 1 FROM successors s WHERE s.old_serial = c.serial)"
+        " ORDER BY c.issued_at DESC, c.rowid DESC",
+        (resident_id,),
+    )
+    newest: dict[str, CertificateRecord] = {}
+    for row in rows:
+        newest.setdefault(row["kind"], _record(row))
+    return list(newest.values())
+
+
 def counterpart(store: Store, serial: str) -> str | None:
     row = store.one(
         "SELECT signature_serial, authentication_serial FROM pairs"

@@ -204,6 +204,21 @@ def test_renew_supersedes_and_links(context: Context, tmp_path: Path) -> None:
     assert sorted(new.superseded) == sorted(p.serial for p in old.issued.values())
 
 
+def test_renewal_after_a_move_links_the_revoked_signature_certificate(
+        context: Context, tmp_path: Path) -> None:
+    old = issue(context, tmp_path, "r1")
+    EventApplier(context.store, context.clock).apply(event("m1", "r1", "change", **MOVE))
+    new = context.issuer.renew(IssueRequest("r1", Facts.parse(**MOVE), tmp_path / "new",
+                                            "abc12345", "1234"))
+    old_sig = old.issued[CertKind.SIGNATURE].serial
+    assert new.superseded == [old.issued[CertKind.AUTHENTICATION].serial]
+    shown = jpki(context.data_dir, "show", old_sig).json
+    assert shown["reason"] == "affiliationChanged"  # not overwritten by the renewal
+    link = context.store.one("SELECT new_serial FROM successors WHERE old_serial = ?",
+                             (old_sig,))
+    assert link == {"new_serial": new.issued[CertKind.SIGNATURE].serial}
+
+
 def test_renew_via_cli_needs_a_live_pair(data_dir: Path, tmp_path: Path) -> None:
     from tests.helpers import issue_args
 

@@ -1,0 +1,235 @@
+"""Linkage answers with consent and validity-check preconditions, and the fees they meter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ca.issuance import IssuedPair, IssueRequest
+from ca.kinds import CertKind
+from fees.invoice import invoices
+from fees.ledger import Check
+from jpki.daemon import METER
+from registry import consents, verifiers
+from registry.clock import JST
+from registry.facts import Facts
+from revocation.events import EventApplier
+from tests.helpers import jpki
+from tests.stack import Stack, frozen_context, running
+
+SHINJUKU = dict(name="山田 太郎", dob="1990-12-31", sex="male",
+                address="東京都新宿区西新宿二丁目8番1号", municipality_code="13104")
+MOVE = dict(SHINJUKU, address="東京都千代田区千代田1番1号", municipality_code="13101")
+START = datetime(2025, 12, 31, 23, 50, tzinfo=JST)
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    context, clock = frozen_context(tmp_path / "data", START)
+    async with running(context, clock) as item:
+        yield item
+    context.store.close()
+
+
+def issue(stack: Stack, tmp_path: Path, resident_id: str, facts: dict = SHINJUKU,
+          renew: bool = False) -> IssuedPair:
+    request = IssueRequest(resident_id, Facts.parse(**facts), tmp_path / f"{resident_id}-"
+                           f"{stack.clock().timestamp()}", "abc12345", "1234")
+    issuer = stack.context.issuer
+    return issuer.renew(request) if renew else issuer.issue(request)
+
+
+def verifier(stack: Stack, name: str) -> tuple[verifiers.Verifier, str]:
+    return verifiers.add(stack.context.store, stack.clock, name)
+
+
+async def validity_check(stack: Stack, who: verifiers.Verifier, serial: str, kind: CertKind,
+                         status_confirmation: bool = False) -> None:
+    """A validity check as the OCSP responder meters it."""
+    await stack.app[METER].record([Check(who.id, who.name, f"{kind.value}_check", "ocsp",
+                                           serial, stack.clock(), status_confirmation)])
+
+
+def grant(stack: Stack, resident_id: str, who: verifiers.Verifier, service: str,
+          items: tuple[str, ...] = ()) -> None:
+    consents.grant(stack.context.store, stack.clock, resident_id, who, service, items)
+
+
+async def test_renewal_predecessor_and_successor(stack: Stack, tmp_path: Path) -> None:
+    bank, token = verifier(stack, "bank")
+    first = issue(stack, tmp_path, "r1")
+    stack.clock.advance(timedelta(days=30))
+    second = issue(stack, tmp_path, "r1", renew=True)
+    stack.clock.advance(timedelta(days=30))
+    third = issue(stack, tmp_path, "r1", renew=True)
+    grant(stack, "r1", bank, "linkage")
+    a, b, c = (pair.issued[CertKind.AUTHENTICATION].serial for pair in (first, second, third))
+    await validity_check(stack, bank, c, CertKind.AUTHENTICATION)
+    status, body = await stack.get(f"/linkage/v1/predecessor/{c}", token)
+    assert status == 200 and body["predecessor"] == b
+    status, body = await stack.get(f"/linkage/v1/predecessor/{c}?chain=all", token)
+    assert body["chain"] == [b, a]
+    await validity_check(stack, bank, a, CertKind.AUTHENTICATION)
+    status, body = await stack.get(f"/linkage/v1/successor/{a}", token)
+    assert status == 200 and body["successor"] == c
+    # the signature chain is linked the same way
+    s1, s3 = (p.issued[CertKind.SIGNATURE].serial for p in (first, third))
+    await validity_check(stack, bank, s1, CertKind.SIGNATURE)
+    assert (await stack.get(f"/linkage/v1/successor/{s1}", token))[1]["successor"] == s3
+
+
+async def test_refusals(stack: Stack, tmp_path: Path) -> None:
+    bank, token = verifier(stack, "bank")
+    other, other_token = verifier(stack, "broker")
+    pair = issue(stack, tmp_path, "r1")
+    serial = pair.issued[CertKind.AUTHENTICATION].serial
+    assert (await stack.get(f"/linkage/v1/predecessor/{serial}"))[0] == 401
+    assert (await stack.get(f"/linkage/v1/predecessor/{serial}", "vf_nope"))[0] == 401
+    status, body = await stack.get("/linkage/v1/predecessor/zz-top", token)
+    assert status == 400 and body["field"] == "serial"
+    status, body = await stack.get("/linkage/v1/predecessor/abcdef0123", token)
+    assert status == 404
+    # no consent: 403 naming the missing consent, and nothing about the resident
+    status, body = await stack.get(f"/linkage/v1/predecessor/{serial}", token)
+    assert status == 403 and "'linkage' consent" in body["detail"]
+    assert "r1" not in body["detail"] and "山田" not in str(body)
+    assert body["type"] == "about:blank" and body["status"] == 403
+    grant(stack, "r1", bank, "linkage")
+    # consent, but no validity check within the window: 409
+    status, body = await stack.get(f"/linkage/v1/predecessor/{serial}", token)
+    assert status == 409 and "validity" in body["detail"]
+    await validity_check(stack, bank, serial, CertKind.AUTHENTICATION)
+    assert (await stack.get(f"/linkage/v1/predecessor/{serial}", token))[0] == 200
+    stack.clock.advance(timedelta(minutes=11))
+    assert (await stack.get(f"/linkage/v1/predecessor/{serial}", token))[0] == 409
+    # another verifier's check and consent do not count
+    await validity_check(stack, other, serial, CertKind.AUTHENTICATION)
+    assert (await stack.get(f"/linkage/v1/predecessor/{serial}", other_token))[0] == 403
+    # withdrawal takes effect at once
+    await validity_check(stack, bank, serial, CertKind.AUTHENTICATION)
+    consents.withdraw(stack.context.store, stack.clock, "r1", bank, "linkage")
+    assert (await stack.get(f"/linkage/v1/predecessor/{serial}", token))[0] == 403
+    # a grant expires after 10 years
+    grant(stack, "r1", bank, "linkage")
+    stack.clock.advance(timedelta(days=3653))
+    await validity_check(stack, bank, serial, CertKind.AUTHENTICATION)
+    assert (await stack.get(f"/linkage/v1/predecessor/{serial}", token))[0] == 403
+
+
+async def test_counterpart_latest_facts_and_age(stack: Stack, tmp_path: Path) -> None:
+    bank, token = verifier(stack, "bank")
+    pair = issue(stack, tmp_path, "r1")
+    sig = pair.issued[CertKind.SIGNATURE].serial
+    auth = pair.issued[CertKind.AUTHENTICATION].serial
+    grant(stack, "r1", bank, "linkage")
+    status, body = await stack.get(f"/linkage/v1/counterpart/{sig}", token)
+    assert status == 200 and body["counterpart"] == {"serial": auth, "kind": "authentication"}
+    status, body = await stack.get(f"/linkage/v1/counterpart/{auth}", token)
+    assert body["counterpart"]["serial"] == sig
+    # latest facts: consent per item, registered serial, nothing until a newer certificate
+    grant(stack, "r1", bank, "latest-facts", ("address", "name"))
+    assert (await stack.get(f"/linkage/v1/latest-facts/{sig}", token))[0] == 409
+    await validity_check(stack, bank, sig, CertKind.SIGNATURE)
+    status, body = await stack.get(f"/linkage/v1/latest-facts/{sig}", token)
+    assert status == 200 and body["newer"] is None
+    EventApplier(stack.context.store, stack.clock).apply(
+        {"event_id": "move-1", "resident_id": "r1", "type": "change",
+         "occurred_at": "2025-12-31T10:00:00+09:00", **MOVE})
+    status, body = await stack.get(f"/linkage/v1/latest-facts/{sig}", token)
+    assert body["newer"] is None  # revoked, but no newer signature certificate yet
+    renewed = issue(stack, tmp_path, "r1", facts=MOVE, renew=True)
+    status, body = await stack.get(f"/linkage/v1/latest-facts/{sig}", token)
+    assert status == 200
+    assert body["newer"] == {"serial": renewed.issued[CertKind.SIGNATURE].serial,
+                             "facts": {"address": "東京都千代田区千代田1番1号",
+                                       "name": "山田\u3000太郎"}}
+    assert "dob" not in body["newer"]["facts"]
+    # age: true/false only, never the date of birth
+    grant(stack, "r1", bank, "age")
+    new_auth = renewed.issued[CertKind.AUTHENTICATION].serial
+    await validity_check(stack, bank, new_auth, CertKind.AUTHENTICATION)
+    status, body = await stack.get(f"/linkage/v1/age/{new_auth}?at_least=36", token)
+    assert status == 200 and body["result"] is False  # 35 since 2025-12-31 (born 1990-12-31)
+    stack.clock.now = datetime(2026, 12, 31, 0, 5, tzinfo=JST)
+    await validity_check(stack, bank, new_auth, CertKind.AUTHENTICATION)
+    status, body = await stack.get(f"/linkage/v1/age/{new_auth}?at_least=36", token)
+    assert body == {"serial": new_auth, "at_least": 36, "result": True}
+    assert "1990" not in str(body)
+    assert (await stack.get(f"/linkage/v1/age/{new_auth}?at_least=x", token))[0] == 400
+
+
+async def test_invoice_across_the_promotion_boundary(stack: Stack, tmp_path: Path) -> None:
+    bank, token = verifier(stack, "bank")
+    pair = issue(stack, tmp_path, "r1")
+    sig = pair.issued[CertKind.SIGNATURE].serial
+    auth = pair.issued[CertKind.AUTHENTICATION].serial
+    grant(stack, "r1", bank, "linkage")
+    # 2025-12-31 23:50 JST: OCSP is still free
+    await validity_check(stack, bank, sig, CertKind.SIGNATURE)
+    await validity_check(stack, bank, auth, CertKind.AUTHENTICATION)
+    assert (await stack.get(f"/linkage/v1/counterpart/{sig}", token))[0] == 200
+    # 2026-01-01 00:00 JST: the promotion has ended
+    stack.clock.now = datetime(2026, 1, 1, 0, 0, tzinfo=JST)
+    for _ in range(3):
+        await validity_check(stack, bank, sig, CertKind.SIGNATURE)
+    await validity_check(stack, bank, auth, CertKind.AUTHENTICATION)
+    assert (await stack.get(f"/linkage/v1/predecessor/{auth}", token))[0] == 200
+    # status confirmations: the first of the year is charged, repeats are not
+    for _ in range(2):
+        await validity_check(stack, bank, sig, CertKind.SIGNATURE, status_confirmation=True)
+    december = {i.verifier: i for i in invoices(stack.context.store, stack.context.tariff,
+                                                 "2025-12")}["bank"]
+    assert december.subtotal_yen == 2  # counterpart only: the checks were free
+    assert {(x.check_type, x.rule_id, x.count, x.amount_yen) for x in december.lines} == {
+        ("signature_check", "ocsp-promotion-signature", 1, 0),
+        ("authentication_check", "ocsp-promotion-authentication", 1, 0),
+        ("counterpart", "counterpart-number", 1, 2)}
+    january = invoices(stack.context.store, stack.context.tariff, "2026-01", "bank")[0]
+    assert {(x.check_type, x.rule_id, x.count, x.amount_yen) for x in january.lines} == {
+        ("signature_check", "signature-check", 4, 80),
+        ("signature_check", "status-confirmation-repeat", 1, 0),
+        ("authentication_check", "authentication-check", 1, 2),
+        ("linkage", "serial-linkage", 1, 0)}
+    assert january.total_yen == 82 and january.discount_yen == 0
+    # the CLI prints the same invoice, as JSON and CSV
+    cli = jpki(stack.context.data_dir, "fees", "invoice", "--month", "2026-01")
+    assert cli.code == 0 and cli.json["invoices"][0]["total_yen"] == 82
+    csv = jpki(stack.context.data_dir, "fees", "invoice", "--month", "2026-01", "--format",
+               "csv")
+    assert "bank,2026-01,total,,,82" in csv.out
+    assert jpki(stack.context.data_dir, "fees", "invoice", "--month", "2026-13").code == 2
+    usage = jpki(stack.context.data_dir, "fees", "usage", "--verifier", "bank")
+    assert sum(row["yen"] for row in usage.json["usage"]) == 84
+
+
+def test_discount_tiers_and_rounding(tmp_path: Path) -> None:
+    from fees.tariff import Tariff, TariffFile, discounted
+
+    spec = TariffFile(rule=[{"id": "x", "check": "signature_check", "valid_from": "2016-01-01",
+                             "yen": 20}],
+                      discounts={"default": {"tiers": [{"from_checks": 10, "percent": 5}]},
+                                 "verifiers": {"city": {"tiers": [{"from_checks": 0,
+                                                                    "percent": 33}]}}})
+    tariff = Tariff(spec)
+    assert tariff.discount_percent("bank", 9) == 0
+    assert tariff.discount_percent("bank", 10) == 5
+    assert tariff.discount_percent("city", 1) == 33
+    assert discounted(20 * 7, 33) == 93  # 93.8 rounded down
+    assert discounted(0, 33) == 0
+
+
+def test_overlapping_rules_are_refused(tmp_path: Path) -> None:
+    from fees.tariff import load_tariff
+    from registry.errors import ConfigError
+
+    path = tmp_path / "t.toml"
+    path.write_text('[[rule]]\nid="a"\ncheck="age"\nvalid_from=2020-01-01\nyen=0\n'
+                    '[[rule]]\nid="b"\ncheck="age"\nvalid_from=2021-01-01\nyen=1\n')
+    with pytest.raises(ConfigError, match="overlap"):
+        load_tariff(path)
+    path.write_text('[[rule]]\nid="a"\ncheck="age"\nvalid_from=2020-01-01\nyen=-1\n')
+    with pytest.raises(ConfigError, match="rule.0.yen"):
+        load_tariff(path)
