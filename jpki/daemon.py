@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ca import web as ca_web
 from jpki.context import Context
+from ocsp import web as ocsp_web
 
 log = logging.getLogger("jpki.daemon")
 
@@ -26,6 +27,10 @@ def build_app(context: Context) -> web.Application:
     app["context"] = context
 
     async def healthz(request: web.Request) -> web.Response:
+        # Roles append checks returning {name: problem}; healthy stays exactly {"status": "ok"}.
+        problems = {k: v for check in app.get("health_checks", []) for k, v in check().items()}
+        if problems:
+            return web.json_response({"status": "degraded", "problems": problems}, status=503)
         return web.json_response({"status": "ok"})
 
     async def metrics(request: web.Request) -> web.Response:
@@ -33,12 +38,14 @@ def build_app(context: Context) -> web.Application:
 
     app.add_routes([web.get("/healthz", healthz), web.get("/metrics", metrics)])
     app.add_routes(ca_web.routes(context.store, settings.server.public_base_url))
+    ocsp_web.setup(app, context)
     return app
 
 
 async def run(context: Context, host: str, port: int) -> None:
     app = build_app(context)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           keepalive_timeout=context.settings.ocsp.idle_timeout_seconds)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
@@ -56,4 +63,10 @@ async def run(context: Context, host: str, port: int) -> None:
 
 def serve(context: Context, host: str | None = None, port: int | None = None) -> None:
     server = context.settings.server
-    asyncio.run(run(context, host or server.host, port if port is not None else server.port))
+    main = run(context, host or server.host, port if port is not None else server.port)
+    try:
+        import uvloop  # PEERS.md: +20-28% on plain HTTP paths
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)

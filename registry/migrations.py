@@ -117,7 +117,47 @@ def _v1_foundation(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_foundation]
+def _v3_ocsp(db: sqlite_utils.Database) -> None:
+    """OCSP: delegated responder certificates and the verifiers who may query.
+
+    Named v3 because the lead reserves v2; it is appended as the next entry and renumbered on
+    merge. Tokens are stored as SHA-256 of a 256-bit random token, never in clear.
+    """
+    db["ocsp_signers"].create(
+        {
+            "id": int,
+            "ca_id": int,
+            "serial": str,
+            "not_before": int,
+            "not_after": int,
+            "key_file": str,
+            "cert_der": bytes,
+            "created_at": int,
+        },
+        pk="id",
+        not_null={"ca_id", "serial", "not_before", "not_after", "key_file", "cert_der"},
+        foreign_keys=[("ca_id", "ca_generations", "id")],
+        if_not_exists=True,
+    )
+    db["ocsp_signers"].create_index(["ca_id", "not_after"], if_not_exists=True)
+    db["verifiers"].create(
+        {"id": int, "name": str, "token_hash": str, "created_at": int},
+        pk="id",
+        not_null={"name", "token_hash"},
+        if_not_exists=True,
+    )
+    db["verifiers"].create_index(["name"], unique=True, if_not_exists=True)
+    db["verifiers"].create_index(["token_hash"], unique=True, if_not_exists=True)
+    db["verifier_signers"].create(
+        {"fingerprint": str, "verifier_id": int, "cert_der": bytes, "added_at": int},
+        pk="fingerprint",
+        not_null={"verifier_id", "cert_der"},
+        foreign_keys=[("verifier_id", "verifiers", "id")],
+        if_not_exists=True,
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_foundation, _v3_ocsp]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

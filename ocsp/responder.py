@@ -1,0 +1,265 @@
+"""The source stack behind the handler: filter -> pre-signed cache -> database -> live signer.
+
+Each layer is its own object (issuers.IssuerIndex, cache.PresignedCache, status.StatusSource,
+signing.LiveSigner); this module only orders them. Every request first proves the cache is
+current (watch.RegistryWatch), so status never comes from the cache alone when another process
+may have changed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+
+from ocsp import metrics
+from ocsp.auth import VerifierDirectory
+from ocsp.cache import Entry, PresignedCache
+from ocsp.errors import TryLater, Unauthorized
+from ocsp.issuers import Issuer, IssuerIndex
+from ocsp.meter import Meter
+from ocsp.request import CertID, ParsedRequest, parse
+from ocsp.response import Answer, sign_response
+from ocsp.signing import LiveSigner
+from ocsp.status import StatusSource
+from ocsp.watch import RegistryWatch
+from registry.clock import Clock, epoch, from_epoch
+from registry.notify import hub
+from registry.store import Store
+from registry.verifiers import Verifier
+
+log = logging.getLogger("jpki.ocsp")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A signed answer: cacheable (`entry` set, RFC 5019 headers) or live (nonce, multi)."""
+
+    der: bytes
+    entry: Entry | None
+    outcome: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class ResponderPolicy:
+    response_validity: timedelta
+    refresh_fraction: float
+    algorithms: frozenset[str]
+
+
+class Responder:
+    def __init__(self, *, store: Store, issuers: IssuerIndex, cache: PresignedCache,
+                 signer: LiveSigner, directory: VerifierDirectory, meter: Meter, clock: Clock,
+                 policy: ResponderPolicy) -> None:
+        self.store = store
+        self.issuers = issuers
+        self.cache = cache
+        self.signer = signer
+        self.directory = directory
+        self.meter = meter
+        self.clock = clock
+        self.policy = policy
+        self.status = StatusSource(store.conn)
+        self.watch = RegistryWatch(store.conn)
+        self._inflight: dict[bytes, asyncio.Future[Entry]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._unsubscribe = hub.subscribe(self._on_change)
+        issuers.reload_if_changed()
+
+    # -- freshness -------------------------------------------------------------------------
+    def _on_change(self, serial: str, status: str) -> None:
+        """In-process revocations (registry.notify.hub): drop at once, re-sign in background."""
+        self._invalidate((serial,))
+
+    def _invalidate(self, serials: tuple[str, ...]) -> None:
+        dropped = self.cache.drop_serials(serials)
+        if dropped:
+            metrics.INVALIDATIONS.inc(len(dropped))
+            log.info("OCSP cache: dropped %d answers for serials %s", len(dropped),
+                     ",".join(serials))
+        for entry in dropped:
+            self.spawn(self._resign(entry.cert_id, entry.issuer))
+
+    def refresh(self) -> None:
+        """Once per request: one PRAGMA when nothing changed elsewhere."""
+        changes = self.watch.poll()
+        if changes is None:
+            return
+        self.cache.drop_unknown()
+        if changes.serials:
+            self._invalidate(changes.serials)
+        self.directory.reload()
+        if self.issuers.reload_if_changed():
+            log.info("OCSP issuers or signers changed")
+
+    # -- the stack -------------------------------------------------------------------------
+    async def answer(self, body: bytes, authorization: str | None) -> Reply:
+        self.refresh()
+        now = epoch(self.clock())
+        key = self.cache.bodies.get(body)
+        if key is not None:  # fast path: a repeated plain request
+            entry = self.cache.entries.get(key)
+            if entry is not None and now < entry.refresh_at:
+                verifier = self.directory.identify(authorization, None)
+                metrics.CACHE.labels("hit").inc()
+                return self._served(entry, verifier, now)
+        parsed = parse(body, self.policy.algorithms)
+        verifier = self.directory.identify(authorization, parsed.signer_certificate)
+        issuer = self._issuer_of(parsed)
+        if parsed.cacheable:
+            cert_id = parsed.cert_ids[0]
+            if parsed.signer_certificate is None:
+                self.cache.remember_body(body, cert_id.der)
+            entry = await self._cached(cert_id, issuer, now)
+            return self._served(entry, verifier, now)
+        return await self._live(parsed, issuer, verifier, now)
+
+    def _issuer_of(self, parsed: ParsedRequest) -> Issuer:
+        """Filter: every CertID must name one of our CA generations, and the same one.
+
+        A response has a single signer and a delegated responder speaks only for its own
+        generation (RFC 6960 §4.2.2.2), so a request spanning generations is refused.
+        """
+        found: Issuer | None = None
+        for cert_id in parsed.cert_ids:
+            issuer = self.issuers.find(cert_id.hash_algorithm, cert_id.name_hash,
+                                       cert_id.key_hash)
+            if issuer is None:
+                raise Unauthorized("CertID names an issuer that is not ours")
+            if found is not None and issuer is not found:
+                raise Unauthorized("CertIDs of several CA generations in one request")
+            found = issuer
+        assert found is not None  # parse() refuses an empty requestList
+        return found
+
+    def _served(self, entry: Entry, verifier: Verifier | None, now: int) -> Reply:
+        metrics.RESPONSE_AGE.observe(now - entry.this_update)
+        self.meter.record(verifier, entry.kind, entry.cert_id.serial_hex, from_epoch(now))
+        return Reply(entry.der, entry, entry.state, entry.issuer.kind)
+
+    async def _cached(self, cert_id: CertID, issuer: Issuer, now: int) -> Entry:
+        entry = self.cache.entries.get(cert_id.der)
+        if entry is not None:
+            if now < entry.refresh_at:
+                metrics.CACHE.labels("hit").inc()
+                return entry
+            metrics.CACHE.labels("stale").inc()
+            if now < entry.next_update:  # still valid: serve it, re-sign behind it
+                self.spawn(self._resign(cert_id, issuer))
+                return entry
+        else:
+            metrics.CACHE.labels("miss").inc()
+        return await self._sign_entry(cert_id, issuer)
+
+    async def _sign_entry(self, cert_id: CertID, issuer: Issuer) -> Entry:
+        """Sign one nonce-less answer and cache it; concurrent misses share one signature."""
+        pending = self._inflight.get(cert_id.der)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Entry] = asyncio.get_running_loop().create_future()
+        self._inflight[cert_id.der] = future
+        try:
+            version = self.cache.version
+            status = self.status.status(cert_id.serial_hex, issuer.ca.id)
+            this_update, next_update = self._window(issuer)
+            der = await self.signer.run(partial(
+                sign_response, answers=[Answer(cert_id.der, status)],
+                responder_key_hash=issuer.signer.key_hash,  # type: ignore[union-attr]
+                key=issuer.signer.key, certificate=issuer.signer.certificate,  # type: ignore[union-attr]
+                this_update=from_epoch(this_update), next_update=from_epoch(next_update),
+                nonce_extn_value=None,
+            ))
+            entry = Entry.make(der, cert_id, issuer, status.state, status.kind, this_update,
+                               next_update, self.policy.refresh_fraction)
+            self.cache.put(entry, version)
+            future.set_result(entry)
+            return entry
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters get it, nobody else must log it
+            raise
+        finally:
+            del self._inflight[cert_id.der]
+
+    def _window(self, issuer: Issuer) -> tuple[int, int]:
+        """thisUpdate = now; nextUpdate never passes the signer's notAfter."""
+        signer = issuer.signer
+        now = epoch(self.clock())
+        if signer is None:
+            raise TryLater(f"no responder certificate for {issuer.ca.label}")
+        next_update = min(now + int(self.policy.response_validity.total_seconds()),
+                          epoch(signer.not_after))
+        if next_update <= now:
+            raise TryLater(f"responder certificate for {issuer.ca.label} has expired")
+        return now, next_update
+
+    async def _live(self, parsed: ParsedRequest, issuer: Issuer, verifier: Verifier | None,
+                    now: int) -> Reply:
+        """Nonce (RFC 9654) or several CertIDs: read every status now and sign now."""
+        statuses = [self.status.status(c.serial_hex, issuer.ca.id) for c in parsed.cert_ids]
+        this_update, next_update = self._window(issuer)
+        signer = issuer.signer
+        assert signer is not None
+        der = await self.signer.run(partial(
+            sign_response, answers=[Answer(c.der, s) for c, s in zip(parsed.cert_ids, statuses,
+                                                                      strict=True)],
+            responder_key_hash=signer.key_hash, key=signer.key, certificate=signer.certificate,
+            this_update=from_epoch(this_update), next_update=from_epoch(next_update),
+            nonce_extn_value=parsed.nonce,
+        ))
+        at = from_epoch(now)
+        for cert_id, status in zip(parsed.cert_ids, statuses, strict=True):
+            self.meter.record(verifier, status.kind, cert_id.serial_hex, at)
+        outcome = statuses[0].state if len(statuses) == 1 else "multi"
+        return Reply(der, None, outcome, issuer.kind)
+
+    # -- background work -------------------------------------------------------------------
+    def spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("OCSP background signing failed: %s", task.exception())
+
+    async def _resign(self, cert_id: CertID, issuer: Issuer) -> None:
+        current = self.issuers.find(cert_id.hash_algorithm, cert_id.name_hash, cert_id.key_hash)
+        if current is not None and cert_id.der not in self._inflight:
+            await self._sign_entry(cert_id, current)
+
+    async def presign(self, limit: int, algorithms: tuple[str, ...]) -> int:
+        """Sign ahead of time the answers verifiers will ask for (newest certificates first)."""
+        from ocsp.presign import cert_ids_for
+
+        count = 0
+        for issuer in list(self.issuers.issuers):
+            if issuer.signer is None:
+                continue
+            for cert_id in cert_ids_for(self.store, issuer, algorithms, limit):
+                if cert_id.der in self.cache.entries:
+                    continue
+                try:
+                    await self._sign_entry(cert_id, issuer)
+                except TryLater:
+                    await asyncio.sleep(0.05)
+                count += 1
+        return count
+
+    async def refresh_stale(self) -> int:
+        """Re-sign entries past their refresh point (RFC 5019 §2.2.4: fresh before nextUpdate)."""
+        now = epoch(self.clock())
+        stale = [e for e in list(self.cache.entries.values()) if now >= e.refresh_at]
+        for entry in stale:
+            await self._resign(entry.cert_id, entry.issuer)
+        return len(stale)
+
+    async def close(self) -> None:
+        self._unsubscribe()
+        for task in list(self._background):
+            task.cancel()
+        self.signer.close()

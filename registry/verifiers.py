@@ -1,0 +1,123 @@
+"""Verifiers: who may receive revocation information (DOMAIN.md, "Verifiers and security").
+
+A verifier is identified by a bearer token or by the certificate that signs its OCSP requests.
+Tokens are 256-bit random values shown once; only their SHA-256 is stored, which is enough
+for a high-entropy secret (no salt or slow hash needed: there is nothing to brute-force).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from registry import audit
+from registry.clock import Clock, epoch
+from registry.errors import Conflict, InvalidInput, NotFound
+from registry.store import Store
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Verifier:
+    id: int
+    name: str
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def fingerprint(cert_der: bytes) -> str:
+    """SHA-256 of the DER certificate: how a request signer is matched to a verifier."""
+    return hashlib.sha256(cert_der).hexdigest()
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME.match(name):
+        raise InvalidInput("must be 1-64 of A-Z a-z 0-9 . _ - (starting alphanumeric)",
+                           field="name")
+    return name
+
+
+def add(store: Store, clock: Clock, name: str, *, actor: str = "operator") -> tuple[Verifier, str]:
+    """Register a verifier; return it and its token, which is never shown again."""
+    check_name(name)
+    token = secrets.token_urlsafe(32)
+    with store.transaction() as conn:
+        if conn.execute("SELECT 1 FROM verifiers WHERE name = ?", (name,)).fetchone():
+            raise Conflict(f"verifier {name} already exists", field="name")
+        cursor = conn.execute(
+            "INSERT INTO verifiers (name, token_hash, created_at) VALUES (?, ?, ?)",
+            (name, token_hash(token), epoch(clock())),
+        )
+        audit.append(store, clock, actor=actor, action="verifier.add",
+                     detail={"verifier": name})
+    return Verifier(cursor.lastrowid or 0, name), token
+
+
+def require(store: Store, name: str) -> Verifier:
+    row = store.one("SELECT id, name FROM verifiers WHERE name = ?", (check_name(name),))
+    if row is None:
+        raise NotFound(f"no verifier named {name}", field="name")
+    return Verifier(row["id"], row["name"])
+
+
+def load_certificate(data: bytes) -> x509.Certificate:
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError:
+        raise InvalidInput("is not a PEM or DER certificate", field="signer_cert") from None
+
+
+def add_signer(store: Store, clock: Clock, name: str, certificate: x509.Certificate, *,
+               actor: str = "operator") -> str:
+    """Register a certificate whose signed OCSP requests identify this verifier."""
+    verifier = require(store, name)
+    der = certificate.public_bytes(Encoding.DER)
+    digest = fingerprint(der)
+    with store.transaction() as conn:
+        if conn.execute("SELECT 1 FROM verifier_signers WHERE fingerprint = ?",
+                        (digest,)).fetchone():
+            raise Conflict("this signer certificate is already registered", field="signer_cert")
+        conn.execute(
+            "INSERT INTO verifier_signers (fingerprint, verifier_id, cert_der, added_at)"
+            " VALUES (?, ?, ?, ?)",
+            (digest, verifier.id, der, epoch(clock())),
+        )
+        audit.append(store, clock, actor=actor, action="verifier.signer.add",
+                     detail={"verifier": name, "fingerprint": digest})
+    return digest
+
+
+def list_all(store: Store) -> list[dict[str, object]]:
+    rows = store.query(
+        "SELECT v.id, v.name, COUNT(s.fingerprint) AS signers FROM verifiers v"
+        " LEFT JOIN verifier_signers s ON s.verifier_id = v.id GROUP BY v.id ORDER BY v.name"
+    )
+    return [dict(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A snapshot of every credential: token hash -> verifier, signer fingerprint -> verifier."""
+
+    by_token_hash: dict[str, Verifier]
+    by_signer: dict[str, Verifier]
+
+
+def snapshot(store: Store) -> Credentials:
+    verifiers = {row["id"]: Verifier(row["id"], row["name"])
+                 for row in store.query("SELECT id, name FROM verifiers")}
+    tokens = {row["token_hash"]: verifiers[row["id"]]
+              for row in store.query("SELECT id, token_hash FROM verifiers")}
+    signers = {row["fingerprint"]: verifiers[row["verifier_id"]]
+               for row in store.query("SELECT fingerprint, verifier_id FROM verifier_signers")}
+    return Credentials(tokens, signers)
