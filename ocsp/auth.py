@@ -21,14 +21,20 @@ class VerifierDirectory:
 
     def reload(self) -> None:
         self.credentials = verifiers.snapshot(self.store)
+        self._seen: dict[str, Verifier] = {}  # header -> verifier, so a hit hashes nothing
 
     def identify(self, authorization: str | None, signer_der: bytes | None) -> Verifier | None:
         """The verifier, or None if anonymous queries are allowed; else Unauthorized."""
         if authorization:
+            seen = self._seen.get(authorization)
+            if seen is not None:
+                return seen
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 found = self.credentials.by_token_hash.get(verifiers.token_hash(token.strip()))
                 if found is not None:
+                    if len(self._seen) < 10000:
+                        self._seen[authorization] = found
                     return found
             raise Unauthorized("unknown bearer token")
         if signer_der is not None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from asn1crypto import x509 as asn1_x509
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import authority, responders
@@ -31,6 +32,7 @@ class Signer:
 
     ca: CAGeneration
     certificate: asn1_x509.Certificate
+    pyca_certificate: x509.Certificate
     key: PrivateKey
     key_hash: bytes  # responderID byKey
     not_after: datetime
@@ -65,7 +67,7 @@ def load_signer(store: Store, keys: ResponderKeyStore, ca: CAGeneration) -> Sign
         return None
     certificate = asn1_x509.Certificate.load(record.certificate.public_bytes(Encoding.DER))
     key = keys.load(record.key_file)
-    return Signer(ca=ca, certificate=certificate, key=key,
+    return Signer(ca=ca, certificate=certificate, pyca_certificate=record.certificate, key=key,
                   key_hash=certificate.public_key.sha1, not_after=record.not_after,
                   serial=format(record.certificate.serial_number, "x"))
 

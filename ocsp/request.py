@@ -27,6 +27,11 @@ HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 }
 MAX_NONCE = 128  # RFC 9654 §2.1: 1..128 octets; responders reject anything else
 MAX_CERT_IDS = 64
+# AlgorithmIdentifier DER with NULL parameters, as pyca writes them in a CertID.
+CANONICAL_ALGORITHMS = {
+    "sha1": bytes.fromhex("300906052b0e03021a0500"),
+    "sha256": bytes.fromhex("300d06096086480165030402010500"),
+}
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,15 @@ class CertID:
     der: bytes  # echoed verbatim in the SingleResponse and used as the cache key
 
     @property
+    def canonical(self) -> bool:
+        """True when pyca's encoding of this CertID (parameters NULL) equals the request's.
+
+        Then the fast Rust builder can answer it; otherwise asn1crypto echoes it verbatim.
+        """
+        prefix = CANONICAL_ALGORITHMS.get(self.hash_algorithm)
+        return prefix is not None and self.der[2:2 + len(prefix)] == prefix
+
+    @property
     def serial_hex(self) -> str:
         return format(self.serial, "x")
 
@@ -46,6 +60,7 @@ class CertID:
 class ParsedRequest:
     cert_ids: tuple[CertID, ...]
     nonce: bytes | None  # the extnValue contents (an OCTET STRING), echoed as received
+    nonce_value: bytes | None  # the nonce itself (inside that OCTET STRING)
     signer_certificate: bytes | None  # DER of the certificate whose signature verified
 
     @property
@@ -88,7 +103,7 @@ def _cert_id(request: ocsp.Request, allowed: frozenset[str]) -> CertID:
     return CertID(algorithm, name_hash, key_hash, serial, req_cert.dump())
 
 
-def _nonce(tbs: ocsp.TBSRequest) -> bytes | None:
+def _nonce(tbs: ocsp.TBSRequest) -> tuple[bytes, bytes] | None:
     extensions = tbs["request_extensions"]
     if not extensions:
         return None
@@ -100,7 +115,7 @@ def _nonce(tbs: ocsp.TBSRequest) -> bytes | None:
             inner = value.native
             if not 1 <= len(inner) <= MAX_NONCE:
                 raise MalformedRequest(f"nonce of {len(inner)} octets (RFC 9654: 1..128)")
-            nonce = bytes(extension["extn_value"].contents)
+            nonce = bytes(extension["extn_value"].contents), bytes(inner)
         elif extension["critical"].native:
             raise MalformedRequest(f"unsupported critical request extension {name}")
     return nonce
@@ -154,5 +169,6 @@ def parse(der: bytes, allowed: frozenset[str]) -> ParsedRequest:
         raise
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
         raise MalformedRequest(f"undecodable request: {type(exc).__name__}") from None
-    return ParsedRequest(cert_ids, nonce, signer)
+    return ParsedRequest(cert_ids, nonce[0] if nonce else None, nonce[1] if nonce else None,
+                         signer)
 

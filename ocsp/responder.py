@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -21,7 +22,7 @@ from ocsp.errors import TryLater, Unauthorized
 from ocsp.issuers import Issuer, IssuerIndex
 from ocsp.meter import Meter
 from ocsp.request import CertID, ParsedRequest, parse
-from ocsp.response import Answer, sign_response
+from ocsp.response import Answer, Status, sign_response, sign_single
 from ocsp.signing import LiveSigner
 from ocsp.status import StatusSource
 from ocsp.watch import RegistryWatch
@@ -31,6 +32,7 @@ from registry.store import Store
 from registry.verifiers import Verifier
 
 log = logging.getLogger("jpki.ocsp")
+HIT, MISS, STALE = (metrics.CACHE.labels(r) for r in ("hit", "miss", "stale"))
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class Responder:
             entry = self.cache.entries.get(key)
             if entry is not None and now < entry.refresh_at:
                 verifier = self.directory.identify(authorization, None)
-                metrics.CACHE.labels("hit").inc()
+                HIT.inc()
                 return self._served(entry, verifier, now)
         parsed = parse(body, self.policy.algorithms)
         verifier = self.directory.identify(authorization, parsed.signer_certificate)
@@ -144,14 +146,14 @@ class Responder:
         entry = self.cache.entries.get(cert_id.der)
         if entry is not None:
             if now < entry.refresh_at:
-                metrics.CACHE.labels("hit").inc()
+                HIT.inc()
                 return entry
-            metrics.CACHE.labels("stale").inc()
+            STALE.inc()
             if now < entry.next_update:  # still valid: serve it, re-sign behind it
                 self.spawn(self._resign(cert_id, issuer))
                 return entry
         else:
-            metrics.CACHE.labels("miss").inc()
+            MISS.inc()
         return await self._sign_entry(cert_id, issuer)
 
     async def _sign_entry(self, cert_id: CertID, issuer: Issuer) -> Entry:
@@ -165,13 +167,8 @@ class Responder:
             version = self.cache.version
             status = self.status.status(cert_id.serial_hex, issuer.ca.id)
             this_update, next_update = self._window(issuer)
-            der = await self.signer.run(partial(
-                sign_response, answers=[Answer(cert_id.der, status)],
-                responder_key_hash=issuer.signer.key_hash,  # type: ignore[union-attr]
-                key=issuer.signer.key, certificate=issuer.signer.certificate,  # type: ignore[union-attr]
-                this_update=from_epoch(this_update), next_update=from_epoch(next_update),
-                nonce_extn_value=None,
-            ))
+            der = await self.signer.run(self._job(issuer, [cert_id], [status], this_update,
+                                                  next_update, None, None))
             entry = Entry.make(der, cert_id, issuer, status.state, status.kind, this_update,
                                next_update, self.policy.refresh_fraction)
             self.cache.put(entry, version)
@@ -196,20 +193,32 @@ class Responder:
             raise TryLater(f"responder certificate for {issuer.ca.label} has expired")
         return now, next_update
 
+    @staticmethod
+    def _job(issuer: Issuer, cert_ids: list[CertID], statuses: list[Status], this_update: int,
+             next_update: int, nonce: bytes | None, nonce_value: bytes | None
+             ) -> Callable[[], bytes]:
+        """The signing work for the pool: pyca for one canonical CertID, else asn1crypto."""
+        signer = issuer.signer
+        assert signer is not None  # _window() refused a missing signer
+        this, nxt = from_epoch(this_update), from_epoch(next_update)
+        if len(cert_ids) == 1 and cert_ids[0].canonical:
+            return partial(sign_single, cert_id=cert_ids[0], status=statuses[0],
+                           certificate=signer.pyca_certificate, key=signer.key, this_update=this,
+                           next_update=nxt, nonce=nonce_value)
+        return partial(sign_response,
+                       answers=[Answer(c.der, s) for c, s in zip(cert_ids, statuses, strict=True)],
+                       responder_key_hash=signer.key_hash, key=signer.key,
+                       certificate=signer.certificate, this_update=this, next_update=nxt,
+                       nonce_extn_value=nonce)
+
     async def _live(self, parsed: ParsedRequest, issuer: Issuer, verifier: Verifier | None,
                     now: int) -> Reply:
         """Nonce (RFC 9654) or several CertIDs: read every status now and sign now."""
         statuses = [self.status.status(c.serial_hex, issuer.ca.id) for c in parsed.cert_ids]
         this_update, next_update = self._window(issuer)
-        signer = issuer.signer
-        assert signer is not None
-        der = await self.signer.run(partial(
-            sign_response, answers=[Answer(c.der, s) for c, s in zip(parsed.cert_ids, statuses,
-                                                                      strict=True)],
-            responder_key_hash=signer.key_hash, key=signer.key, certificate=signer.certificate,
-            this_update=from_epoch(this_update), next_update=from_epoch(next_update),
-            nonce_extn_value=parsed.nonce,
-        ))
+        der = await self.signer.run(self._job(issuer, list(parsed.cert_ids), statuses,
+                                              this_update, next_update, parsed.nonce,
+                                              parsed.nonce_value))
         at = from_epoch(now)
         for cert_id, status in zip(parsed.cert_ids, statuses, strict=True):
             self.meter.record(verifier, status.kind, cert_id.serial_hex, at)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -85,16 +86,20 @@ class OCSPHandler:
         self.clock = clock
         self.read_timeout = read_timeout
         self.max_body = max_body
+        self._counters: dict[tuple[str, str], Any] = {}
 
     async def post(self, request: web.Request) -> web.StreamResponse:
         length = request.content_length
         if length is not None and length > self.max_body:
             raise web.HTTPRequestEntityTooLarge(max_size=self.max_body, actual_size=length)
-        try:
-            async with asyncio.timeout(self.read_timeout):
-                body = await request.read()
-        except TimeoutError:
-            raise web.HTTPRequestTimeout() from None
+        if request.content.is_eof():  # the whole body came with the headers: no timer needed
+            body = await request.read()
+        else:
+            try:
+                async with asyncio.timeout(self.read_timeout):  # slow clients (slowloris)
+                    body = await request.read()
+            except TimeoutError:
+                raise web.HTTPRequestTimeout() from None
         return await self._answer(request, body)
 
     async def get(self, request: web.Request) -> web.StreamResponse:
@@ -107,8 +112,14 @@ class OCSPHandler:
             return self._error(exc, "")
         return await self._answer(request, body)
 
+    def _count(self, outcome: str, kind: str) -> None:
+        counter = self._counters.get((outcome, kind))
+        if counter is None:
+            counter = self._counters[(outcome, kind)] = metrics.REQUESTS.labels(outcome, kind)
+        counter.inc()
+
     def _error(self, exc: OCSPError, kind: str) -> web.Response:
-        metrics.REQUESTS.labels(exc.status, kind).inc()
+        self._count(exc.status, kind)
         log.info("OCSP %s: %s", exc.status, exc)
         return web.Response(body=exc.der, headers=NO_CACHE)
 
@@ -119,9 +130,9 @@ class OCSPHandler:
             return self._error(exc, "")
         except Exception:  # never a stack trace to the client; the daemon keeps serving
             log.exception("OCSP internal error")
-            metrics.REQUESTS.labels("internal_error", "").inc()
+            self._count("internal_error", "")
             return web.Response(body=ERROR_RESPONSES["internal_error"], headers=NO_CACHE)
-        metrics.REQUESTS.labels(reply.outcome, reply.kind).inc()
+        self._count(reply.outcome, reply.kind)
         headers = _headers(reply, epoch(self.clock()))
         if reply.entry is not None and request.headers.get("If-None-Match") == reply.entry.etag:
             return web.Response(status=304, headers={k: v for k, v in headers.items()
