@@ -20,11 +20,12 @@ SIGNING = Histogram(
     "Time to build and sign one response on the worker pool; RSA-2048 costs about 0.25 ms",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
-RESPONSE_AGE = Histogram(
+RESPONSE_AGE = Gauge(
     "jpki_ocsp_response_age_seconds",
-    "Age (now - thisUpdate) of served responses; must stay below response validity",
-    buckets=(1, 10, 60, 600, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 7 * 24 * 3600),
+    "Age (now - thisUpdate) of the oldest pre-signed response (sampled each minute); stays"
+    " below response_validity_hours * refresh_fraction plus a minute when refresh keeps up",
 )
+CACHED = Gauge("jpki_ocsp_cached_responses", "Pre-signed responses held in memory")
 INVALIDATIONS = Counter(
     "jpki_ocsp_invalidations_total",
     "Cached answers dropped because their certificate changed state",

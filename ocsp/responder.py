@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from ocsp import metrics
@@ -43,6 +43,7 @@ class Reply:
     entry: Entry | None
     outcome: str
     kind: str
+    now: int
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Responder:
         self.status = StatusSource(store.conn)
         self.watch = RegistryWatch(store.conn)
         self._inflight: dict[bytes, asyncio.Future[Entry]] = {}
+        self._last_moment = (0, from_epoch(0))
         self._background: set[asyncio.Task[None]] = set()
         self._unsubscribe = hub.subscribe(self._on_change)
         issuers.reload_if_changed()
@@ -138,9 +140,19 @@ class Responder:
         return found
 
     def _served(self, entry: Entry, verifier: Verifier | None, now: int) -> Reply:
-        metrics.RESPONSE_AGE.observe(now - entry.this_update)
-        self.meter.record(verifier, entry.kind, entry.cert_id.serial_hex, from_epoch(now))
-        return Reply(entry.der, entry, entry.state, entry.issuer.kind)
+        self.meter.record(verifier, entry.kind, entry.cert_id.serial_hex, self._moment(now))
+        return Reply(entry.der, entry, entry.state, entry.issuer.kind, now)
+
+    def _moment(self, now: int) -> datetime:
+        """The metering time as a datetime, built once per second (hot path)."""
+        if self._last_moment[0] != now:
+            self._last_moment = (now, from_epoch(now))
+        return self._last_moment[1]
+
+    def oldest_age(self) -> int:
+        """Age of the oldest cached answer (the response-age gauge, updated periodically)."""
+        now = epoch(self.clock())
+        return max((now - e.this_update for e in list(self.cache.entries.values())), default=0)
 
     async def _cached(self, cert_id: CertID, issuer: Issuer, now: int) -> Entry:
         entry = self.cache.entries.get(cert_id.der)
@@ -223,7 +235,7 @@ class Responder:
         for cert_id, status in zip(parsed.cert_ids, statuses, strict=True):
             self.meter.record(verifier, status.kind, cert_id.serial_hex, at)
         outcome = statuses[0].state if len(statuses) == 1 else "multi"
-        return Reply(der, None, outcome, issuer.kind)
+        return Reply(der, None, outcome, issuer.kind, now)
 
     # -- background work -------------------------------------------------------------------
     def spawn(self, coro: object) -> None:

@@ -24,12 +24,13 @@ NOTHING = Changes(())
 class RegistryWatch:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self._cursor = conn.cursor()  # reused: the check runs on every request
         self.version = self._data_version()
         row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM state_changes").fetchone()
         self.last_seq = int(row[0])
 
     def _data_version(self) -> int:
-        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        return int(self._cursor.execute("PRAGMA data_version").fetchone()[0])
 
     def poll(self) -> Changes | None:
         """None when no other connection committed since the last poll, else what changed."""

@@ -30,7 +30,7 @@ from ocsp.request import decode_get_path
 from ocsp.responder import Reply, Responder
 from ocsp.responder import ResponderPolicy as AnswerPolicy
 from ocsp.signing import LiveSigner
-from registry.clock import Clock, epoch
+from registry.clock import Clock
 from registry.store import Store
 
 log = logging.getLogger("jpki.ocsp")
@@ -80,9 +80,9 @@ def _headers(reply: Reply, now: int) -> dict[str, str]:
 
 
 class OCSPHandler:
-    def __init__(self, responder: Responder, clock: Clock, read_timeout: float,
+    def __init__(self, responder: Responder | None, clock: Clock, read_timeout: float,
                  max_body: int) -> None:
-        self.responder = responder
+        self.responder: Responder = responder  # type: ignore[assignment]  # set at start-up
         self.clock = clock
         self.read_timeout = read_timeout
         self.max_body = max_body
@@ -133,7 +133,7 @@ class OCSPHandler:
             self._count("internal_error", "")
             return web.Response(body=ERROR_RESPONSES["internal_error"], headers=NO_CACHE)
         self._count(reply.outcome, reply.kind)
-        headers = _headers(reply, epoch(self.clock()))
+        headers = _headers(reply, reply.now)
         if reply.entry is not None and request.headers.get("If-None-Match") == reply.entry.etag:
             return web.Response(status=304, headers={k: v for k, v in headers.items()
                                                      if k != "Content-Type"})
@@ -145,7 +145,8 @@ def setup(app: web.Application, context: Context) -> None:
     settings = context.settings.ocsp
     clock = context.clock
     keys = responder_keys(context)
-    handler_box: dict[str, OCSPHandler] = {}
+    handler = OCSPHandler(None, clock, settings.read_timeout_seconds,
+                          context.settings.server.max_body_bytes)
 
     async def start(app: web.Application) -> None:
         if settings.auto_renew:
@@ -163,8 +164,7 @@ def setup(app: web.Application, context: Context) -> None:
                                 settings.refresh_fraction, frozenset(settings.hash_algorithms)),
         )
         app[RESPONDER] = responder
-        handler_box["handler"] = OCSPHandler(responder, clock, settings.read_timeout_seconds,
-                                             context.settings.server.max_body_bytes)
+        handler.responder = responder
         responder.spawn(responder.presign(settings.presign_limit, ("sha1",)))
         responder.spawn(_periodic(app))
 
@@ -195,18 +195,14 @@ def setup(app: web.Application, context: Context) -> None:
                 await _renew(app)
             responder.refresh()
             await responder.refresh_stale()
+            metrics.RESPONSE_AGE.set(responder.oldest_age())
+            metrics.CACHED.set(len(responder.cache))
 
     async def stop(app: web.Application) -> None:
         responder = app.get(RESPONDER)
         if responder is not None:
             await responder.close()
             responder.store.close()
-
-    async def post(request: web.Request) -> web.StreamResponse:
-        return await handler_box["handler"].post(request)
-
-    async def get(request: web.Request) -> web.StreamResponse:
-        return await handler_box["handler"].get(request)
 
     def health() -> dict[str, str]:
         responder = app.get(RESPONDER)
@@ -218,5 +214,5 @@ def setup(app: web.Application, context: Context) -> None:
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
     app.setdefault("health_checks", []).append(health)
-    app.add_routes([web.post("/ocsp", post), web.get(r"/ocsp/{request:.+}", get)])
+    app.add_routes([web.post("/ocsp", handler.post), web.get(r"/ocsp/{request:.+}", handler.get)])
 
