@@ -12,11 +12,12 @@ import binascii
 import urllib.parse
 from dataclasses import dataclass
 
-from asn1crypto import ocsp
+from asn1crypto import core, ocsp
 from cryptography import x509 as pyca_x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509 import ocsp as pyca_ocsp
 
 from ocsp.errors import MalformedRequest, Unauthorized
 
@@ -146,6 +147,60 @@ def _verify_signature(request: ocsp.OCSPRequest) -> bytes:
     except InvalidSignature:
         raise Unauthorized("request signature does not verify") from None
     return bytes(signer.dump())
+
+
+_CANONICAL: dict[tuple[str, bytes, bytes, int], bytes] = {}
+
+
+def canonical_cert_id(algorithm: str, name_hash: bytes, key_hash: bytes, serial: int) -> bytes:
+    """The CertID DER with NULL parameters (asn1crypto encodes it; memoised, bounded)."""
+    key = (algorithm, name_hash, key_hash, serial)
+    der = _CANONICAL.get(key)
+    if der is None:
+        der = ocsp.CertId({
+            "hash_algorithm": {"algorithm": algorithm, "parameters": core.Null()},
+            "issuer_name_hash": name_hash, "issuer_key_hash": key_hash, "serial_number": serial,
+        }).dump()
+        if len(_CANONICAL) >= 100_000:
+            _CANONICAL.clear()
+        _CANONICAL[key] = der
+    return der
+
+
+def parse_fast(der: bytes, allowed: frozenset[str]) -> ParsedRequest | None:
+    """The common request, decoded by pyca's Rust parser in ~10 µs instead of ~75 µs.
+
+    Only an unsigned request with one canonical CertID and at most a well-formed nonce takes
+    this path; anything else (several CertIDs, which pyca refuses, a signature, other
+    extensions, any doubt) returns None and goes through `parse`, which decides and explains.
+    """
+    try:
+        request = pyca_ocsp.load_der_ocsp_request(der)
+        algorithm = request.hash_algorithm.name
+        if algorithm not in allowed or algorithm not in CANONICAL_ALGORITHMS:
+            return None
+        name_hash, key_hash = request.issuer_name_hash, request.issuer_key_hash
+        serial = request.serial_number
+        size = DIGEST_SIZES[algorithm]
+        if len(name_hash) != size or len(key_hash) != size or serial < 0:
+            return None
+        nonce_value = None
+        for extension in request.extensions:
+            if not isinstance(extension.value, pyca_x509.OCSPNonce):
+                return None
+            nonce_value = extension.value.nonce
+        if nonce_value is not None and not 1 <= len(nonce_value) <= MAX_NONCE:
+            return None
+        if ocsp.OCSPRequest.load(der)["optional_signature"].native is not None:
+            return None
+    except Exception:  # noqa: BLE001 - any doubt: the full parser gives the verdict
+        return None
+    cert_id_der = canonical_cert_id(algorithm, name_hash, key_hash, serial)
+    if der.count(cert_id_der) != 1:  # the request's CertID is not byte-for-byte canonical
+        return None
+    nonce = core.OctetString(nonce_value).dump() if nonce_value is not None else None
+    return ParsedRequest((CertID(algorithm, name_hash, key_hash, serial, cert_id_der),), nonce,
+                         nonce_value, None)
 
 
 def parse(der: bytes, allowed: frozenset[str]) -> ParsedRequest:

@@ -21,7 +21,7 @@ from ocsp.cache import Entry, PresignedCache
 from ocsp.errors import TryLater, Unauthorized
 from ocsp.issuers import Issuer, IssuerIndex
 from ocsp.meter import Meter
-from ocsp.request import CertID, ParsedRequest, parse
+from ocsp.request import CertID, ParsedRequest, parse, parse_fast
 from ocsp.response import Answer, Status, sign_response, sign_single
 from ocsp.signing import LiveSigner
 from ocsp.status import StatusSource
@@ -110,7 +110,7 @@ class Responder:
                 verifier = self.directory.identify(authorization, None)
                 HIT.inc()
                 return self._served(entry, verifier, now)
-        parsed = parse(body, self.policy.algorithms)
+        parsed = parse_fast(body, self.policy.algorithms) or parse(body, self.policy.algorithms)
         verifier = self.directory.identify(authorization, parsed.signer_certificate)
         issuer = self._issuer_of(parsed)
         if parsed.cacheable:

@@ -144,3 +144,33 @@ async def test_anonymous_setting_and_bounded_live_signing(data_dir: Path, issued
                                    return_exceptions=True)
     assert sum(isinstance(r, TryLater) for r in results) == 1
     await bounded.close()
+
+
+def test_fast_parser_agrees_with_the_full_parser(env_requests: list[bytes]) -> None:
+    from ocsp.request import parse, parse_fast
+
+    allowed = frozenset({"sha1", "sha256"})
+    for der in env_requests:
+        fast = parse_fast(der, allowed)
+        assert fast is not None
+        assert fast == parse(der, allowed)
+
+
+@pytest.fixture
+def env_requests(tmp_path: Path, issued: dict, data_dir: Path) -> list[bytes]:
+    from tests.helpers import openssl
+
+    ca = tmp_path / "ca.pem"
+    context = Context(load_settings(CONFIG, data_dir))
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    ca.write_bytes(authority.current(context.store, CertKind.SIGNATURE).certificate
+                   .public_bytes(Encoding.PEM))
+    context.store.close()
+    result = []
+    for extra in ([], ["-no_nonce"], ["-sha256"], ["-sha256", "-no_nonce"]):
+        out = tmp_path / "r.der"
+        openssl("ocsp", "-issuer", str(ca), *extra, "-cert", issued["signature"]["certificate"],
+                "-reqout", str(out))
+        result.append(out.read_bytes())
+    return result
