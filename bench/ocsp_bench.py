@@ -243,11 +243,13 @@ def main() -> int:
         index.write_text("\n".join(lines) + "\n")
         (work / "index.txt.attr").write_text("unique_subject = no\n")
         port = 18888
+        openssl_load = wrk_cmd(f"http://127.0.0.1:{port}/ocsp", lua_plain, opts.seconds,
+                               opts.connections)
         script = (
             "ip link set lo up; "
             f"taskset -c 0 openssl ocsp -index {index} -port {port} -rsigner {r_pem} "
             f"-rkey {r_key} -CA {ca_pem} -nmin 60 >/dev/null 2>&1 & pid=$!; sleep 0.5; "
-            f"{' '.join(wrk_cmd(f'http://127.0.0.1:{port}/ocsp', lua_plain, opts.seconds, 16))}"
+            f"{' '.join(openssl_load)}"
             "; kill $pid"
         )
         try:

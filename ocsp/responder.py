@@ -32,7 +32,6 @@ from registry.store import Store
 from registry.verifiers import Verifier
 
 log = logging.getLogger("jpki.ocsp")
-HIT, MISS, STALE = (metrics.CACHE.labels(r) for r in ("hit", "miss", "stale"))
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ class Responder:
             entry = self.cache.entries.get(key)
             if entry is not None and now < entry.refresh_at:
                 verifier = self.directory.identify(authorization, None)
-                HIT.inc()
+                metrics.CACHE.inc("hit")
                 return self._served(entry, verifier, now)
         parsed = parse_fast(body, self.policy.algorithms) or parse(body, self.policy.algorithms)
         verifier = self.directory.identify(authorization, parsed.signer_certificate)
@@ -158,14 +157,14 @@ class Responder:
         entry = self.cache.entries.get(cert_id.der)
         if entry is not None:
             if now < entry.refresh_at:
-                HIT.inc()
+                metrics.CACHE.inc("hit")
                 return entry
-            STALE.inc()
+            metrics.CACHE.inc("stale")
             if now < entry.next_update:  # still valid: serve it, re-sign behind it
                 self.spawn(self._resign(cert_id, issuer))
                 return entry
         else:
-            MISS.inc()
+            metrics.CACHE.inc("miss")
         return await self._sign_entry(cert_id, issuer)
 
     async def _sign_entry(self, cert_id: CertID, issuer: Issuer) -> Entry:
