@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509 as pyca_x509
+
 from ocsp import metrics
 from ocsp.auth import VerifierDirectory
 from ocsp.cache import Entry, PresignedCache
@@ -50,6 +53,14 @@ class ResponderPolicy:
     response_validity: timedelta
     refresh_fraction: float
     algorithms: frozenset[str]
+
+
+def check_signer_validity(der: bytes, now: int) -> None:
+    """A registered request-signing certificate identifies its verifier only while valid."""
+    certificate = pyca_x509.load_der_x509_certificate(der)
+    if not epoch(certificate.not_valid_before_utc) <= now <= epoch(
+            certificate.not_valid_after_utc):
+        raise Unauthorized("request signer certificate is outside its validity period")
 
 
 class Responder:
@@ -110,6 +121,8 @@ class Responder:
                 metrics.CACHE.inc("hit")
                 return self._served(entry, verifier, now)
         parsed = parse_fast(body, self.policy.algorithms) or parse(body, self.policy.algorithms)
+        if parsed.signer_certificate is not None and not authorization:
+            check_signer_validity(parsed.signer_certificate, now)
         verifier = self.directory.identify(authorization, parsed.signer_certificate)
         issuer = self._issuer_of(parsed)
         if parsed.cacheable:
@@ -219,7 +232,9 @@ class Responder:
         return partial(sign_response,
                        answers=[Answer(c.der, s) for c, s in zip(cert_ids, statuses, strict=True)],
                        responder_key_hash=signer.key_hash, key=signer.key,
-                       certificate=signer.certificate, this_update=this, next_update=nxt,
+                       # a private copy: asn1crypto parses lazily and the pool has threads
+                       certificate=asn1_x509.Certificate.load(signer.certificate.dump()),
+                       this_update=this, next_update=nxt,
                        nonce_extn_value=nonce)
 
     async def _live(self, parsed: ParsedRequest, issuer: Issuer, verifier: Verifier | None,

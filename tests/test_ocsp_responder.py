@@ -312,3 +312,19 @@ def test_healthz_and_metrics(env: Env) -> None:
     for name in ("jpki_ocsp_requests_total", "jpki_ocsp_cache_total",
                  "jpki_ocsp_signing_seconds", "jpki_ocsp_response_age_seconds"):
         assert name in text
+
+
+def test_a_generation_created_while_serving_is_answered_at_once(env: Env) -> None:
+    """`jpki ca rotate` in another process: the daemon loads the new issuer and its signer."""
+    rotated = jpki(env.data_dir, "ca", "rotate", "--kind", "authentication")
+    assert rotated.code == 0, rotated.err
+    assert rotated.json["created"][0]["generation"] == 3
+    pair = _issue(env.data_dir, env.tmp, "ocsp-g3")
+    ca = _fetch(f"{env.daemon.url}/ca/auth/g3.pem", env.tmp / "auth-g3.pem")
+    trust = env.tmp / "trust3.pem"
+    trust.write_bytes(env.trust.read_bytes() + ca.read_bytes())
+    cert = pair["authentication"]["certificate"]
+    result = openssl("ocsp", "-url", env.url, "-CAfile", str(trust), "-header",
+                     f"Authorization=Bearer {env.token}", "-issuer", str(ca), "-cert", cert)
+    text = assert_verified(result)
+    assert f"{cert}: good" in text
