@@ -87,9 +87,8 @@ class OCSPHandler:
         self.max_body = max_body
 
     async def post(self, request: web.Request) -> web.StreamResponse:
-        length = request.content_length
-        if length is not None and length > self.max_body:
-            raise web.HTTPRequestEntityTooLarge(max_size=self.max_body, actual_size=length)
+        # A body over server.max_body_bytes (the app's client_max_size) makes read() raise
+        # 413 before more than that is buffered.
         if request.content.is_eof():  # the whole body came with the headers: no timer needed
             body = await request.read()
         else:

@@ -328,3 +328,10 @@ def test_a_generation_created_while_serving_is_answered_at_once(env: Env) -> Non
                      f"Authorization=Bearer {env.token}", "-issuer", str(ca), "-cert", cert)
     text = assert_verified(result)
     assert f"{cert}: good" in text
+
+
+def test_new_certificates_name_the_responder_in_aia(env: Env) -> None:
+    """Design over the real cards (which carry no AIA): verifiers find /ocsp by themselves."""
+    text = openssl("x509", "-in", str(env.certs["signature-g2"][0]), "-noout", "-ext",
+                   "authorityInfoAccess").stdout
+    assert "OCSP - URI:" in text and text.strip().endswith("/ocsp")
