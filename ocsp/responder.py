@@ -76,7 +76,7 @@ class Responder:
         self.policy = policy
         self.status = StatusSource(store.path)
         self.watch = RegistryWatch(store.conn)
-        self._inflight: dict[bytes, asyncio.Future[Entry]] = {}
+        self._inflight: dict[bytes, tuple[int, asyncio.Future[Entry]]] = {}
         self._last_moment = (0, from_epoch(0))
         self._background: set[asyncio.Task[None]] = set()
         self._unsubscribe = hub.subscribe(self._on_change)
@@ -181,13 +181,15 @@ class Responder:
 
     async def _sign_entry(self, cert_id: CertID, issuer: Issuer) -> Entry:
         """Sign one nonce-less answer and cache it; concurrent misses share one signature."""
+        # Join a signature already under way only if no invalidation happened since it began:
+        # its status may predate a revocation, and the next query must see the revocation.
+        version = self.cache.version
         pending = self._inflight.get(cert_id.der)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        if pending is not None and pending[0] == version:
+            return await asyncio.shield(pending[1])
         future: asyncio.Future[Entry] = asyncio.get_running_loop().create_future()
-        self._inflight[cert_id.der] = future
+        self._inflight[cert_id.der] = (version, future)
         try:
-            version = self.cache.version
             this_update, next_update = self._window(issuer)
             status, der = await self.signer.run(self._job(issuer, [cert_id], this_update,
                                                           next_update, None, None))
@@ -201,7 +203,8 @@ class Responder:
             future.exception()  # retrieved: waiters get it, nobody else must log it
             raise
         finally:
-            del self._inflight[cert_id.der]
+            if self._inflight.get(cert_id.der, (0, None))[1] is future:
+                del self._inflight[cert_id.der]
 
     def _window(self, issuer: Issuer) -> tuple[int, int]:
         """thisUpdate = now; nextUpdate never passes the signer's notAfter."""
@@ -266,7 +269,7 @@ class Responder:
 
     async def _resign(self, cert_id: CertID, issuer: Issuer) -> None:
         current = self.issuers.find(cert_id.hash_algorithm, cert_id.name_hash, cert_id.key_hash)
-        if current is not None and cert_id.der not in self._inflight:
+        if current is not None:
             await self._sign_entry(cert_id, current)
 
     async def presign(self, limit: int, algorithms: tuple[str, ...]) -> int:
