@@ -10,7 +10,9 @@ JPKI := $(BIN)/jpki --config $(CONFIG) --data-dir $(DATA_DIR)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := openssl
 
-.PHONY: help deps venv run init serve test lint audit-verify clean bench-ocsp bench-crl
+BENCH_OCSP_PACKAGES := wrk golang-cfssl
+
+.PHONY: help deps venv run init serve test lint audit-verify clean bench-ocsp bench-crl rotate-keys
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,3 +53,14 @@ audit-verify: venv ## check the audit log's hash chain
 
 clean: ## remove the virtualenv and development data
 	rm -rf $(VENV) var
+
+bench-ocsp: venv ## benchmark the OCSP responder against openssl ocsp, cfssl and bare aiohttp
+	@missing=""; for p in $(BENCH_OCSP_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	$(BIN)/python bench/ocsp_bench.py
+
+rotate-keys: init ## create the next generation of both CAs (and their OCSP responder certificates)
+	$(JPKI) ca rotate --kind all

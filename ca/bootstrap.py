@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ca import authority
+from ca import authority, responders
 from ca.keystore import KeyStore
 from ca.kinds import CertKind
 from registry import municipalities
@@ -28,7 +28,9 @@ class InitReport:
 
 
 def initialise(store: Store, keys: KeyStore, clock: Clock, *, municipalities_csv: Path,
-               key_size: int, years: int) -> InitReport:
+               key_size: int, years: int,
+               responder: tuple[responders.ResponderKeyStore, responders.ResponderPolicy]
+               | None = None) -> InitReport:
     report = InitReport()
     passphrase_file = keys.ensure_passphrase()
     if passphrase_file:
@@ -48,4 +50,12 @@ def initialise(store: Store, keys: KeyStore, clock: Clock, *, municipalities_csv
         report.created.append(
             f"{kind.value} CA generation {generation.generation} (key id {generation.key_id})"
         )
+    if responder is not None:  # OCSP: a delegated responder certificate per CA generation
+        responder_keys, policy = responder
+        if responder_keys.ensure_passphrase():
+            report.created.append("development OCSP responder passphrase file (mode 0600)")
+        for record in responders.ensure(store, keys, responder_keys, clock, policy):
+            report.created.append(
+                f"OCSP responder certificate {record.certificate.serial_number:x}"
+                f" for CA id {record.ca_id}")
     return report

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from prometheus_client import Counter, Histogram
@@ -20,6 +21,7 @@ from prometheus_client import Counter, Histogram
 from fees.ledger import Check, Entry, write_batch
 from fees.tariff import Tariff
 from registry.store import Store
+from registry.verifiers import Verifier
 
 log = logging.getLogger("jpki.fees")
 
@@ -125,3 +127,21 @@ class DirectMeter:
         entries = write_batch(self.store, self.tariff, checks)
         _count(entries)
         return entries
+
+
+class OCSPMeter:
+    """The OCSP responder's metering hook: one ledger row per answered CertID of an identified
+    verifier, durable before the answer leaves. Anonymous answers (when allowed) bill nobody."""
+
+    def __init__(self, ledger: LedgerMeter) -> None:
+        self.ledger = ledger
+
+    async def record(self, verifier: Verifier | None, answered: Sequence[tuple[str, str]],
+                     at: datetime, *, status_confirmation: bool = False) -> None:
+        if verifier is None:
+            return
+        await self.ledger.record([
+            Check(verifier.id, verifier.name, f"{kind}_check", "ocsp", serial, at,
+                  status_confirmation)
+            for kind, serial in answered
+        ])

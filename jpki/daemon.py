@@ -16,23 +16,30 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ca import web as ca_web
-from fees.meter import LedgerMeter
+from fees.meter import LedgerMeter, OCSPMeter
 from jpki.context import Context
 from linkage import web as linkage_web
 from linkage.service import LinkageService
+from ocsp import web as ocsp_web
 from revocation import web as events_web
 
 log = logging.getLogger("jpki.daemon")
 CONTEXT = web.AppKey("context", Context)
 METER = web.AppKey("meter", LedgerMeter)
+# Roles append checks returning {name: problem}; healthy stays exactly {"status": "ok"}.
+HEALTH_CHECKS = web.AppKey("health_checks", list)
 
 
 def build_app(context: Context) -> web.Application:
     settings = context.settings
     app = web.Application(client_max_size=settings.server.max_body_bytes)
     app[CONTEXT] = context
+    app[HEALTH_CHECKS] = []
 
     async def healthz(request: web.Request) -> web.Response:
+        problems = {k: v for check in app[HEALTH_CHECKS] for k, v in check().items()}
+        if problems:
+            return web.json_response({"status": "degraded", "problems": problems}, status=503)
         return web.json_response({"status": "ok"})
 
     async def metrics(request: web.Request) -> web.Response:
@@ -52,12 +59,16 @@ def build_app(context: Context) -> web.Application:
     linkage = LinkageService(context.store, context.clock,
                              timedelta(minutes=settings.linkage.check_window_minutes))
     app.add_routes(linkage_web.routes(context.store, linkage, meter))
+
+    app[ocsp_web.METER] = OCSPMeter(meter)
+    ocsp_web.setup(app, context)
     return app
 
 
 async def run(context: Context, host: str, port: int) -> None:
     app = build_app(context)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           keepalive_timeout=context.settings.ocsp.idle_timeout_seconds)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
@@ -75,4 +86,10 @@ async def run(context: Context, host: str, port: int) -> None:
 
 def serve(context: Context, host: str | None = None, port: int | None = None) -> None:
     server = context.settings.server
-    asyncio.run(run(context, host or server.host, port if port is not None else server.port))
+    main = run(context, host or server.host, port if port is not None else server.port)
+    try:
+        import uvloop  # PEERS.md: +20-28% on plain HTTP paths
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)

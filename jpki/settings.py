@@ -70,6 +70,48 @@ class LinkageSettings(_Section):
     check_window_minutes: int = Field(10, ge=1, le=24 * 60)
 
 
+class OCSPSettings(_Section):
+    """The OCSP responder (ocsp/README.md). Every default is the safe one."""
+
+    # Delegated responder certificates (RFC 6960 §4.2.2.2): short-lived because they carry
+    # ocsp-nocheck (§4.2.2.2.1) and so cannot be revoked in practice.
+    responder_validity_days: int = Field(30, ge=1, le=366)
+    renew_before_days: int = Field(7, ge=0, le=365)
+    # Responder keys are encrypted under their own passphrase, not the CA one.
+    passphrase_env: str = "JPKI_OCSP_PASSPHRASE"
+    passphrase_file: str = "ocsp-passphrase"
+    # The daemon renews responder certificates itself when it can read the CA key.
+    auto_renew: bool = True
+    renew_check_minutes: int = Field(60, ge=1, le=24 * 60)
+    # nextUpdate - thisUpdate of every response (RFC 5019 §2.2.4).
+    response_validity_hours: float = Field(24, gt=0, le=24 * 7)
+    # Pre-signed answers are re-signed once they are older than this fraction of validity.
+    refresh_fraction: float = Field(0.5, gt=0, lt=1)
+    # How many pre-signed answers are signed ahead of time at start-up (per hash algorithm).
+    presign_limit: int = Field(10000, ge=0)
+    cache_limit: int = Field(200000, ge=100)
+    # CertID hash algorithms accepted (RFC 5019 §2.1.1 requires SHA-1; SHA-256 is common).
+    hash_algorithms: tuple[str, ...] = ("sha1", "sha256")
+    # Unidentified requests get `unauthorized` unless this is true.
+    allow_anonymous: bool = False
+    # Live signing (nonce answers, cache misses) runs on this many threads; beyond
+    # `sign_queue_limit` outstanding signatures a request gets `tryLater`.
+    sign_workers: int = Field(2, ge=1, le=64)
+    sign_queue_limit: int = Field(256, ge=1)
+    # Slow or idle clients: the body must arrive within read_timeout; idle keep-alive
+    # connections are closed after idle_timeout.
+    read_timeout_seconds: float = Field(10, gt=0, le=300)
+    idle_timeout_seconds: float = Field(15, gt=0, le=3600)
+
+    @field_validator("hash_algorithms")
+    @classmethod
+    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = set(value) - {"sha1", "sha256", "sha384", "sha512"}
+        if unknown or not value:
+            raise ValueError("must be a non-empty subset of sha1, sha256, sha384, sha512")
+        return value
+
+
 class RegistrySettings(_Section):
     municipalities_csv: Path = REPO_CONFIGS / "municipalities.csv"
 
@@ -84,6 +126,8 @@ class Settings(_Section):
     events: EventsSettings = EventsSettings()
     fees: FeesSettings = FeesSettings()
     linkage: LinkageSettings = LinkageSettings()
+
+    ocsp: OCSPSettings = OCSPSettings()
     source: str = Field("<defaults>", exclude=True)
 
     def with_data_dir(self, data_dir: Path | None) -> Settings:

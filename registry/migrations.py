@@ -201,8 +201,29 @@ def _v4_fees_and_consent(db: sqlite_utils.Database) -> None:
     db["consents"].create_index(["resident_id", "verifier_id", "service"], if_not_exists=True)
 
 
+def _v5_ocsp_signers(db: sqlite_utils.Database) -> None:
+    """OCSP: the delegated responder certificates, one or more per CA generation."""
+    db["ocsp_signers"].create(
+        {
+            "id": int,
+            "ca_id": int,
+            "serial": str,
+            "not_before": int,
+            "not_after": int,
+            "key_file": str,
+            "cert_der": bytes,
+            "created_at": int,
+        },
+        pk="id",
+        not_null={"ca_id", "serial", "not_before", "not_after", "key_file", "cert_der"},
+        foreign_keys=[("ca_id", "ca_generations", "id")],
+        if_not_exists=True,
+    )
+    db["ocsp_signers"].create_index(["ca_id", "not_after"], if_not_exists=True)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _v1_foundation, _v2_events, _v3_verifiers, _v4_fees_and_consent]
+    _v1_foundation, _v2_events, _v3_verifiers, _v4_fees_and_consent, _v5_ocsp_signers]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from ca.bootstrap import initialise
 from jpki.context import Context
 from jpki.output import print_json
+from ocsp.web import responder_keys, responder_policy
 from registry import audit, municipalities
 
 
@@ -47,6 +48,7 @@ def cmd_init(context: Context, args: argparse.Namespace) -> int:
         context.store, context.keys, context.clock,
         municipalities_csv=settings.registry.municipalities_csv,
         key_size=settings.ca.key_size, years=settings.ca.validity_years,
+        responder=(responder_keys(context), responder_policy(context)),
     )
     print_json({
         "data_dir": str(context.data_dir),

@@ -1,0 +1,315 @@
+"""`make bench-ocsp`: our responder against `openssl ocsp`, `cfssl ocspserve` and bare aiohttp.
+
+Same CA, same certificates, same request, one run; every server is one process pinned to CPU 0
+and `wrk` runs on CPU 1 (PEERS.md). The openssl responder binds every interface, so it and its
+load run inside a private network namespace (`unshare -n`). Every load loop is bounded (wrk -d).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+JPKI = [str(BIN / "jpki"), "--config", str(REPO / "configs" / "default.toml")]
+LUA = """
+wrk.method = "POST"
+local f = io.open("{body}", "rb")
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/ocsp-request"
+{auth}
+-- PEERS.md: the default resolve probes each address with an empty connection, which wedges
+-- the openssl responder.
+function wrk.resolve(host, service) wrk.addrs = wrk.lookup(host, service) end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run(*args: str, **kwargs: object) -> str:
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    result = subprocess.run(list(args), stdout=subprocess.PIPE, text=True, check=True,
+                            **kwargs)  # type: ignore[call-overload]
+    return result.stdout
+
+
+def wait_http(url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except OSError as exc:
+            if getattr(exc, "code", None):  # an HTTP error status means it is up
+                return
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+
+    def latency(pct: str) -> float:
+        match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        if not match:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    sockets = re.search(r"Socket errors: (.*)", text)
+    return {"rps": rate, "p50_ms": latency("50"), "p99_ms": latency("99"),
+            "non2xx": float(errors.group(1)) if errors else 0.0,
+            "socket_errors": sockets.group(1) if sockets else ""}  # type: ignore[dict-item]
+
+
+def wrk_cmd(url: str, lua: Path, seconds: int, connections: int) -> list[str]:
+    return ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+            "--latency", "-s", str(lua), url]
+
+
+def load(url: str, lua: Path, seconds: int, connections: int) -> dict[str, float]:
+    return parse_wrk(run(*wrk_cmd(url, lua, seconds, connections)))
+
+
+def keep_best(results: dict[str, dict[str, float]], name: str, row: dict[str, float]) -> None:
+    """The machine is shared and noisy: every server gets the same number of runs, best kept."""
+    if name not in results or row["rps"] > results[name]["rps"]:
+        results[name] = row
+
+
+def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **(env or {})}, start_new_session=True)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+def raw_sign_rate(key_pem: bytes, seconds: float = 2.0) -> float:
+    """RSA-2048 PKCS#1 v1.5 SHA-256 signatures per second on one core, in this Python."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    data = b"\x30" * 1200
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        key.sign(data, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr]
+        count += 1
+    return count / (time.perf_counter() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--certificates", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs per server (ours and bare interleaved); the best is reported")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    opts = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ocsp-bench-"))
+    data = work / "data"
+    jpki = [*JPKI, "--data-dir", str(data), "--log-level", "WARNING"]
+    results: dict[str, dict[str, float]] = {}
+    try:
+        run(*jpki, "init")
+        leaves = []
+        for index in range(opts.certificates):
+            out = json.loads(run(*jpki, "issue", "--resident-id", f"bench-{index}", "--out",
+                                 str(work / "out"), "--name", "山田 太郎", "--dob", "1980-04-02",
+                                 "--sex", "male", "--address", "東京都新宿区西新宿二丁目8番1号",
+                                 "--municipality-code", "13104", "--sign-pin", "abc12345",
+                                 "--auth-pin", "1234").splitlines()[-1])
+            leaves.append(out["signature"])
+        run(*jpki, "revoke", leaves[1]["serial"], "--reason", "affiliationChanged")
+        token = json.loads(run(*jpki, "verifier", "add", "bench"))["token"]
+        db = sqlite3.connect(data / "registry.db")
+        ca_der, ca_id = db.execute("SELECT cert_der, id FROM ca_generations WHERE"
+                                   " kind='signature'").fetchone()
+        r_der, r_key_file = db.execute("SELECT cert_der, key_file FROM ocsp_signers WHERE"
+                                       " ca_id=? ORDER BY id DESC", (ca_id,)).fetchone()
+        rows = db.execute("SELECT serial, status, revoked_at, reason, not_after FROM"
+                          " certificates WHERE ca_id=?", (ca_id,)).fetchall()
+        db.close()
+        ca_pem = work / "ca.pem"
+        ca_pem.write_bytes(x509.load_der_x509_certificate(ca_der).public_bytes(
+            serialization.Encoding.PEM))
+        r_pem = work / "responder.pem"
+        r_pem.write_bytes(x509.load_der_x509_certificate(r_der).public_bytes(
+            serialization.Encoding.PEM))
+        passphrase = (data / "ocsp-passphrase").read_text().strip().encode()
+        key = serialization.load_pem_private_key((data / "ocsp" / r_key_file).read_bytes(),
+                                                 password=passphrase)
+        key_pem = key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+        r_key = work / "responder.key"
+        r_key.touch(0o600)
+        r_key.write_bytes(key_pem)
+        leaf = leaves[0]["certificate"]
+        request = work / "req.der"
+        nonce_request = work / "req-nonce.der"
+        run("openssl", "ocsp", "-issuer", str(ca_pem), "-cert", leaf, "-no_nonce", "-reqout",
+            str(request))
+        run("openssl", "ocsp", "-issuer", str(ca_pem), "-cert", leaf, "-reqout",
+            str(nonce_request))
+        auth = f'wrk.headers["Authorization"] = "Bearer {token}"'
+        lua_plain = work / "plain.lua"
+        lua_plain.write_text(LUA.format(body=request, auth=auth))
+        lua_nonce = work / "nonce.lua"
+        lua_nonce.write_text(LUA.format(body=nonce_request, auth=auth))
+
+        # -- ours and the bare aiohttp ceiling, interleaved (the machine is shared) --------
+        port, bare_port = free_port(), free_port()
+        ours = start(["taskset", "-c", "0", *jpki, "serve", "--host", "127.0.0.1", "--port",
+                      str(port)])
+        bare = None
+        try:
+            url = f"http://127.0.0.1:{port}/ocsp"
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+            sample = subprocess.run(
+                ["curl", "-s", "-H", f"Authorization: Bearer {token}", "--data-binary",
+                 f"@{request}", "-H", "Content-Type: application/ocsp-request", url],
+                capture_output=True, check=True).stdout
+            check = run("openssl", "ocsp", "-issuer", str(ca_pem), "-cert", leaf, "-no_nonce",
+                        "-url", url, "-CAfile", str(ca_pem), "-header",
+                        f"Authorization=Bearer {token}", stderr=subprocess.STDOUT)
+            assert ": good" in check and "Response verify OK" in check, check
+            bare = start(["taskset", "-c", "0", sys.executable,
+                          str(REPO / "bench" / "bare_aiohttp.py"), str(bare_port),
+                          str(len(sample))])
+            bare_url = f"http://127.0.0.1:{bare_port}/ocsp"
+            wait_http(f"http://127.0.0.1:{bare_port}/healthz")
+            load(url, lua_plain, 2, opts.connections)  # warm-up
+            load(bare_url, lua_plain, 2, opts.connections)
+            for _ in range(opts.rounds):
+                for name, target in (("ours (cached)", url), ("bare aiohttp", bare_url)):
+                    keep_best(results, name, load(target, lua_plain, opts.seconds,
+                                                  opts.connections))
+            results["ours (live, nonce)"] = load(url, lua_nonce, opts.seconds,
+                                                 opts.connections)
+        finally:
+            stop(ours)
+            if bare is not None:
+                stop(bare)
+        # The live path once more with the server free to use both cores for its signing
+        # threads (RSA in pyca releases the GIL only partly; see ocsp/README.md).
+        port = free_port()
+        ours = start([*jpki, "serve", "--host", "127.0.0.1", "--port", str(port)])
+        try:
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+            results["ours (live, 2 cores)"] = load(f"http://127.0.0.1:{port}/ocsp", lua_nonce,
+                                                   opts.seconds, opts.connections)
+        finally:
+            stop(ours)
+
+        # -- openssl ocsp responder, in its own network namespace ---------------------------
+        index = work / "index.txt"
+        lines = []
+        for serial, status, revoked_at, reason, not_after in rows:
+            expiry = time.strftime("%y%m%d%H%M%SZ", time.gmtime(not_after))
+            hexserial = serial.upper()
+            hexserial = ("0" + hexserial) if len(hexserial) % 2 else hexserial
+            if status == "revoked":
+                names = ["unspecified", "keyCompromise", "CACompromise", "affiliationChanged",
+                         "superseded", "cessationOfOperation", "certificateHold"]
+                when = time.strftime("%y%m%d%H%M%SZ", time.gmtime(revoked_at))
+                lines.append(f"R\t{expiry}\t{when},{names[reason]}\t{hexserial}\tunknown\t/CN=x")
+            else:
+                lines.append(f"V\t{expiry}\t\t{hexserial}\tunknown\t/CN=x")
+        index.write_text("\n".join(lines) + "\n")
+        (work / "index.txt.attr").write_text("unique_subject = no\n")
+        port = 18888
+        openssl_load = wrk_cmd(f"http://127.0.0.1:{port}/ocsp", lua_plain, opts.seconds,
+                               opts.connections)
+        script = (
+            "ip link set lo up; "
+            f"taskset -c 0 openssl ocsp -index {index} -port {port} -rsigner {r_pem} "
+            f"-rkey {r_key} -CA {ca_pem} -nmin 60 >/dev/null 2>&1 & pid=$!; sleep 0.5; "
+            f"{' '.join(openssl_load)}"
+            "; kill $pid"
+        )
+        for _ in range(opts.rounds):  # a fresh responder each run (it wedges, PEERS.md)
+            try:
+                out = run("timeout", str(opts.seconds + 30), "unshare", "-n", "bash", "-c",
+                          script)
+                keep_best(results, "openssl ocsp", parse_wrk(out))
+            except (subprocess.CalledProcessError, AttributeError) as exc:
+                print(f"openssl ocsp responder: not measured ({exc})", file=sys.stderr)
+
+        # -- cfssl ocspserve (pre-signed, GOMAXPROCS=1) -------------------------------------
+        if shutil.which("cfssl"):
+            responses = work / "cfssl-responses"
+            signed = json.loads(run("cfssl", "ocspsign", "-ca", str(ca_pem), "-responder",
+                                    str(r_pem), "-responder-key", str(r_key), "-cert", leaf,
+                                    "-status", "good"))
+            responses.write_text(signed["ocspResponse"] + "\n")
+            port = free_port()
+            cfssl = start(["taskset", "-c", "0", "cfssl", "ocspserve", "-address", "127.0.0.1",
+                           "-port", str(port), "-responses", str(responses)],
+                          env={"GOMAXPROCS": "1"})
+            try:
+                time.sleep(1.0)
+                load(f"http://127.0.0.1:{port}/", lua_plain, 2, opts.connections)
+                for _ in range(opts.rounds):
+                    keep_best(results, "cfssl ocspserve", load(
+                        f"http://127.0.0.1:{port}/", lua_plain, opts.seconds, opts.connections))
+            finally:
+                stop(cfssl)
+        else:
+            print("cfssl: not installed (Debian package golang-cfssl); skipped",
+                  file=sys.stderr)
+        sign_rate = raw_sign_rate(key_pem)
+    finally:
+        if not opts.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print(f"{'server':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
+    for name, row in results.items():
+        print(f"{name:<22}{row['rps']:>10.0f}{row['p50_ms']:>10.2f}{row['p99_ms']:>10.2f}"
+              f"{row['non2xx']:>10.0f}")
+    print(f"{'raw RSA-2048 sign/s':<22}{sign_rate:>10.0f}  (one core, cryptography)")
+    cached = results["ours (cached)"]["rps"]
+    ratios = {"cached / openssl ocsp": ("openssl ocsp", 5.0),
+              "cached / cfssl ocspserve": ("cfssl ocspserve", 1.0),
+              "cached / bare aiohttp": ("bare aiohttp", 0.65)}
+    for label, (peer, target) in ratios.items():
+        if peer in results:
+            ratio = cached / results[peer]["rps"]
+            print(f"{label:<28}{ratio:>6.2f}  (target >= {target})")
+    for name in ("ours (live, nonce)", "ours (live, 2 cores)"):
+        live = results[name]["rps"] / sign_rate
+        print(f"{name + ' / raw sign':<28}{live:>6.2f}  (target >= 0.8)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

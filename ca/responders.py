@@ -1,0 +1,152 @@
+"""Delegated OCSP responder certificates (RFC 6960 §4.2.2.2), one per CA generation.
+
+This module signs with the CA key, so it lives in `ca/`; the responder (`ocsp/`) only loads the
+responder keys and certificates. Profile: EKU id-kp-OCSPSigning (the delegation itself),
+keyUsage digitalSignature, id-pkix-ocsp-nocheck (§4.2.2.2.1: verifiers need not check the
+responder's own status, which is why the validity is short, 30 days by default), AKI/SKI.
+
+Responder keys are encrypted at rest under a *separate* passphrase (`ocsp.passphrase_env`,
+else the 0600 file `ocsp-passphrase`), so the internet-facing responder never needs the CA
+passphrase to sign. Renewal does need the CA key: `jpki ocsp renew-signers` (cron) and the
+daemon at start-up and periodically when the CA passphrase is available to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ca import authority
+from ca.authority import CAGeneration
+from ca.keystore import KeyStore, PrivateKey
+from registry import audit
+from registry.clock import Clock, epoch
+from registry.store import Store
+
+
+class ResponderKeyStore(KeyStore):
+    """Responder keys in `<data>/ocsp/`, under the responder passphrase, not the CA one."""
+
+    def __init__(self, data_dir: Path, *, passphrase_env: str, passphrase_file: str) -> None:
+        super().__init__(data_dir, passphrase_env=passphrase_env, passphrase_file=passphrase_file)
+        self.directory = data_dir / "ocsp"
+
+
+@dataclass(frozen=True)
+class ResponderPolicy:
+    validity_days: int = 30
+    renew_before_days: int = 7
+    key_size: int = 2048
+
+
+@dataclass(frozen=True)
+class ResponderRecord:
+    id: int
+    ca_id: int
+    certificate: x509.Certificate
+    key_file: str
+
+    @property
+    def not_after(self) -> datetime:
+        return self.certificate.not_valid_after_utc
+
+
+def responder_name(ca: CAGeneration) -> x509.Name:
+    return x509.Name(
+        [
+            *list(ca.certificate.subject)[:3],
+            x509.NameAttribute(NameOID.COMMON_NAME, f"OCSP Responder {ca.label}"),
+        ]
+    )
+
+
+def build_responder_certificate(ca: CAGeneration, ca_key: PrivateKey, public_key: rsa.RSAPublicKey,
+                                now: datetime, days: int) -> x509.Certificate:
+    not_before = now.replace(microsecond=0) - timedelta(minutes=5)
+    not_after = min(not_before + timedelta(days=days), ca.not_after)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(responder_name(ca))
+        .issuer_name(ca.certificate.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.AuthorityKeyIdentifier(bytes.fromhex(ca.key_id), None, None),
+                       critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                crl_sign=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+        .add_extension(x509.OCSPNoCheck(), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def _record(row: dict) -> ResponderRecord:
+    return ResponderRecord(row["id"], row["ca_id"], x509.load_der_x509_certificate(row["cert_der"]),
+                           row["key_file"])
+
+
+def latest(store: Store, ca_id: int) -> ResponderRecord | None:
+    row = store.one("SELECT * FROM ocsp_signers WHERE ca_id = ? ORDER BY not_after DESC, id DESC"
+                    " LIMIT 1", (ca_id,))
+    return _record(row) if row else None
+
+
+def issue(store: Store, ca_keys: KeyStore, responder_keys: ResponderKeyStore, clock: Clock,
+          ca: CAGeneration, policy: ResponderPolicy, *, actor: str = "operator"
+          ) -> ResponderRecord:
+    """A new key and certificate for the responder of one CA generation."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=policy.key_size)
+    now = clock()
+    certificate = build_responder_certificate(ca, ca.private_key(ca_keys), key.public_key(), now,
+                                              policy.validity_days)
+    serial = format(certificate.serial_number, "x")
+    with store.transaction() as conn:
+        key_file = responder_keys.save(f"responder-{ca.label}-{serial}", key)
+        cursor = conn.execute(
+            "INSERT INTO ocsp_signers (ca_id, serial, not_before, not_after, key_file, cert_der,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ca.id, serial, epoch(certificate.not_valid_before_utc),
+             epoch(certificate.not_valid_after_utc), key_file,
+             certificate.public_bytes(Encoding.DER), epoch(now)),
+        )
+        audit.append(store, clock, actor=actor, action="ocsp.signer.issue", serial=serial,
+                     detail={"ca": ca.label, "not_after":
+                             certificate.not_valid_after_utc.isoformat()})
+    return ResponderRecord(cursor.lastrowid or 0, ca.id, certificate, key_file)
+
+
+def needs_renewal(not_after: datetime | None, now: datetime, policy: ResponderPolicy) -> bool:
+    """Renew `renew_before_days` ahead, so nextUpdate (capped by notAfter) never shrinks to 0."""
+    return not_after is None or not_after - now <= timedelta(days=policy.renew_before_days)
+
+
+def ensure(store: Store, ca_keys: KeyStore, responder_keys: ResponderKeyStore, clock: Clock,
+           policy: ResponderPolicy, *, force: bool = False, actor: str = "operator"
+           ) -> list[ResponderRecord]:
+    """Issue a responder certificate for every live CA generation that lacks a fresh one."""
+    responder_keys.ensure_passphrase()
+    issued = []
+    now = clock()
+    for ca in authority.generations(store):
+        if ca.not_after <= now:
+            continue
+        record = latest(store, ca.id)
+        if force or needs_renewal(record.not_after if record else None, now, policy):
+            issued.append(issue(store, ca_keys, responder_keys, clock, ca, policy, actor=actor))
+    return issued

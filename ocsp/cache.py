@@ -1,0 +1,115 @@
+"""The pre-signed source: DER answers and their HTTP headers, keyed by the CertID's DER.
+
+The CertID's DER encodes (hash algorithm, issuerNameHash, issuerKeyHash, serial), i.e.
+(issuer, serial, hash algorithm), and is exactly what the answer must echo. A second map
+remembers which CertID a nonce-less, unsigned request body names, so a repeated request skips
+ASN.1 decoding altogether; it is only a memo of a deterministic parse.
+
+Invalidation: `drop_serials` on a state change, `drop_unknown` whenever another connection
+committed anything (a serial that was unknown may just have been issued). `version` counts
+invalidations: an answer whose status was read before an invalidation is not stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from email.utils import formatdate
+
+from ocsp.issuers import Issuer
+from ocsp.request import CertID
+
+
+@dataclass(frozen=True)
+class Entry:
+    der: bytes
+    cert_id: CertID
+    issuer: Issuer
+    state: str  # good | revoked | unknown
+    kind: str
+    this_update: int
+    next_update: int
+    refresh_at: int
+    etag: str
+    last_modified: str
+    expires: str
+
+    @classmethod
+    def make(cls, der: bytes, cert_id: CertID, issuer: Issuer, state: str, kind: str,
+             this_update: int, next_update: int, refresh_fraction: float) -> Entry:
+        return cls(
+            der=der, cert_id=cert_id, issuer=issuer, state=state, kind=kind,
+            this_update=this_update, next_update=next_update,
+            refresh_at=this_update + int((next_update - this_update) * refresh_fraction),
+            etag='"' + hashlib.sha256(der).hexdigest()[:40] + '"',
+            last_modified=formatdate(this_update, usegmt=True),
+            expires=formatdate(next_update, usegmt=True),
+        )
+
+
+class PresignedCache:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.entries: dict[bytes, Entry] = {}
+        self.bodies: dict[bytes, bytes] = {}
+        self._by_serial: dict[str, set[bytes]] = {}
+        self._unknown: set[bytes] = set()
+        self.version = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def remember_body(self, body: bytes, key: bytes) -> None:
+        if len(self.bodies) >= self.limit:
+            self.bodies.clear()  # a memo: losing it costs one parse per request, nothing else
+        self.bodies[body] = key
+
+    def put(self, entry: Entry, version_at_read: int) -> bool:
+        if version_at_read != self.version:
+            return False
+        if len(self.entries) >= self.limit:
+            self._evict()
+        key = entry.cert_id.der
+        self.entries[key] = entry
+        self._by_serial.setdefault(entry.cert_id.serial_hex, set()).add(key)
+        if entry.state == "unknown":
+            self._unknown.add(key)
+        return True
+
+    def _evict(self) -> None:
+        """Drop the oldest tenth (dicts keep insertion order); a miss is re-signed on demand."""
+        for key in list(self.entries)[: max(1, self.limit // 10)]:
+            self._remove(key)
+
+    def _remove(self, key: bytes) -> Entry | None:
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            keys = self._by_serial.get(entry.cert_id.serial_hex)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_serial[entry.cert_id.serial_hex]
+            self._unknown.discard(key)
+        return entry
+
+    def drop_serials(self, serials: tuple[str, ...] | list[str]) -> list[Entry]:
+        self.version += 1
+        dropped = []
+        for serial in serials:
+            for key in list(self._by_serial.get(serial, ())):
+                entry = self._remove(key)
+                if entry is not None:
+                    dropped.append(entry)
+        return dropped
+
+    def drop_unknown(self) -> None:
+        self.version += 1
+        for key in list(self._unknown):
+            self._remove(key)
+
+    def clear(self) -> None:
+        self.version += 1
+        self.entries.clear()
+        self.bodies.clear()
+        self._by_serial.clear()
+        self._unknown.clear()

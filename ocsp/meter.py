@@ -1,0 +1,29 @@
+"""The metering hook: every answered CertID is reported here, and awaited before the answer
+leaves (DOMAIN.md, "Fees": metering is per check, per verifier, by kind of certificate).
+
+The fees role provides the durable implementation (`fees.meter.OCSPMeter`): the response to an
+identified verifier is sent only once its ledger rows are committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from registry.verifiers import Verifier
+
+
+class Meter(Protocol):
+    async def record(self, verifier: Verifier | None, answered: Sequence[tuple[str, str]],
+                     at: datetime, *, status_confirmation: bool = False) -> None:
+        """The answered CertIDs as (kind, serial); kind is `signature`, `authentication` or
+        `unknown`. Called for every answer, cached ones included."""
+
+
+class NoMeter:
+    """Nothing is recorded (tests of the responder alone)."""
+
+    async def record(self, verifier: Verifier | None, answered: Sequence[tuple[str, str]],
+                     at: datetime, *, status_confirmation: bool = False) -> None:
+        return None

@@ -1,0 +1,37 @@
+"""The CertIDs to sign ahead of time: the newest certificates of one CA generation.
+
+They are encoded as `openssl ocsp` and most libraries send them (AlgorithmIdentifier with NULL
+parameters), so that the first real query already hits the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from asn1crypto import core, ocsp
+
+from ocsp.issuers import Issuer, cert_id_hashes
+from ocsp.request import CertID
+from registry.store import Store
+
+
+def make_cert_id(issuer: Issuer, algorithm: str, serial: int) -> CertID:
+    name_hash, key_hash = cert_id_hashes(issuer.ca, algorithm)
+    der = ocsp.CertId({
+        "hash_algorithm": {"algorithm": algorithm, "parameters": core.Null()},
+        "issuer_name_hash": name_hash,
+        "issuer_key_hash": key_hash,
+        "serial_number": serial,
+    }).dump()
+    return CertID(algorithm, name_hash, key_hash, serial, der)
+
+
+def cert_ids_for(store: Store, issuer: Issuer, algorithms: tuple[str, ...],
+                 limit: int) -> Iterator[CertID]:
+    rows = store.conn.execute(
+        "SELECT serial FROM certificates WHERE ca_id = ? ORDER BY issued_at DESC LIMIT ?",
+        (issuer.ca.id, limit),
+    ).fetchall()
+    for (serial,) in rows:
+        for algorithm in algorithms:
+            yield make_cert_id(issuer, algorithm, int(serial, 16))

@@ -1,0 +1,46 @@
+"""Proof that the responder's view of the registry is current, checked on every request.
+
+`jpki revoke` runs in another process and commits `state_changes` in the same transaction as
+the revocation. `PRAGMA data_version` on the responder's own connection changes whenever any
+other connection commits (https://sqlite.org/pragma.html#pragma_data_version); only then are
+the new `state_changes` rows read. The check costs one pragma when nothing changed, so a
+revocation acknowledged to the operator is served to the very next query.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Changes:
+    serials: tuple[str, ...]
+
+
+NOTHING = Changes(())
+
+
+class RegistryWatch:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._cursor = conn.cursor()  # reused: the check runs on every request
+        self.version = self._data_version()
+        row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM state_changes").fetchone()
+        self.last_seq = int(row[0])
+
+    def _data_version(self) -> int:
+        return int(self._cursor.execute("PRAGMA data_version").fetchone()[0])
+
+    def poll(self) -> Changes | None:
+        """None when no other connection committed since the last poll, else what changed."""
+        version = self._data_version()
+        if version == self.version:
+            return None
+        self.version = version
+        rows = self.conn.execute(
+            "SELECT seq, serial FROM state_changes WHERE seq > ? ORDER BY seq", (self.last_seq,)
+        ).fetchall()
+        if rows:
+            self.last_seq = int(rows[-1][0])
+        return Changes(tuple(row[1] for row in rows)) if rows else NOTHING

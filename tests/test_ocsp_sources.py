@@ -1,0 +1,179 @@
+"""The layers of the responder, each driven alone in-process with a frozen clock (no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from asn1crypto import ocsp
+from cryptography import x509
+
+from ca import authority, responders
+from ca.kinds import CertKind
+from jpki.context import Context
+from jpki.settings import load_settings
+from ocsp.auth import VerifierDirectory
+from ocsp.cache import PresignedCache
+from ocsp.errors import TryLater, Unauthorized
+from ocsp.issuers import IssuerIndex
+from ocsp.meter import NoMeter
+from ocsp.presign import make_cert_id
+from ocsp.responder import Responder, ResponderPolicy
+from ocsp.signing import LiveSigner
+from ocsp.web import responder_keys, responder_policy
+from registry import certificates
+from registry.clock import FrozenClock
+from registry.reasons import Reason
+from registry.store import Store
+from registry.verifiers import Verifier
+from tests.helpers import CONFIG, issue_args, jpki
+
+
+class RecordingMeter:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str | None, str, str]] = []
+
+    async def record(self, verifier: Verifier | None, answered: Sequence[tuple[str, str]],
+                     at: datetime, *, status_confirmation: bool = False) -> None:
+        for kind, serial in answered:
+            self.calls.append((verifier.name if verifier else None, kind, serial))
+
+
+def build(data_dir: Path, clock: FrozenClock, *, anonymous: bool = True,
+          meter: object | None = None, queue_limit: int = 16) -> Responder:
+    context = Context(load_settings(CONFIG, data_dir), clock)
+    store = Store.open(data_dir)
+    return Responder(
+        store=store, issuers=IssuerIndex(store, responder_keys(context), ("sha1", "sha256")),
+        cache=PresignedCache(1000), signer=LiveSigner(2, queue_limit),
+        directory=VerifierDirectory(store, anonymous), meter=meter or NoMeter(),  # type: ignore[arg-type]
+        clock=clock,
+        policy=ResponderPolicy(timedelta(hours=24), 0.5, frozenset({"sha1", "sha256"})),
+    )
+
+
+def request_for(responder: Responder, kind: CertKind, serial: str, algorithm: str = "sha1"
+                ) -> bytes:
+    issuer = next(i for i in responder.issuers.issuers if i.ca.kind is kind)
+    cert_id = make_cert_id(issuer, algorithm, int(serial, 16))
+    return ocsp.OCSPRequest({"tbs_request": {"request_list": [
+        {"req_cert": ocsp.CertId.load(cert_id.der)}]}}).dump()
+
+
+def single(der: bytes) -> ocsp.SingleResponse:
+    return ocsp.OCSPResponse.load(der).basic_ocsp_response["tbs_response_data"]["responses"][0]
+
+
+@pytest.fixture
+def issued(data_dir: Path, tmp_path: Path) -> dict:
+    result = jpki(data_dir, *issue_args("src-1", tmp_path / "out"))
+    assert result.code == 0, result.err
+    return result.json
+
+
+async def test_in_process_revocation_drops_the_cached_answer(data_dir: Path, issued: dict,
+                                                            context: Context) -> None:
+    clock = FrozenClock(datetime.now(UTC))
+    meter = RecordingMeter()
+    responder = build(data_dir, clock, meter=meter)
+    serial = issued["signature"]["serial"]
+    body = request_for(responder, CertKind.SIGNATURE, serial)
+    first = await responder.answer(body, None)
+    assert first.outcome == "good" and first.entry is not None
+    assert (await responder.answer(body, None)).der == first.der  # served from the cache
+    certificates.revoke(context.store, clock, serial, Reason.affiliationChanged, actor="test")
+    after = await responder.answer(body, None)
+    assert after.outcome == "revoked"
+    status = single(after.der)["cert_status"]
+    assert status.name == "revoked"
+    assert status.chosen["revocation_reason"].native == "affiliation_changed"
+    assert meter.calls == [(None, "signature", serial)] * 3
+    await responder.close()
+
+
+async def test_stale_answers_are_resigned_and_next_update_respects_the_signer(
+        data_dir: Path, issued: dict) -> None:
+    clock = FrozenClock(datetime.now(UTC))
+    responder = build(data_dir, clock)
+    body = request_for(responder, CertKind.AUTHENTICATION, issued["authentication"]["serial"],
+                       "sha256")
+    first = await responder.answer(body, None)
+    clock.advance(timedelta(hours=13))  # past refresh_fraction of 24 h: stale, still valid
+    stale = await responder.answer(body, None)
+    assert stale.der == first.der
+    await asyncio.sleep(0)
+    for _ in range(100):
+        entry = responder.cache.entries.get(first.entry.cert_id.der)  # type: ignore[union-attr]
+        if entry is not None and entry.der != first.der:
+            break
+        await asyncio.sleep(0.01)
+    assert entry is not None and entry.this_update > first.entry.this_update  # type: ignore[union-attr]
+    signer = responder.issuers.issuers[0].signer
+    assert signer is not None
+    clock.now = signer.not_after - timedelta(hours=1)
+    responder.cache.clear()
+    late = await responder.answer(body, None)
+    assert single(late.der)["next_update"].native == signer.not_after
+    await responder.close()
+
+
+def test_responder_certificates_are_renewed_before_expiry(context: Context) -> None:
+    keys, policy = responder_keys(context), responder_policy(context)
+    assert responders.ensure(context.store, context.keys, keys, context.clock, policy) == []
+    later = FrozenClock(datetime.now(UTC) + timedelta(days=policy.validity_days
+                                                     - policy.renew_before_days + 1))
+    renewed = responders.ensure(context.store, context.keys, keys, later, policy)
+    assert len(renewed) == len(authority.generations(context.store))
+    for record in renewed:
+        cert = record.certificate
+        assert cert.extensions.get_extension_for_class(x509.OCSPNoCheck)
+        assert cert.not_valid_after_utc - later() <= timedelta(days=policy.validity_days)
+
+
+async def test_anonymous_setting_and_bounded_live_signing(data_dir: Path, issued: dict) -> None:
+    clock = FrozenClock(datetime.now(UTC))
+    closed = build(data_dir, clock, anonymous=False)
+    body = request_for(closed, CertKind.SIGNATURE, issued["signature"]["serial"])
+    with pytest.raises(Unauthorized):
+        await closed.answer(body, None)
+    await closed.close()
+    bounded = build(data_dir, clock, queue_limit=1)
+    bodies = [request_for(bounded, CertKind.SIGNATURE, issued["signature"]["serial"]),
+              request_for(bounded, CertKind.AUTHENTICATION, issued["authentication"]["serial"])]
+    results = await asyncio.gather(*(bounded.answer(b, None) for b in bodies),
+                                   return_exceptions=True)
+    assert sum(isinstance(r, TryLater) for r in results) == 1
+    await bounded.close()
+
+
+def test_fast_parser_agrees_with_the_full_parser(env_requests: list[bytes]) -> None:
+    from ocsp.request import parse, parse_fast
+
+    allowed = frozenset({"sha1", "sha256"})
+    for der in env_requests:
+        fast = parse_fast(der, allowed)
+        assert fast is not None
+        assert fast == parse(der, allowed)
+
+
+@pytest.fixture
+def env_requests(tmp_path: Path, issued: dict, data_dir: Path) -> list[bytes]:
+    from tests.helpers import openssl
+
+    ca = tmp_path / "ca.pem"
+    context = Context(load_settings(CONFIG, data_dir))
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    ca.write_bytes(authority.current(context.store, CertKind.SIGNATURE).certificate
+                   .public_bytes(Encoding.PEM))
+    context.store.close()
+    result = []
+    for extra in ([], ["-no_nonce"], ["-sha256"], ["-sha256", "-no_nonce"]):
+        out = tmp_path / "r.der"
+        openssl("ocsp", "-issuer", str(ca), *extra, "-cert", issued["signature"]["certificate"],
+                "-reqout", str(out))
+        result.append(out.read_bytes())
+    return result
