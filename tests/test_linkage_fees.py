@@ -7,12 +7,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from ca import authority
 from ca.issuance import IssuedPair, IssueRequest
 from ca.kinds import CertKind
 from fees.invoice import invoices
-from fees.ledger import Check
-from jpki.daemon import METER
 from registry import consents, verifiers
 from registry.clock import JST
 from registry.facts import Facts
@@ -43,14 +43,28 @@ def issue(stack: Stack, tmp_path: Path, resident_id: str, facts: dict = SHINJUKU
 
 
 def verifier(stack: Stack, name: str) -> tuple[verifiers.Verifier, str]:
-    return verifiers.add(stack.context.store, stack.clock, name)
+    who, token = verifiers.add(stack.context.store, stack.clock, name)
+    TOKENS[who.id] = token
+    return who, token
+
+
+TOKENS: dict[int, str] = {}
+
+
+def ca_pem(stack: Stack, kind: CertKind) -> Path:
+    path = stack.context.data_dir / f"{kind.short}-ca.pem"
+    if not path.exists():
+        ca = authority.current(stack.context.store, kind).certificate
+        path.write_bytes(ca.public_bytes(Encoding.PEM))
+    return path
 
 
 async def validity_check(stack: Stack, who: verifiers.Verifier, serial: str, kind: CertKind,
                          status_confirmation: bool = False) -> None:
-    """A validity check as the OCSP responder meters it."""
-    await stack.app[METER].record([Check(who.id, who.name, f"{kind.value}_check", "ocsp",
-                                           serial, stack.clock(), status_confirmation)])
+    """A real validity check: `openssl ocsp` with the verifier's token; the responder meters it."""
+    extra = ("-header", "JPKI-Check-Purpose=status-confirmation") if status_confirmation else ()
+    text = await stack.ocsp(ca_pem(stack, kind), serial, TOKENS[who.id], *extra)
+    assert f"0x{serial}: " in text
 
 
 def grant(stack: Stack, resident_id: str, who: verifiers.Verifier, service: str,
@@ -61,9 +75,9 @@ def grant(stack: Stack, resident_id: str, who: verifiers.Verifier, service: str,
 async def test_renewal_predecessor_and_successor(stack: Stack, tmp_path: Path) -> None:
     bank, token = verifier(stack, "bank")
     first = issue(stack, tmp_path, "r1")
-    stack.clock.advance(timedelta(days=30))
+    stack.advance(timedelta(days=30))
     second = issue(stack, tmp_path, "r1", renew=True)
-    stack.clock.advance(timedelta(days=30))
+    stack.advance(timedelta(days=30))
     third = issue(stack, tmp_path, "r1", renew=True)
     grant(stack, "r1", bank, "linkage")
     a, b, c = (pair.issued[CertKind.AUTHENTICATION].serial for pair in (first, second, third))
@@ -103,7 +117,7 @@ async def test_refusals(stack: Stack, tmp_path: Path) -> None:
     assert status == 409 and "validity" in body["detail"]
     await validity_check(stack, bank, serial, CertKind.AUTHENTICATION)
     assert (await stack.get(f"/linkage/v1/predecessor/{serial}", token))[0] == 200
-    stack.clock.advance(timedelta(minutes=11))
+    stack.advance(timedelta(minutes=11))
     assert (await stack.get(f"/linkage/v1/predecessor/{serial}", token))[0] == 409
     # another verifier's check and consent do not count
     await validity_check(stack, other, serial, CertKind.AUTHENTICATION)
@@ -112,11 +126,12 @@ async def test_refusals(stack: Stack, tmp_path: Path) -> None:
     await validity_check(stack, bank, serial, CertKind.AUTHENTICATION)
     consents.withdraw(stack.context.store, stack.clock, "r1", bank, "linkage")
     assert (await stack.get(f"/linkage/v1/predecessor/{serial}", token))[0] == 403
-    # a grant expires after 10 years
+    # a grant lasts 10 years (the counterpart number needs no prior validity check)
     grant(stack, "r1", bank, "linkage")
-    stack.clock.advance(timedelta(days=3653))
-    await validity_check(stack, bank, serial, CertKind.AUTHENTICATION)
-    assert (await stack.get(f"/linkage/v1/predecessor/{serial}", token))[0] == 403
+    stack.clock.advance(timedelta(days=3651))
+    assert (await stack.get(f"/linkage/v1/counterpart/{serial}", token))[0] == 200
+    stack.clock.advance(timedelta(days=2))
+    assert (await stack.get(f"/linkage/v1/counterpart/{serial}", token))[0] == 403
 
 
 async def test_counterpart_latest_facts_and_age(stack: Stack, tmp_path: Path) -> None:
@@ -153,7 +168,7 @@ async def test_counterpart_latest_facts_and_age(stack: Stack, tmp_path: Path) ->
     await validity_check(stack, bank, new_auth, CertKind.AUTHENTICATION)
     status, body = await stack.get(f"/linkage/v1/age/{new_auth}?at_least=36", token)
     assert status == 200 and body["result"] is False  # 35 since 2025-12-31 (born 1990-12-31)
-    stack.clock.now = datetime(2026, 12, 31, 0, 5, tzinfo=JST)
+    stack.set(datetime(2026, 12, 31, 0, 5, tzinfo=JST))
     await validity_check(stack, bank, new_auth, CertKind.AUTHENTICATION)
     status, body = await stack.get(f"/linkage/v1/age/{new_auth}?at_least=36", token)
     assert body == {"serial": new_auth, "at_least": 36, "result": True}
@@ -172,7 +187,7 @@ async def test_invoice_across_the_promotion_boundary(stack: Stack, tmp_path: Pat
     await validity_check(stack, bank, auth, CertKind.AUTHENTICATION)
     assert (await stack.get(f"/linkage/v1/counterpart/{sig}", token))[0] == 200
     # 2026-01-01 00:00 JST: the promotion has ended
-    stack.clock.now = datetime(2026, 1, 1, 0, 0, tzinfo=JST)
+    stack.set(datetime(2026, 1, 1, 0, 0, tzinfo=JST))
     for _ in range(3):
         await validity_check(stack, bank, sig, CertKind.SIGNATURE)
     await validity_check(stack, bank, auth, CertKind.AUTHENTICATION)
