@@ -186,11 +186,22 @@ def main() -> int:
         lua_plain.write_text(LUA.format(body=request, auth=auth))
         lua_nonce = work / "nonce.lua"
         lua_nonce.write_text(LUA.format(body=nonce_request, auth=auth))
+        lua_anonymous = work / "anonymous.lua"
+        lua_anonymous.write_text(LUA.format(body=request, auth=""))
+        # The same daemon answers anonymous requests too (unmetered: nobody to bill), so the
+        # cost of durable metering is the ratio of the two cached rows, measured side by side.
+        config = work / "bench.toml"
+        configs = REPO / "configs"
+        config.write_text((configs / "default.toml").read_text()
+                          .replace("allow_anonymous = false", "allow_anonymous = true")
+                          .replace('"municipalities.csv"', f'"{configs / "municipalities.csv"}"')
+                          .replace('"tariff.toml"', f'"{configs / "tariff.toml"}"'))
+        serve = [str(BIN / "jpki"), "--config", str(config), "--data-dir", str(data),
+                 "--log-level", "WARNING", "serve", "--host", "127.0.0.1"]
 
         # -- ours and the bare aiohttp ceiling, interleaved (the machine is shared) --------
         port, bare_port = free_port(), free_port()
-        ours = start(["taskset", "-c", "0", *jpki, "serve", "--host", "127.0.0.1", "--port",
-                      str(port)])
+        ours = start(["taskset", "-c", "0", *serve, "--port", str(port)])
         bare = None
         try:
             url = f"http://127.0.0.1:{port}/ocsp"
@@ -211,8 +222,10 @@ def main() -> int:
             load(url, lua_plain, 2, opts.connections)  # warm-up
             load(bare_url, lua_plain, 2, opts.connections)
             for _ in range(opts.rounds):
-                for name, target in (("ours (cached)", url), ("bare aiohttp", bare_url)):
-                    keep_best(results, name, load(target, lua_plain, opts.seconds,
+                for name, target, lua in (("ours (cached)", url, lua_anonymous),
+                                          ("ours (cached, metered)", url, lua_plain),
+                                          ("bare aiohttp", bare_url, lua_plain)):
+                    keep_best(results, name, load(target, lua, opts.seconds,
                                                   opts.connections))
             results["ours (live, nonce)"] = load(url, lua_nonce, opts.seconds,
                                                  opts.connections)
@@ -223,7 +236,7 @@ def main() -> int:
         # The live path once more with the server free to use both cores for its signing
         # threads (RSA in pyca releases the GIL only partly; see ocsp/README.md).
         port = free_port()
-        ours = start([*jpki, "serve", "--host", "127.0.0.1", "--port", str(port)])
+        ours = start([*serve, "--port", str(port)])
         try:
             wait_http(f"http://127.0.0.1:{port}/healthz")
             results["ours (live, 2 cores)"] = load(f"http://127.0.0.1:{port}/ocsp", lua_nonce,
@@ -292,9 +305,9 @@ def main() -> int:
         if not opts.keep:
             shutil.rmtree(work, ignore_errors=True)
 
-    print(f"{'server':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
+    print(f"{'server':<24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
     for name, row in results.items():
-        print(f"{name:<22}{row['rps']:>10.0f}{row['p50_ms']:>10.2f}{row['p99_ms']:>10.2f}"
+        print(f"{name:<24}{row['rps']:>10.0f}{row['p50_ms']:>10.2f}{row['p99_ms']:>10.2f}"
               f"{row['non2xx']:>10.0f}")
     print(f"{'raw RSA-2048 sign/s':<22}{sign_rate:>10.0f}  (one core, cryptography)")
     cached = results["ours (cached)"]["rps"]
@@ -305,6 +318,8 @@ def main() -> int:
         if peer in results:
             ratio = cached / results[peer]["rps"]
             print(f"{label:<28}{ratio:>6.2f}  (target >= {target})")
+    metered = results["ours (cached, metered)"]["rps"] / cached
+    print(f"{'metered / unmetered':<28}{metered:>6.2f}  (cost of the durable fee ledger)")
     for name in ("ours (live, nonce)", "ours (live, 2 cores)"):
         live = results[name]["rps"] / sign_rate
         print(f"{name + ' / raw sign':<28}{live:>6.2f}  (target >= 0.8)")
