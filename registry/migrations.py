@@ -117,7 +117,36 @@ def _v1_foundation(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_foundation]
+def _crl_state(db: sqlite_utils.Database) -> None:
+    """CRL numbering and publication state per (CA generation, partition).
+
+    RFC 5280 §5.2.3: the CRL number strictly increases per scope; `number` is the last number
+    reserved, `published_number` the last one published, `idp` the hex DER of the scope's
+    IssuingDistributionPoint ('' for the full CRL), which must never change for a URL.
+    """
+    db["crl_state"].create(
+        {
+            "ca_id": int,
+            "partition": str,
+            "number": int,
+            "published_number": int,
+            "idp": str,
+            "this_update": int,
+            "next_update": int,
+            "entries": int,
+            "size": int,
+            "sha256": str,
+            "duration_ms": int,
+            "published_at": int,
+        },
+        pk=("ca_id", "partition"),
+        not_null={"number"},
+        foreign_keys=[("ca_id", "ca_generations", "id")],
+        if_not_exists=True,
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_foundation, _crl_state]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
