@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ca import web as ca_web
+from crl import service as crl_service
 from jpki.context import Context
 
 log = logging.getLogger("jpki.daemon")
@@ -33,6 +34,7 @@ def build_app(context: Context) -> web.Application:
 
     app.add_routes([web.get("/healthz", healthz), web.get("/metrics", metrics)])
     app.add_routes(ca_web.routes(context.store, settings.server.public_base_url))
+    crl_service.attach(app, context)
     return app
 
 
