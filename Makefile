@@ -51,3 +51,6 @@ audit-verify: venv ## check the audit log's hash chain
 
 clean: ## remove the virtualenv and development data
 	rm -rf $(VENV) var
+
+bench-crl: venv ## full-CRL generation vs openssl ca -gencrl, 1,000,000 revoked (not in test)
+	$(BIN)/python bench/crl_bench.py

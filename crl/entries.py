@@ -38,10 +38,21 @@ def has_certificates_since(store: Store, ca_id: int, cutoff: int) -> bool:
     return row is not None
 
 
+def revoked_count(store: Store, ca_id: int) -> int:
+    row = store.conn.execute(
+        "SELECT COUNT(*) FROM certificates WHERE ca_id = ? AND status = 'revoked'", (ca_id,)
+    ).fetchone()
+    return int(row[0])
+
+
 def stream(store: Store, ca_id: int, partition: str | None, cutoff: int,
            batch: int = BATCH) -> Iterator[Entry]:
     """Revoked certificates of one CA (one partition, or all when `partition` is None) whose
-    notAfter is at or after `cutoff`."""
+    notAfter is at or after `cutoff`.
+
+    The literal `status = 'revoked'` lets SQLite use the partial covering index
+    `certificates_crl_entries` (registry/migrations.py): an index-only range scan.
+    """
     sql = ("SELECT serial, revoked_at, reason FROM certificates"
            " WHERE ca_id = ? AND status = 'revoked' AND not_after >= ?")
     params: tuple[object, ...] = (ca_id, cutoff)

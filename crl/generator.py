@@ -4,28 +4,32 @@ A generation is live while its CA certificate is valid and it is either the curr
 partitions' URLs are about to be used) or still has certificates within the look-back window.
 Unchanged partitions are re-signed anyway: a verifier needs a fresh nextUpdate every day.
 
-A full run builds each partition's entries once and reuses them for the generation's full CRL
-(which carries no IssuingDistributionPoint, so it also covers the self-signed CA certificate
-that `openssl verify -crl_check_all` checks; PEERS.md). An on-demand run for one partition
-streams the full CRL from the registry instead.
+Partition CRLs are signed by pyca/cryptography, in a pool of worker processes when the CA has
+many revoked entries; the full CRL of the generation (no IssuingDistributionPoint, so it also
+covers the self-signed CA certificate that `openssl verify -crl_check_all` checks; PEERS.md) is
+assembled from the partitions' encoded entries (crl.assembly), so no entry is built twice.
+A run for one partition (an urgent revocation) publishes that partition and the full CRL; the
+full CRL still has to list every partition's current entries, so they are all rebuilt.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
-
-from cryptography import x509
 
 from ca import authority
 from ca.authority import CAGeneration
 from ca.keystore import KeyStore
 from ca.kinds import CertKind
-from crl import builder, entries
+from crl import assembly, builder, entries, partitions
+from crl.partitions import PartitionJob, PartitionResult, PartitionSigner
 from crl.publisher import FULL, Published, Publisher
 from registry import municipalities
 from registry.clock import Clock, epoch
@@ -45,6 +49,10 @@ class CRLPolicy:
     base_url: str
     grace_hours: int = 6
     lookback_days: int = 30
+    # Worker processes for partition signing (0: one per CPU); used only when a CA has at
+    # least `parallel_threshold` revoked entries (spawning costs about half a second).
+    workers: int = 0
+    parallel_threshold: int = 50_000
 
 
 class Generator:
@@ -98,94 +106,96 @@ class Generator:
         generations = self.live_generations(now, kind)
         if not generations:
             raise NotFound("no live CA generation to generate CRLs for; run `jpki init`")
-        plan: list[tuple[CAGeneration, list[str]]] = []
+        plan = []
         for ca in generations:
             known = entries.partitions(self.store, ca.id)
-            if partition is not None:
-                if partition not in known:
-                    raise InvalidInput(f"{partition} is not a partition of {ca.label}",
-                                       field="partition")
-                plan.append((ca, [partition]))
-            else:
-                plan.append((ca, known))
+            if partition is not None and partition not in known:
+                raise InvalidInput(f"{partition} is not a partition of {ca.label}",
+                                   field="partition")
+            plan.append((ca, known))
         total = sum(len(parts) + 1 for _ca, parts in plan)
-        done = 0
-        results: list[Published] = []
-        for ca, parts in plan:
-            key = ca.private_key(self.keys)
-            collected: list[x509.RevokedCertificate] = []
-            for code in parts:
-                if progress:
-                    progress(done, total, f"{ca.label}/{code}")
-                started = time.perf_counter()
-                revoked = builder.revoked_certificates(
-                    entries.stream(self.store, ca.id, code, self.cutoff(now)))
-                published = self._sign_and_publish(ca, key, code, revoked, now, started)
-                if published is not None:
-                    results.append(published)
-                if partition is None:
-                    collected += revoked
-                done += 1
+        counter = [0]
+
+        def step(label: str) -> None:
+            counter[0] += 1
             if progress:
-                progress(done, total, f"{ca.label}/{FULL}")
-            started = time.perf_counter()
-            if partition is not None:
-                collected = builder.revoked_certificates(
-                    entries.stream(self.store, ca.id, None, self.cutoff(now)))
-            published = self._sign_and_publish(ca, key, FULL, collected, now, started)
-            if published is not None:
-                results.append(published)
-            log.info("generated CRLs of %s: %d partition(s) and full, %d entries in full",
-                     ca.label, len(parts), len(collected))
-            del collected
-            done += 1
+                progress(counter[0], total, label)
+
         if progress:
-            progress(done, total, "done")
+            progress(0, total, "")
+        results: list[Published] = []
+        for ca, known in plan:
+            results += self._generation(ca, known, partition, now, step)
         return results
 
-    def full(self, ca: CAGeneration) -> Published:
-        """The full CRL of one generation alone, streamed from the registry (the benchmark)."""
-        now = self.clock().replace(microsecond=0)
+    def _generation(self, ca: CAGeneration, known: list[str], only: str | None,
+                    now: datetime, step: Callable[[str], None]) -> list[Published]:
         started = time.perf_counter()
-        revoked = builder.revoked_certificates(
-            entries.stream(self.store, ca.id, None, self.cutoff(now)))
-        published = self._sign_and_publish(ca, ca.private_key(self.keys), FULL, revoked, now,
-                                           started)
-        assert published is not None  # the full CRL has no partition to look up
-        return published
+        next_update = builder.next_update(now, self.policy.grace_hours, ca.not_after)
+        jobs = []
+        for code in known:
+            publish = only is None or code == only
+            municipality = self._municipality(ca, code) if publish else None
+            number = self.publisher.reserve(ca, code) if publish and municipality else 0
+            jobs.append(PartitionJob(code, self.cutoff(now), now, next_update, number,
+                                     municipality, self.policy.base_url))
+        results: list[Published] = []
+        contents: list[bytes] = []
+        count = 0
+        for result in self._sign_partitions(ca, jobs):
+            contents.append(result.contents)
+            count += result.entries
+            if result.number:
+                staged = self.publisher.stage(ca, result.partition, result.der, result.entries)
+                results.append(self.publisher.commit(staged, result.duration_ms))
+            step(f"{ca.label}/{result.partition}")
+        number = self.publisher.reserve(ca, FULL)
+        der = assembly.full_crl(ca, ca.private_key(self.keys), number=number, this_update=now,
+                                next_update=next_update, contents=contents)
+        del contents
+        staged = self.publisher.stage(ca, FULL, der, count)
+        results.append(self.publisher.commit(
+            staged, int((time.perf_counter() - started) * 1000)))
+        step(f"{ca.label}/{FULL}")
+        log.info("generated CRLs of %s: %d partition(s) published, full CRL %d entries,"
+                 " %.1f s", ca.label, len(results) - 1, count, time.perf_counter() - started)
+        return results
 
-    def _idp(self, ca: CAGeneration, partition: str) -> x509.IssuingDistributionPoint | None:
-        municipality = municipalities.get(self.store, partition)
-        return builder.partition_idp(ca.kind, ca.generation, municipality, self.policy.base_url)
+    def _municipality(self, ca: CAGeneration, code: str) -> municipalities.Municipality | None:
+        try:
+            return municipalities.get(self.store, code)
+        except NotFound:
+            # Certificates name a partition the table no longer has: the DirectoryName of their
+            # cRLDistributionPoints cannot be rebuilt; the full CRL still lists them.
+            log.warning("partition %s of %s is not in the municipality table; its entries"
+                        " are published in the full CRL only", code, ca.label)
+            return None
 
-    def _sign_and_publish(self, ca: CAGeneration, key: authority.PrivateKey, partition: str,
-                          revoked: list[x509.RevokedCertificate], now: datetime,
-                          started: float) -> Published | None:
-        idp = None
-        if partition != FULL:
-            try:
-                idp = self._idp(ca, partition)
-            except NotFound:
-                # Certificates name a partition the table no longer has: the DirectoryName of
-                # their cRLDistributionPoints cannot be rebuilt; the full CRL still lists them.
-                log.warning("partition %s of %s is not in the municipality table; its entries"
-                            " are published in the full CRL only", partition, ca.label)
-                return None
-        number = self.publisher.reserve(ca, partition)
-        crl = builder.build(
-            ca, key, number=number, this_update=now,
-            next_update=builder.next_update(now, self.policy.grace_hours, ca.not_after),
-            revoked=revoked, idp=idp,
-        )
-        staged = self.publisher.stage(ca, partition, crl, len(revoked))
-        duration_ms = int((time.perf_counter() - started) * 1000)
-        return self.publisher.commit(staged, duration_ms)
+    def _sign_partitions(self, ca: CAGeneration, jobs: list[PartitionJob]
+                         ) -> Iterator[PartitionResult]:
+        workers = self.policy.workers or os.cpu_count() or 1
+        revoked = entries.revoked_count(self.store, ca.id)
+        if workers <= 1 or revoked < self.policy.parallel_threshold or len(jobs) < 2:
+            signer = PartitionSigner(self.store, ca, ca.private_key(self.keys))
+            for job in jobs:
+                yield signer.sign(job)
+            return
+        context = multiprocessing.get_context("spawn")  # the daemon has threads: never fork
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(jobs)), mp_context=context,
+            initializer=partitions.init_worker,
+            initargs=(self.publisher.data_dir, ca.id, self.keys.passphrase_env,
+                      str(self.keys.passphrase_path.relative_to(self.publisher.data_dir))),
+        ) as pool:
+            yield from pool.map(partitions.sign_in_worker, jobs, chunksize=1)
 
 
 def from_settings(store: Store, keys: KeyStore, clock: Clock, settings: Settings) -> Generator:
     """Wire a generator from the settings; the CLI and the daemon both call this."""
     policy = CRLPolicy(base_url=settings.server.public_base_url,
                        grace_hours=settings.crl.grace_hours,
-                       lookback_days=settings.crl.lookback_days)
+                       lookback_days=settings.crl.lookback_days,
+                       workers=settings.crl.workers,
+                       parallel_threshold=settings.crl.parallel_threshold)
     publisher = Publisher(store, settings.data_dir, clock, settings.crl.versions_kept)
     return Generator(store, keys, clock, policy, publisher)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.authority import CAGeneration
 from ca.urls import crl_full_path, crl_partition_path
@@ -118,9 +117,12 @@ class Publisher:
             )
         return number
 
-    def stage(self, ca: CAGeneration, partition: str, crl: x509.CertificateRevocationList,
-              entries: int) -> Staged:
-        """Check the CRL against what was published for this URL, then write it aside."""
+    def stage(self, ca: CAGeneration, partition: str, der: bytes, entries: int) -> Staged:
+        """Check the CRL against what was published for this URL, then write it aside.
+
+        The checks read the DER that is about to be written, not what the caller says it is.
+        """
+        crl = x509.load_der_x509_crl(der)
         number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
         idp = _idp_hex(crl)
         label = f"{ca.label}/{partition}"
@@ -145,7 +147,6 @@ class Publisher:
         target.parent.mkdir(parents=True, exist_ok=True)
         for leftover in target.parent.glob(f".{target.name}.*.tmp"):
             leftover.unlink(missing_ok=True)  # from a run that crashed before its rename
-        der = crl.public_bytes(Encoding.DER)
         temporary = target.parent / f".{target.name}.{number}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         with os.fdopen(fd, "wb") as handle:
@@ -182,9 +183,9 @@ class Publisher:
                          staged.number, staged.entries, size, staged.target,
                          staged.this_update, staged.next_update)
 
-    def publish(self, ca: CAGeneration, partition: str, crl: x509.CertificateRevocationList,
-                entries: int, duration_ms: int = 0) -> Published:
-        return self.commit(self.stage(ca, partition, crl, entries), duration_ms)
+    def publish(self, ca: CAGeneration, partition: str, der: bytes, entries: int,
+                duration_ms: int = 0) -> Published:
+        return self.commit(self.stage(ca, partition, der, entries), duration_ms)
 
     def _prune(self, history: Path, name: str) -> None:
         versions = sorted(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import authority
 from ca.kinds import CertKind
@@ -50,6 +51,13 @@ def generator(ctx: Context) -> Generator:
 def load(generator: Generator, kind: CertKind, partition: str) -> x509.CertificateRevocationList:
     ca = authority.current(generator.store, kind)
     return x509.load_der_x509_crl(generator.publisher.path(ca, partition).read_bytes())
+
+
+def idp_of(generator: Generator, code: str) -> x509.IssuingDistributionPoint:
+    ca = authority.current(generator.store, CertKind.SIGNATURE)
+    return builder.partition_idp(ca.kind, ca.generation,
+                                 municipalities.get(generator.store, code),
+                                 generator.policy.base_url)
 
 
 def number(crl: x509.CertificateRevocationList) -> int:
@@ -98,12 +106,12 @@ def test_publisher_refuses_a_number_that_does_not_go_up(generator: Generator,
     served = generator.publisher.path(ca, CODE).read_bytes()
     published = number(x509.load_der_x509_crl(served))
     key = ca.private_key(generator.keys)
-    idp = generator._idp(ca, CODE)
+    idp = idp_of(generator, CODE)
     for stale in (published, published - 1):
         crl = builder.build(ca, key, number=stale, this_update=clock(),
                             next_update=clock() + timedelta(days=1), revoked=[], idp=idp)
         with pytest.raises(Conflict, match="must increase"):
-            generator.publisher.publish(ca, CODE, crl, 0)
+            generator.publisher.publish(ca, CODE, crl.public_bytes(Encoding.DER), 0)
     # A changed IssuingDistributionPoint (another base URL) is refused too.
     moved = builder.partition_idp(ca.kind, ca.generation,
                                   municipalities.get(generator.store, CODE),
@@ -111,7 +119,7 @@ def test_publisher_refuses_a_number_that_does_not_go_up(generator: Generator,
     crl = builder.build(ca, key, number=published + 5, this_update=clock(),
                         next_update=clock() + timedelta(days=1), revoked=[], idp=moved)
     with pytest.raises(Conflict, match="IssuingDistributionPoint"):
-        generator.publisher.publish(ca, CODE, crl, 0)
+        generator.publisher.publish(ca, CODE, crl.public_bytes(Encoding.DER), 0)
     assert generator.publisher.path(ca, CODE).read_bytes() == served
 
 
@@ -126,8 +134,8 @@ def test_crash_between_write_and_rename_leaves_the_old_crl_served(
     reserved = generator.publisher.reserve(ca, CODE)
     crl = builder.build(ca, ca.private_key(generator.keys), number=reserved,
                         this_update=clock(), next_update=clock() + timedelta(days=1),
-                        revoked=[], idp=generator._idp(ca, CODE))
-    staged = generator.publisher.stage(ca, CODE, crl, 0)
+                        revoked=[], idp=idp_of(generator, CODE))
+    staged = generator.publisher.stage(ca, CODE, crl.public_bytes(Encoding.DER), 0)
     assert staged.temporary.exists()
     # ...then the process dies before commit(): the rename never happens.
     assert path.read_bytes() == served
