@@ -53,6 +53,9 @@ class CRLPolicy:
     # least `parallel_threshold` revoked entries (spawning costs about half a second).
     workers: int = 0
     parallel_threshold: int = 50_000
+    # "spawn" wherever threads run (the daemon: forking a threaded process is unsafe);
+    # the single-threaded CLI may use "fork", which starts workers in milliseconds.
+    start_method: str = "spawn"
 
 
 class Generator:
@@ -143,7 +146,7 @@ class Generator:
         contents: list[bytes] = []
         count = 0
         for result in self._sign_partitions(ca, jobs):
-            contents.append(result.contents)
+            contents.append(assembly.revoked_contents(result.der))
             count += result.entries
             if result.number:
                 staged = self.publisher.stage(ca, result.partition, result.der, result.entries)
@@ -180,7 +183,7 @@ class Generator:
             for job in jobs:
                 yield signer.sign(job)
             return
-        context = multiprocessing.get_context("spawn")  # the daemon has threads: never fork
+        context = multiprocessing.get_context(self.policy.start_method)
         with ProcessPoolExecutor(
             max_workers=min(workers, len(jobs)), mp_context=context,
             initializer=partitions.init_worker,
@@ -190,12 +193,14 @@ class Generator:
             yield from pool.map(partitions.sign_in_worker, jobs, chunksize=1)
 
 
-def from_settings(store: Store, keys: KeyStore, clock: Clock, settings: Settings) -> Generator:
+def from_settings(store: Store, keys: KeyStore, clock: Clock, settings: Settings, *,
+                  start_method: str = "spawn") -> Generator:
     """Wire a generator from the settings; the CLI and the daemon both call this."""
     policy = CRLPolicy(base_url=settings.server.public_base_url,
                        grace_hours=settings.crl.grace_hours,
                        lookback_days=settings.crl.lookback_days,
                        workers=settings.crl.workers,
-                       parallel_threshold=settings.crl.parallel_threshold)
+                       parallel_threshold=settings.crl.parallel_threshold,
+                       start_method=start_method)
     publisher = Publisher(store, settings.data_dir, clock, settings.crl.versions_kept)
     return Generator(store, keys, clock, policy, publisher)

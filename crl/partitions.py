@@ -20,7 +20,6 @@ from ca import authority
 from ca.authority import CAGeneration
 from ca.keystore import KeyStore, PrivateKey
 from crl import builder, entries
-from crl.assembly import revoked_contents
 from registry.municipalities import Municipality
 from registry.store import Store
 
@@ -41,7 +40,6 @@ class PartitionResult:
     partition: str
     number: int
     der: bytes
-    contents: bytes
     entries: int
     duration_ms: int
 
@@ -64,8 +62,8 @@ class PartitionSigner:
                             this_update=job.this_update, next_update=job.next_update,
                             revoked=revoked, idp=idp)
         der = crl.public_bytes(Encoding.DER)
-        return PartitionResult(job.partition, job.number, der, revoked_contents(der),
-                               len(revoked), int((time.perf_counter() - started) * 1000))
+        return PartitionResult(job.partition, job.number, der, len(revoked),
+                               int((time.perf_counter() - started) * 1000))
 
 
 _worker: PartitionSigner | None = None

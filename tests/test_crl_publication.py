@@ -3,6 +3,7 @@ frozen clock (registry.clock.FrozenClock) and the real registry, keys and files.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -212,3 +213,27 @@ def test_daily_run_happens_once_a_day_at_the_configured_jst_time(
     generator.run(partition=CODE)
     assert runner.tick()
     assert epoch(runs[-1]) == generator.last_complete_run(clock())
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+def test_worker_pool_publishes_the_same_crls(ctx: Context, clock: FrozenClock,
+                                             start_method: str) -> None:
+    """The pool path (spawned in the daemon, forked by the CLI) gives what the in-process
+    path gives: same entries per partition, full CRL = union of the partitions."""
+    synthetic.populate(ctx.store, clock, residents=400, revoked_fraction=0.5,
+                       kinds=[CertKind.SIGNATURE])
+    serial = from_settings(ctx.store, ctx.keys, clock, ctx.settings)
+    inline = {(p.kind, p.partition): p.entries for p in serial.run(kind=CertKind.SIGNATURE)}
+    pooled_generator = from_settings(ctx.store, ctx.keys, clock, ctx.settings,
+                                     start_method=start_method)
+    pooled_generator.policy = replace(pooled_generator.policy, workers=2, parallel_threshold=0)
+    clock.advance(timedelta(minutes=1))
+    pooled = pooled_generator.run(kind=CertKind.SIGNATURE)
+    assert {(p.kind, p.partition): p.entries for p in pooled} == inline
+    full = load(pooled_generator, CertKind.SIGNATURE, FULL)
+    revoked = {row["serial"] for row in ctx.store.query(
+        "SELECT serial FROM certificates WHERE status = 'revoked' AND kind = 'signature'")}
+    assert {format(entry.serial_number, "x") for entry in full} == revoked
+    assert number(full) == 2
+    ca = authority.current(ctx.store, CertKind.SIGNATURE)
+    assert full.is_signature_valid(ca.certificate.public_key())

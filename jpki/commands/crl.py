@@ -66,7 +66,10 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 def cmd_generate(context: Context, args: argparse.Namespace) -> int:
     kind = CertKind.from_short(args.kind) if args.kind else None
-    generator = from_settings(context.store, context.keys, context.clock, context.settings)
+    # The CLI is single-threaded: its worker processes may be forked (they open their own
+    # registry connection and never use the inherited one).
+    generator = from_settings(context.store, context.keys, context.clock, context.settings,
+                              start_method="fork")
     bar = ProgressBar(sys.stderr, "CRLs")
     started = time.perf_counter()
     results = generator.run(kind=kind, partition=args.partition, progress=bar)
