@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -84,23 +84,27 @@ class Generator:
                 result.append(ca)
         return result
 
-    def expected_scopes(self, now: datetime) -> list[tuple[CAGeneration, str]]:
-        scopes = []
-        for ca in self.live_generations(now):
-            scopes += [(ca, partition) for partition in entries.partitions(self.store, ca.id)]
-            scopes.append((ca, FULL))
-        return scopes
-
     def last_complete_run(self, now: datetime) -> int | None:
-        """The oldest thisUpdate among the CRLs a daily run produces; None if one is missing."""
+        """The oldest thisUpdate among the CRLs a daily run produces; None if one is missing.
+
+        Called once a minute by the daemon: one query per live generation.
+        """
         oldest: int | None = None
-        for ca, partition in self.expected_scopes(now):
-            state = self.publisher.state(ca.id, partition)
-            if state is None or state["this_update"] is None:
-                return None
-            value = int(state["this_update"])  # type: ignore[call-overload]
-            oldest = value if oldest is None else min(oldest, value)
+        for ca in self.live_generations(now):
+            published = self.publisher.published_this_updates(ca.id)
+            for scope in [*entries.partitions(self.store, ca.id), FULL]:
+                value = published.get(scope)
+                if value is None:
+                    if scope != FULL and not self._known_municipality(scope):
+                        continue  # never published on its own (see _municipality)
+                    return None
+                oldest = value if oldest is None else min(oldest, value)
         return oldest
+
+    def _known_municipality(self, code: str) -> bool:
+        row = self.store.conn.execute("SELECT 1 FROM municipalities WHERE code = ?",
+                                      (code,)).fetchone()
+        return row is not None
 
     def run(self, kind: CertKind | None = None, partition: str | None = None,
             progress: Progress | None = None) -> list[Published]:
@@ -139,9 +143,11 @@ class Generator:
         for code in known:
             publish = only is None or code == only
             municipality = self._municipality(ca, code) if publish else None
-            number = self.publisher.reserve(ca, code) if publish and municipality else 0
-            jobs.append(PartitionJob(code, self.cutoff(now), now, next_update, number,
-                                     municipality, self.policy.base_url))
+            jobs.append(PartitionJob(code, self.cutoff(now), now, next_update,
+                                     1 if publish and municipality else 0, municipality,
+                                     self.policy.base_url))
+        numbers = self.publisher.reserve_many(ca, [job.partition for job in jobs if job.number])
+        jobs = [replace(job, number=numbers.get(job.partition, 0)) for job in jobs]
         results: list[Published] = []
         contents: list[bytes] = []
         count = 0

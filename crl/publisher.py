@@ -104,18 +104,31 @@ class Publisher:
 
     def reserve(self, ca: CAGeneration, partition: str) -> int:
         """Commit and return the next CRL number of this scope."""
+        return self.reserve_many(ca, [partition])[partition]
+
+    def reserve_many(self, ca: CAGeneration, partitions: list[str]) -> dict[str, int]:
+        """Commit and return the next CRL number of each scope, in one transaction."""
+        numbers: dict[str, int] = {}
         with self.store.transaction() as conn:
-            row = conn.execute(
-                "SELECT number FROM crl_state WHERE ca_id = ? AND partition = ?",
-                (ca.id, partition),
-            ).fetchone()
-            number = (row[0] if row else 0) + 1
-            conn.execute(
-                "INSERT INTO crl_state (ca_id, partition, number) VALUES (?, ?, ?)"
-                " ON CONFLICT(ca_id, partition) DO UPDATE SET number = excluded.number",
-                (ca.id, partition, number),
-            )
-        return number
+            for partition in partitions:
+                row = conn.execute(
+                    "SELECT number FROM crl_state WHERE ca_id = ? AND partition = ?",
+                    (ca.id, partition),
+                ).fetchone()
+                numbers[partition] = (row[0] if row else 0) + 1
+                conn.execute(
+                    "INSERT INTO crl_state (ca_id, partition, number) VALUES (?, ?, ?)"
+                    " ON CONFLICT(ca_id, partition) DO UPDATE SET number = excluded.number",
+                    (ca.id, partition, numbers[partition]),
+                )
+        return numbers
+
+    def published_this_updates(self, ca_id: int) -> dict[str, int]:
+        """thisUpdate of every CRL published for a CA generation, by partition."""
+        rows = self.store.conn.execute(
+            "SELECT partition, this_update FROM crl_state WHERE ca_id = ?"
+            " AND published_number IS NOT NULL", (ca_id,))
+        return {partition: this_update for partition, this_update in rows}
 
     def stage(self, ca: CAGeneration, partition: str, der: bytes, entries: int) -> Staged:
         """Check the CRL against what was published for this URL, then write it aside.
