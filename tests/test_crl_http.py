@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import urllib.error
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from jpki.commands.crl import ProgressBar
 from tests.helpers import Daemon, jpki
 
 
@@ -100,3 +102,19 @@ def test_populate_refuses_bad_fraction(data_dir: Path, fraction: str) -> None:
     result = jpki(data_dir, "demo", "populate", "--residents", "1", "--revoked-fraction",
                   fraction)
     assert result.code == 2 and "revoked_fraction" in result.err
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_draws_only_on_a_terminal() -> None:
+    terminal, pipe = Terminal(), io.StringIO()
+    for stream in (terminal, pipe):
+        bar = ProgressBar(stream, "CRLs")
+        for done in range(4):
+            bar(done, 3, f"sign-g1/{done}")
+    assert "\r[" in terminal.getvalue() and "3/3 CRLs" in terminal.getvalue()
+    assert terminal.getvalue().endswith("\n")
+    assert pipe.getvalue() == ""
