@@ -39,14 +39,19 @@ OPENSSL_REASONS = {
 }
 
 
-def run_measured(argv: list[str], **kwargs: object) -> tuple[float, float, int]:
-    """Run a child; return (wall seconds, peak RSS MiB, exit status)."""
+def run_measured(argv: list[str], **kwargs: object) -> tuple[float, float, int, float]:
+    """Run a child; return (wall seconds, peak RSS MiB, exit status, CPU seconds).
+
+    Peak RSS is the largest single process of the child's tree (wait4 semantics); CPU time
+    is user + system of the child and every process it waited for (our worker processes).
+    """
     started = time.perf_counter()
     process = subprocess.Popen(argv, **kwargs)  # type: ignore[call-overload]
     _pid, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
-    return elapsed, usage.ru_maxrss / 1024, process.returncode
+    return (elapsed, usage.ru_maxrss / 1024, process.returncode,
+            usage.ru_utime + usage.ru_stime)
 
 
 def ours_child(data_dir: Path) -> None:
@@ -161,41 +166,44 @@ def main() -> int:
                          "index.txt.attr.old", "crlnumber", "crlnumber.old"):
             (work / leftover).unlink(missing_ok=True)
         config = prepare_openssl(data_dir, work)
-        ours_runs: list[tuple[float, float]] = []
-        openssl_runs: list[tuple[float, float]] = []
+        ours_runs: list[tuple[float, float, float]] = []
+        openssl_runs: list[tuple[float, float, float]] = []
         ours: dict[str, object] = {}
         # Interleaved repetitions: the machine is shared, so compare medians, not one sample.
         for _round in range(args.repeat):
             out = work / "ours.json"
             with out.open("w") as handle:
-                seconds, mib, code = run_measured(
+                seconds, mib, code, cpu = run_measured(
                     [sys.executable, str(Path(__file__).resolve()), "--child-ours",
                      str(data_dir)], stdout=handle, env=env, cwd=REPO)
             if code:
                 raise SystemExit(f"our generator failed with exit code {code}")
             ours = json.loads(out.read_text())
-            ours_runs.append((seconds, mib))
+            ours_runs.append((seconds, mib, cpu))
             (work / "crlnumber").write_text("01\n")
-            seconds, mib, code = run_measured(
+            seconds, mib, code, cpu = run_measured(
                 ["openssl", "ca", "-gencrl", "-batch", "-config", str(config), "-out",
                  str(work / "openssl.crl")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if code:
                 raise SystemExit(f"openssl ca -gencrl failed with exit code {code}")
-            openssl_runs.append((seconds, mib))
-            print(f"  round {_round + 1}: ours {ours_runs[-1][0]:.2f} s,"
-                  f" openssl {seconds:.2f} s", flush=True)
+            openssl_runs.append((seconds, mib, cpu))
+            print(f"  round {_round + 1}: ours {ours_runs[-1][0]:.2f} s"
+                  f" (CPU {ours_runs[-1][2]:.2f} s), openssl {seconds:.2f} s (CPU {cpu:.2f} s)",
+                  flush=True)
         ours_s = statistics.median(run[0] for run in ours_runs)
         openssl_s = statistics.median(run[0] for run in openssl_runs)
         ours_mib = max(run[1] for run in ours_runs)
         openssl_mib = max(run[1] for run in openssl_runs)
         ratio = ours_s / openssl_s
         print(f"ours:    {ours_s:6.2f} s wall median of {args.repeat}"
-              f" (best {min(r[0] for r in ours_runs):.2f} s), peak RSS {ours_mib:4.0f} MiB,"
+              f" (best {min(r[0] for r in ours_runs):.2f} s, CPU median"
+              f" {statistics.median(r[2] for r in ours_runs):.2f} s), peak RSS {ours_mib:4.0f} MiB,"
               f" {ours['entries']:,} entries, {int(ours['size']) / 2**20:.1f} MiB DER full CRL"
               f" + {int(ours['crls']) - 1} partition CRLs")
         print(f"openssl: {openssl_s:6.2f} s wall median of {args.repeat}"
-              f" (best {min(r[0] for r in openssl_runs):.2f} s), peak RSS"
+              f" (best {min(r[0] for r in openssl_runs):.2f} s, CPU median"
+              f" {statistics.median(r[2] for r in openssl_runs):.2f} s), peak RSS"
               f" {openssl_mib:4.0f} MiB, {(work / 'openssl.crl').stat().st_size / 2**20:.1f}"
               " MiB PEM")
         print(f"ratio ours/openssl: {ratio:.2f} (target <= {TARGET_RATIO});"
