@@ -1,10 +1,10 @@
-"""The full CRL of a generation, assembled from its partitions' entries with asn1crypto.
+"""Signed CRLs assembled with asn1crypto from already-encoded entries.
 
-Every revoked certificate of a CA belongs to exactly one partition, so the full CRL's
-revokedCertificates (RFC 5280 §5.1.2.6) is the concatenation of the partitions' lists: each
-partition CRL is built by pyca/cryptography (in parallel), and the already-encoded entry lists
-are carried into the full TBSCertList as opaque contents. asn1crypto encodes the outer
-structure; no entry is encoded twice and no ASN.1 is written by hand.
+Entries are encoded once (by pyca, crl.builder.EntryEncoder) and cached; a CRL's
+revokedCertificates (RFC 5280 §5.1.2.6) is then the concatenation of its entries' encodings,
+carried into the TBSCertList as opaque contents. Every revoked certificate of a CA belongs to
+exactly one partition, so the full CRL's list is the concatenation of the partitions' lists.
+asn1crypto encodes the outer structure; no ASN.1 is written by hand.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from datetime import datetime
 from asn1crypto import algos, core
 from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
@@ -38,10 +39,15 @@ def _time(moment: datetime) -> asn1_x509.Time:
     return asn1_x509.Time({"general_time": moment})
 
 
-def full_crl(ca: CAGeneration, key: PrivateKey, *, number: int, this_update: datetime,
-             next_update: datetime, contents: list[bytes]) -> bytes:
-    """A v2 CRL without IssuingDistributionPoint: authorityKeyIdentifier (§5.2.1) and
-    cRLNumber (§5.2.3) only, the same profile as the partition CRLs of `builder.build`."""
+def signed_crl(ca: CAGeneration, key: PrivateKey, *, number: int, this_update: datetime,
+               next_update: datetime, contents: list[bytes],
+               idp: x509.IssuingDistributionPoint | None = None) -> bytes:
+    """A v2 CRL signed with sha256WithRSAEncryption (NULL parameters, RFC 4055 §5).
+
+    Extensions, as `builder.build` makes them: authorityKeyIdentifier by key id (§5.2.1,
+    MUST; generations share the DN), cRLNumber (§5.2.3, MUST), and for a partition the
+    issuingDistributionPoint (§5.2.5, MUST be critical).
+    """
     algorithm = algos.SignedDigestAlgorithm({"algorithm": "sha256_rsa",
                                              "parameters": core.Null()})
     tbs: dict[str, object] = {
@@ -56,6 +62,11 @@ def full_crl(ca: CAGeneration, key: PrivateKey, *, number: int, this_update: dat
             {"extn_id": "crl_number", "critical": False, "extn_value": number},
         ],
     }
+    if idp is not None:
+        tbs["crl_extensions"].append({  # type: ignore[attr-defined]
+            "extn_id": "issuing_distribution_point", "critical": True,
+            "extn_value": asn1_crl.IssuingDistributionPoint.load(idp.public_bytes()),
+        })
     joined = b"".join(contents)
     if joined:  # §5.1.2.6: absent when there are no revoked certificates
         tbs["revoked_certificates"] = asn1_crl.RevokedCertificates(contents=joined)

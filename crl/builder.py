@@ -11,14 +11,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
+from asn1crypto import parser as asn1_parser
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import CRLEntryExtensionOID
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import CRLEntryExtensionOID, NameOID
 
 from ca.authority import CAGeneration
 from ca.keystore import PrivateKey
 from ca.kinds import CertKind
 from ca.profile import distribution_point_names
+from crl import assembly
 from crl.entries import Entry
 from registry.municipalities import Municipality
 from registry.reasons import Reason
@@ -42,9 +46,48 @@ def revoked_certificates(entries: Iterable[Entry]) -> list[x509.RevokedCertifica
     from_ts = datetime.fromtimestamp
     reasons = _REASON_EXTENSIONS
     return [
-        builder(serial, from_ts(revoked_at, UTC), reasons[reason]).build()
-        for serial, revoked_at, reason in entries
+        builder(int(entry.serial, 16), from_ts(entry.revoked_at, UTC),
+                reasons[entry.reason]).build()
+        for entry in entries
     ]
+
+
+ENTRY_WINDOW = 1024
+
+
+class EntryEncoder:
+    """Encodes CRL entries (RFC 5280 §5.1.2.6) with pyca, for the `crl_entries` cache.
+
+    pyca encodes entries only inside a whole CRL, so the entries go into a scratch CRL signed
+    by a throwaway P-256 key (never published, never written), whose revokedCertificates are
+    then split into single entries with asn1crypto's parser.
+    """
+
+    def __init__(self) -> None:
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self._name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scratch")])
+
+    def encode(self, entries: list[Entry]) -> list[bytes]:
+        if not entries:
+            return []
+        moment = datetime(2000, 1, 1, tzinfo=UTC)
+        scratch = x509.CertificateRevocationListBuilder(
+            issuer_name=self._name, last_update=moment, next_update=moment,
+            revoked_certificates=revoked_certificates(entries),
+        ).sign(self._key, hashes.SHA256())
+        contents = assembly.revoked_contents(scratch.public_bytes(Encoding.DER))
+        encoded = []
+        offset = 0
+        while offset < len(contents):
+            # peek() wants bytes: give it a window that holds any entry (serial <= 20 octets,
+            # RFC 5280 §4.1.2.2), so splitting stays linear in the size of the list.
+            length = asn1_parser.peek(contents[offset:offset + ENTRY_WINDOW])
+            encoded.append(contents[offset:offset + length])
+            offset += length
+        # The entries come back in the order given; check it rather than assume it.
+        if [item.serial_number for item in scratch] != [int(e.serial, 16) for e in entries]:
+            raise RuntimeError("pyca reordered CRL entries; cannot cache their encodings")
+        return encoded
 
 
 def partition_idp(kind: CertKind, generation: int, municipality: Municipality,

@@ -1,19 +1,33 @@
 """Revoked entries and partitions, streamed from the registry.
 
 Rows are read with a plain cursor in batches (`fetchmany`), so no query result is ever held
-twice; the caller turns them into CRL entries as they arrive. RFC 5280 §3.3: an entry may only
-leave the CRL after the certificate has expired, so the cut-off is notAfter plus a look-back.
+twice. RFC 5280 §3.3: an entry may only leave the CRL after the certificate has expired, so
+the cut-off is notAfter plus a look-back.
+
+Each entry's DER is cached in `crl_entries` the first time it is encoded: a revocation is final
+(certificateHold included), so serial, revocation time and reason never change, and a daily
+run only has to encode the revocations made since the previous one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from registry.store import Store
 
 BATCH = 50_000
-# (serial as an int, revocation time in epoch seconds, reason code or None)
-Entry = tuple[int, int, int | None]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A revoked certificate in a CRL's scope; `der` is its cached encoding, if any."""
+
+    serial: str
+    not_after: int
+    revoked_at: int
+    reason: int | None
+    der: bytes | None
 
 
 def partitions(store: Store, ca_id: int) -> list[str]:
@@ -45,28 +59,48 @@ def revoked_count(store: Store, ca_id: int) -> int:
     return int(row[0])
 
 
-def stream(store: Store, ca_id: int, partition: str | None, cutoff: int,
+def stream(store: Store, ca_id: int, partition: str, cutoff: int,
            batch: int = BATCH) -> Iterator[Entry]:
-    """Revoked certificates of one CA (one partition, or all when `partition` is None) whose
-    notAfter is at or after `cutoff`.
+    """Revoked certificates of one partition whose notAfter is at or after `cutoff`, with
+    their cached encoding when there is one.
 
     The literal `status = 'revoked'` lets SQLite use the partial covering index
-    `certificates_crl_entries` (registry/migrations.py): an index-only range scan.
+    `certificates_crl_entries` (registry/migrations.py): an index-only range scan, joined to
+    the clustered `crl_entries` by its primary key.
     """
-    sql = ("SELECT serial, revoked_at, reason FROM certificates"
-           " WHERE ca_id = ? AND status = 'revoked' AND not_after >= ?")
-    params: tuple[object, ...] = (ca_id, cutoff)
-    if partition is not None:
-        sql = ("SELECT serial, revoked_at, reason FROM certificates"
-               " WHERE ca_id = ? AND partition = ? AND status = 'revoked' AND not_after >= ?")
-        params = (ca_id, partition, cutoff)
-    cursor = store.conn.execute(sql, params)
+    cursor = store.conn.execute(
+        "SELECT c.serial, c.not_after, c.revoked_at, c.reason, e.der FROM certificates c"
+        " LEFT JOIN crl_entries e ON e.ca_id = c.ca_id AND e.partition = c.partition"
+        " AND e.not_after = c.not_after AND e.serial = c.serial"
+        " WHERE c.ca_id = ? AND c.partition = ? AND c.status = 'revoked' AND c.not_after >= ?",
+        (ca_id, partition, cutoff),
+    )
     try:
         while True:
             rows = cursor.fetchmany(batch)
             if not rows:
                 return
-            for serial, revoked_at, reason in rows:
-                yield int(serial, 16), revoked_at, reason
+            for row in rows:
+                yield Entry(*row)
     finally:
         cursor.close()
+
+
+def remember(store: Store, ca_id: int, partition: str, cutoff: int,
+             encoded: list[tuple[str, int, bytes]]) -> None:
+    """Cache newly encoded entries (serial, notAfter, DER) and drop the partition's cached
+    entries that have left every CRL (notAfter before the cut-off), in one transaction."""
+    expired = store.conn.execute(
+        "SELECT 1 FROM crl_entries WHERE ca_id = ? AND partition = ? AND not_after < ? LIMIT 1",
+        (ca_id, partition, cutoff),
+    ).fetchone()
+    if not encoded and expired is None:
+        return
+    with store.transaction() as conn:
+        conn.execute("DELETE FROM crl_entries WHERE ca_id = ? AND partition = ? AND not_after < ?",
+                     (ca_id, partition, cutoff))
+        conn.executemany(
+            "INSERT OR IGNORE INTO crl_entries (ca_id, partition, not_after, serial, der)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(ca_id, partition, not_after, serial, der) for serial, not_after, der in encoded],
+        )

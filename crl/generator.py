@@ -154,12 +154,14 @@ class Generator:
         for result in self._sign_partitions(ca, jobs):
             contents.append(assembly.revoked_contents(result.der))
             count += result.entries
+            entries.remember(self.store, ca.id, result.partition, self.cutoff(now),
+                             result.encoded)
             if result.number:
                 staged = self.publisher.stage(ca, result.partition, result.der, result.entries)
                 results.append(self.publisher.commit(staged, result.duration_ms))
             step(f"{ca.label}/{result.partition}")
         number = self.publisher.reserve(ca, FULL)
-        der = assembly.full_crl(ca, ca.private_key(self.keys), number=number, this_update=now,
+        der = assembly.signed_crl(ca, ca.private_key(self.keys), number=number, this_update=now,
                                 next_update=next_update, contents=contents)
         del contents
         staged = self.publisher.stage(ca, FULL, der, count)

@@ -151,6 +151,15 @@ def _crl_state(db: sqlite_utils.Database) -> None:
         "CREATE INDEX IF NOT EXISTS certificates_crl_entries ON certificates"
         " (ca_id, partition, not_after, serial, revoked_at, reason) WHERE status = 'revoked'"
     )
+    # Each revoked certificate's encoded CRL entry (RFC 5280 §5.1.2.6), encoded once: an entry
+    # never changes (revocation is final), so a daily run only encodes new revocations and
+    # concatenates the rest. Clustered by the CRL query's key (WITHOUT ROWID); rows past the
+    # look-back are deleted by the generator.
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS crl_entries (ca_id INTEGER NOT NULL, partition TEXT NOT NULL,"
+        " not_after INTEGER NOT NULL, serial TEXT NOT NULL, der BLOB NOT NULL,"
+        " PRIMARY KEY (ca_id, partition, not_after, serial)) WITHOUT ROWID"
+    )
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_foundation, _crl_state]

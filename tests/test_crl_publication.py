@@ -19,9 +19,10 @@ from crl.publisher import FULL
 from crl.schedule import DailyRunner, DailySchedule
 from jpki.context import Context
 from jpki.settings import load_settings
-from registry import municipalities
+from registry import certificates, municipalities
 from registry.clock import JST, FrozenClock, epoch, from_epoch
 from registry.errors import Conflict
+from registry.reasons import Reason
 from tests.helpers import CONFIG
 
 CODE = "13104"
@@ -237,3 +238,38 @@ def test_worker_pool_publishes_the_same_crls(ctx: Context, clock: FrozenClock,
     assert number(full) == 2
     ca = authority.current(ctx.store, CertKind.SIGNATURE)
     assert full.is_signature_valid(ca.certificate.public_key())
+
+
+def test_entries_are_encoded_once_and_new_revocations_join_the_cache(
+        ctx: Context, generator: Generator, clock: FrozenClock) -> None:
+    synthetic.populate(ctx.store, clock, residents=50, revoked_fraction=0.5,
+                       kinds=[CertKind.SIGNATURE])
+    generator.run(kind=CertKind.SIGNATURE)
+    cold = {(e.serial_number, e.revocation_date_utc, tuple(e.extensions))
+            for e in load(generator, CertKind.SIGNATURE, FULL)}
+    cached = ctx.store.conn.execute("SELECT COUNT(*) FROM crl_entries").fetchone()[0]
+    assert cached == len(cold) > 0
+    # A revocation after the first run is encoded by the next one and joins the cache.
+    good = ctx.store.one("SELECT serial FROM certificates WHERE status = 'good' LIMIT 1")
+    assert good is not None
+    certificates.revoke(ctx.store, clock, good["serial"], Reason.keyCompromise, actor="test")
+    clock.advance(timedelta(hours=1))
+    generator.run(kind=CertKind.SIGNATURE)
+    warm = {(e.serial_number, e.revocation_date_utc, tuple(e.extensions))
+            for e in load(generator, CertKind.SIGNATURE, FULL)}
+    assert len(warm) == len(cold) + 1 and cold < warm
+    assert ctx.store.conn.execute("SELECT COUNT(*) FROM crl_entries").fetchone()[0] == cached + 1
+    # The cached encodings are exactly what a cold run produces.
+    ctx.store.conn.execute("DELETE FROM crl_entries")
+    clock.advance(timedelta(hours=1))
+    generator.run(kind=CertKind.SIGNATURE)
+    assert {(e.serial_number, e.revocation_date_utc, tuple(e.extensions))
+            for e in load(generator, CertKind.SIGNATURE, FULL)} == warm
+    # Entries past the look-back leave the cache too.
+    clock.now = from_epoch(max(row["not_after"] for row in ctx.store.query(
+        "SELECT not_after FROM certificates"))) + timedelta(days=generator.policy.lookback_days,
+                                                             seconds=1)
+    ca = authority.current(ctx.store, CertKind.SIGNATURE)
+    if clock.now < ca.not_after:
+        generator.run(kind=CertKind.SIGNATURE)
+        assert ctx.store.conn.execute("SELECT COUNT(*) FROM crl_entries").fetchone()[0] == 0
