@@ -52,7 +52,7 @@ def revoked_certificates(entries: Iterable[Entry]) -> list[x509.RevokedCertifica
     ]
 
 
-ENTRY_WINDOW = 1024
+ENTRY_WINDOW = 256
 
 
 class EntryEncoder:
@@ -79,9 +79,12 @@ class EntryEncoder:
         encoded = []
         offset = 0
         while offset < len(contents):
-            # peek() wants bytes: give it a window that holds any entry (serial <= 20 octets,
-            # RFC 5280 §4.1.2.2), so splitting stays linear in the size of the list.
-            length = asn1_parser.peek(contents[offset:offset + ENTRY_WINDOW])
+            # peek() wants bytes: give it a window that holds any of our entries (serial <= 20
+            # octets, RFC 5280 §4.1.2.2), so splitting stays linear in the size of the list.
+            try:
+                length = asn1_parser.peek(contents[offset:offset + ENTRY_WINDOW])
+            except ValueError:  # an entry longer than the window: look at the rest
+                length = asn1_parser.peek(contents[offset:])
             encoded.append(contents[offset:offset + length])
             offset += length
         # The entries come back in the order given; check it rather than assume it.

@@ -11,23 +11,21 @@ run only has to encode the revocations made since the previous one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from registry.store import Store
 
 BATCH = 50_000
 
 
-@dataclass(frozen=True)
-class Entry:
-    """A revoked certificate in a CRL's scope; `der` is its cached encoding, if any."""
+class Entry(NamedTuple):
+    """A revoked certificate in a CRL's scope whose entry is not encoded yet."""
 
     serial: str
     not_after: int
     revoked_at: int
     reason: int | None
-    der: bytes | None
 
 
 def partitions(store: Store, ca_id: int) -> list[str]:
@@ -59,31 +57,44 @@ def revoked_count(store: Store, ca_id: int) -> int:
     return int(row[0])
 
 
-def stream(store: Store, ca_id: int, partition: str, cutoff: int,
-           batch: int = BATCH) -> Iterator[Entry]:
-    """Revoked certificates of one partition whose notAfter is at or after `cutoff`, with
-    their cached encoding when there is one.
+@dataclass(frozen=True)
+class PartitionEntries:
+    """A partition's entries in scope: the cached encodings, and the entries to encode."""
 
-    The literal `status = 'revoked'` lets SQLite use the partial covering index
-    `certificates_crl_entries` (registry/migrations.py): an index-only range scan, joined to
-    the clustered `crl_entries` by its primary key.
+    cached: bytes  # concatenated DER of the cached entries
+    cached_count: int
+    missing: list[Entry]
+
+
+def read(store: Store, ca_id: int, partition: str, cutoff: int) -> PartitionEntries:
+    """Entries of the revoked certificates of one partition whose notAfter is at or after
+    `cutoff`, in one read transaction (a consistent snapshot).
+
+    Both queries are range scans: the clustered `crl_entries` for the cached encodings, and
+    the partial covering index `certificates_crl_entries` (the literal `status = 'revoked'`
+    selects it) for the certificates without one. No Python runs per cached entry.
     """
-    cursor = store.conn.execute(
-        "SELECT c.serial, c.not_after, c.revoked_at, c.reason, e.der FROM certificates c"
-        " LEFT JOIN crl_entries e ON e.ca_id = c.ca_id AND e.partition = c.partition"
-        " AND e.not_after = c.not_after AND e.serial = c.serial"
-        " WHERE c.ca_id = ? AND c.partition = ? AND c.status = 'revoked' AND c.not_after >= ?",
-        (ca_id, partition, cutoff),
-    )
+    conn = store.conn
+    conn.execute("BEGIN")
     try:
-        while True:
-            rows = cursor.fetchmany(batch)
-            if not rows:
-                return
-            for row in rows:
-                yield Entry(*row)
+        cursor = conn.execute(
+            "SELECT der FROM crl_entries WHERE ca_id = ? AND partition = ? AND not_after >= ?",
+            (ca_id, partition, cutoff))
+        chunks: list[bytes] = []
+        count = 0
+        while rows := cursor.fetchmany(BATCH):
+            chunks.append(b"".join(row[0] for row in rows))
+            count += len(rows)
+        missing = [Entry(*row) for row in conn.execute(
+            "SELECT c.serial, c.not_after, c.revoked_at, c.reason FROM certificates c"
+            " WHERE c.ca_id = ? AND c.partition = ? AND c.status = 'revoked'"
+            " AND c.not_after >= ? AND NOT EXISTS (SELECT 1 FROM crl_entries e"
+            " WHERE e.ca_id = c.ca_id AND e.partition = c.partition"
+            " AND e.not_after = c.not_after AND e.serial = c.serial)",
+            (ca_id, partition, cutoff))]
     finally:
-        cursor.close()
+        conn.execute("COMMIT")
+    return PartitionEntries(b"".join(chunks), count, missing)
 
 
 def remember(store: Store, ca_id: int, partition: str, cutoff: int,

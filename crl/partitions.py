@@ -55,13 +55,8 @@ class PartitionSigner:
 
     def sign(self, job: PartitionJob) -> PartitionResult:
         started = time.perf_counter()
-        cached: list[bytes] = []
-        missing: list[entries.Entry] = []
-        for entry in entries.stream(self.store, self.ca.id, job.partition, job.cutoff):
-            if entry.der is not None:
-                cached.append(entry.der)
-            else:
-                missing.append(entry)
+        scope = entries.read(self.store, self.ca.id, job.partition, job.cutoff)
+        missing = scope.missing
         fresh = self.encoder.encode(missing)
         idp = None
         if job.municipality is not None:
@@ -69,10 +64,10 @@ class PartitionSigner:
                                         job.base_url)
         der = assembly.signed_crl(self.ca, self.key, number=max(job.number, 1),
                                   this_update=job.this_update, next_update=job.next_update,
-                                  contents=[b"".join(cached), b"".join(fresh)], idp=idp)
+                                  contents=[scope.cached, b"".join(fresh)], idp=idp)
         encoded = [(entry.serial, entry.not_after, item) for entry, item in zip(missing, fresh,
                                                                                 strict=True)]
-        return PartitionResult(job.partition, job.number, der, len(cached) + len(missing),
+        return PartitionResult(job.partition, job.number, der, scope.cached_count + len(missing),
                                int((time.perf_counter() - started) * 1000), encoded)
 
 
