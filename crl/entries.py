@@ -50,11 +50,14 @@ def has_certificates_since(store: Store, ca_id: int, cutoff: int) -> bool:
     return row is not None
 
 
-def revoked_count(store: Store, ca_id: int) -> int:
-    row = store.conn.execute(
+def uncached_count(store: Store, ca_id: int) -> int:
+    """About how many entries of the CA still have to be encoded (revoked minus cached)."""
+    revoked = store.conn.execute(
         "SELECT COUNT(*) FROM certificates WHERE ca_id = ? AND status = 'revoked'", (ca_id,)
-    ).fetchone()
-    return int(row[0])
+    ).fetchone()[0]
+    cached = store.conn.execute(
+        "SELECT COUNT(*) FROM crl_entries WHERE ca_id = ?", (ca_id,)).fetchone()[0]
+    return max(0, int(revoked) - int(cached))
 
 
 @dataclass(frozen=True)

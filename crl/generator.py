@@ -14,6 +14,7 @@ full CRL still has to list every partition's current entries, so they are all re
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import multiprocessing
 import os
@@ -50,7 +51,7 @@ class CRLPolicy:
     grace_hours: int = 6
     lookback_days: int = 30
     # Worker processes for partition signing (0: one per CPU); used only when a CA has at
-    # least `parallel_threshold` revoked entries (spawning costs about half a second).
+    # least `parallel_threshold` entries to encode (spawning costs about half a second).
     workers: int = 0
     parallel_threshold: int = 50_000
     # "spawn" wherever threads run (the daemon: forking a threaded process is unsafe);
@@ -108,7 +109,23 @@ class Generator:
 
     def run(self, kind: CertKind | None = None, partition: str | None = None,
             progress: Progress | None = None) -> list[Published]:
-        """Generate and publish; all CRLs of the run share one thisUpdate."""
+        """Generate and publish; all CRLs of the run share one thisUpdate.
+
+        Runs are serialised by a lock file in the data directory: the daemon's daily run and
+        an operator's `jpki crl generate` never interleave their numbers (a run that reserved
+        a lower number would otherwise be refused at publication).
+        """
+        lock_path = self.publisher.data_dir / "crl" / ".generate.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return self._run(kind, partition, progress)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _run(self, kind: CertKind | None, partition: str | None,
+             progress: Progress | None) -> list[Published]:
         now = self.clock().replace(microsecond=0)
         generations = self.live_generations(now, kind)
         if not generations:
@@ -185,8 +202,10 @@ class Generator:
     def _sign_partitions(self, ca: CAGeneration, jobs: list[PartitionJob]
                          ) -> Iterator[PartitionResult]:
         workers = self.policy.workers or os.cpu_count() or 1
-        revoked = entries.revoked_count(self.store, ca.id)
-        if workers <= 1 or revoked < self.policy.parallel_threshold or len(jobs) < 2:
+        # Worth the workers' start-up only when there is much to encode (a first run, a mass
+        # revocation); a daily run reads cached encodings and is fastest in-process.
+        uncached = entries.uncached_count(self.store, ca.id)
+        if workers <= 1 or uncached < self.policy.parallel_threshold or len(jobs) < 2:
             signer = PartitionSigner(self.store, ca, ca.private_key(self.keys))
             for job in jobs:
                 yield signer.sign(job)

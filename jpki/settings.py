@@ -66,7 +66,7 @@ class CRLSettings(_Section):
     # Published versions kept on disk per CRL (the served one included).
     versions_kept: int = Field(3, ge=1, le=100)
     # Worker processes that sign partition CRLs (0: one per CPU), used when a CA has at least
-    # parallel_threshold revoked entries (starting the workers costs about half a second).
+    # parallel_threshold entries not encoded yet (starting the workers costs about 0.5 s).
     workers: int = Field(0, ge=0, le=64)
     parallel_threshold: int = Field(50_000, ge=0)
     # Whether the daemon runs the daily schedule (the CLI can always generate on demand).
