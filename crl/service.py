@@ -23,7 +23,7 @@ from crl import web as crl_web
 from crl.generator import from_settings
 from crl.schedule import DailyRunner, DailySchedule
 from registry.errors import JPKIError
-from registry.store import Store
+from registry.store import DB_NAME, Store
 
 if TYPE_CHECKING:
     from jpki.context import Context
@@ -34,7 +34,7 @@ MAX_SLEEP = 60.0
 
 def daily_tick(context: Context) -> bool:
     """One scheduler decision, with its own registry connection (it runs in a worker thread)."""
-    store = Store.open(context.data_dir)
+    store = Store(context.data_dir / DB_NAME)  # migrated when the daemon started
     try:
         generator = from_settings(store, context.keys, context.clock, context.settings)
         runner = DailyRunner(DailySchedule(context.settings.crl.daily_time), context.clock,
