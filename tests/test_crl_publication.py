@@ -273,3 +273,20 @@ def test_entries_are_encoded_once_and_new_revocations_join_the_cache(
     if clock.now < ca.not_after:
         generator.run(kind=CertKind.SIGNATURE)
         assert ctx.store.conn.execute("SELECT COUNT(*) FROM crl_entries").fetchone()[0] == 0
+
+
+def test_partition_missing_from_the_table_is_listed_in_the_full_crl_only(
+        ctx: Context, generator: Generator, clock: FrozenClock) -> None:
+    synthetic.populate(ctx.store, clock, residents=20, revoked_fraction=1.0,
+                       kinds=[CertKind.SIGNATURE])
+    ctx.store.conn.execute("PRAGMA foreign_keys=OFF")
+    ctx.store.conn.execute("UPDATE certificates SET partition = '99999'"
+                           " WHERE rowid = (SELECT MIN(rowid) FROM certificates)")
+    orphan = ctx.store.one("SELECT serial FROM certificates WHERE partition = '99999'")
+    assert orphan is not None
+    published = generator.run()
+    assert "99999" not in {p.partition for p in published}
+    full = load(generator, CertKind.SIGNATURE, FULL)
+    assert full.get_revoked_certificate_by_serial_number(int(orphan["serial"], 16)) is not None
+    assert len(full) == 20
+    assert generator.last_complete_run(clock()) == epoch(clock().replace(microsecond=0))
