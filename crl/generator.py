@@ -171,8 +171,6 @@ class Generator:
         for result in self._sign_partitions(ca, jobs):
             contents.append(assembly.revoked_contents(result.der))
             count += result.entries
-            entries.remember(self.store, ca.id, result.partition, self.cutoff(now),
-                             result.encoded)
             if result.number:
                 staged = self.publisher.stage(ca, result.partition, result.der, result.entries)
                 results.append(self.publisher.commit(staged, result.duration_ms))

@@ -5,14 +5,14 @@ never encoded before (new revocations, or everything on the first run) go throug
 builds each entry in Python (about 7 µs with a reason code). The CRL itself is assembled from
 the encodings (crl.assembly). The partitions are independent, so a large run spreads them over
 processes (spawned by the daemon, which has threads; forked by the CLI). Each worker opens its
-own registry connection, only reads it, and loads the CA key once (KeyStore.load: passphrase
-from the environment or the 0600 file); the parent caches the new encodings.
+own registry connection, caches the encodings it made, and loads the CA key once
+(KeyStore.load: passphrase from the environment or the 0600 file).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -42,8 +42,6 @@ class PartitionResult:
     der: bytes
     entries: int
     duration_ms: int
-    # Entries encoded by this run, for the cache: (serial, notAfter, DER).
-    encoded: list[tuple[str, int, bytes]] = field(default_factory=list)
 
 
 class PartitionSigner:
@@ -65,10 +63,13 @@ class PartitionSigner:
         der = assembly.signed_crl(self.ca, self.key, number=max(job.number, 1),
                                   this_update=job.this_update, next_update=job.next_update,
                                   contents=[scope.cached, b"".join(fresh)], idp=idp)
-        encoded = [(entry.serial, entry.not_after, item) for entry, item in zip(missing, fresh,
-                                                                                strict=True)]
+        # Cached here, by the worker: sending a million encodings back to the parent would
+        # cost more than writing them (SQLite serialises the workers' short transactions).
+        entries.remember(self.store, self.ca.id, job.partition, job.cutoff,
+                         [(entry.serial, entry.not_after, item)
+                          for entry, item in zip(missing, fresh, strict=True)])
         return PartitionResult(job.partition, job.number, der, scope.cached_count + len(missing),
-                               int((time.perf_counter() - started) * 1000), encoded)
+                               int((time.perf_counter() - started) * 1000))
 
 
 _worker: PartitionSigner | None = None
