@@ -88,13 +88,14 @@ def read(store: Store, ca_id: int, partition: str, cutoff: int) -> PartitionEntr
         while rows := cursor.fetchmany(BATCH):
             chunks.append(b"".join(row[0] for row in rows))
             count += len(rows)
-        missing = [Entry(*row) for row in conn.execute(
-            "SELECT c.serial, c.not_after, c.revoked_at, c.reason FROM certificates c"
-            " WHERE c.ca_id = ? AND c.partition = ? AND c.status = 'revoked'"
-            " AND c.not_after >= ? AND NOT EXISTS (SELECT 1 FROM crl_entries e"
-            " WHERE e.ca_id = c.ca_id AND e.partition = c.partition"
-            " AND e.not_after = c.not_after AND e.serial = c.serial)",
-            (ca_id, partition, cutoff))]
+        sql = ("SELECT c.serial, c.not_after, c.revoked_at, c.reason FROM certificates c"
+               " WHERE c.ca_id = ? AND c.partition = ? AND c.status = 'revoked'"
+               " AND c.not_after >= ?")
+        if count:  # nothing cached yet (a first run): no need to probe the cache per row
+            sql += (" AND NOT EXISTS (SELECT 1 FROM crl_entries e WHERE e.ca_id = c.ca_id"
+                    " AND e.partition = c.partition AND e.not_after = c.not_after"
+                    " AND e.serial = c.serial)")
+        missing = [Entry(*row) for row in conn.execute(sql, (ca_id, partition, cutoff))]
     finally:
         conn.execute("COMMIT")
     return PartitionEntries(b"".join(chunks), count, missing)
