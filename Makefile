@@ -64,3 +64,6 @@ bench-ocsp: venv ## benchmark the OCSP responder against openssl ocsp, cfssl and
 
 rotate-keys: init ## create the next generation of both CAs (and their OCSP responder certificates)
 	$(JPKI) ca rotate --kind all
+
+bench-crl: venv ## full-CRL generation vs openssl ca -gencrl, 1,000,000 revoked (not in test)
+	$(BIN)/python bench/crl_bench.py

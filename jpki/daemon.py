@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ca import web as ca_web
+from crl import service as crl_service
 from fees.meter import LedgerMeter, OCSPMeter
 from jpki.context import Context
 from linkage import web as linkage_web
@@ -62,6 +63,7 @@ def build_app(context: Context) -> web.Application:
 
     app[ocsp_web.METER] = OCSPMeter(meter)
     ocsp_web.setup(app, context)
+    crl_service.attach(app, context)
     return app
 
 

@@ -111,6 +111,33 @@ class OCSPSettings(_Section):
             raise ValueError("must be a non-empty subset of sha1, sha256, sha384, sha512")
         return value
 
+class CRLSettings(_Section):
+    """Daily CRL generation (RFC 5280 §5: one CRL per partition and one full CRL per CA key)."""
+
+    # Local time (JST) of the daily run, "HH:MM".
+    daily_time: str = "03:00"
+    # nextUpdate = thisUpdate + 24 h + grace (RFC 5280 §5.1.2.5), never past the CA's notAfter.
+    grace_hours: int = Field(6, ge=0, le=24 * 7)
+    # Entries of expired certificates stay listed this long after notAfter, then drop off.
+    lookback_days: int = Field(30, ge=0, le=3650)
+    # Published versions kept on disk per CRL (the served one included).
+    versions_kept: int = Field(3, ge=1, le=100)
+    # Worker processes that sign partition CRLs (0: one per CPU), used when a CA has at least
+    # parallel_threshold entries not encoded yet (starting the workers costs about 0.5 s).
+    workers: int = Field(0, ge=0, le=64)
+    parallel_threshold: int = Field(50_000, ge=0)
+    # Whether the daemon runs the daily schedule (the CLI can always generate on demand).
+    schedule_enabled: bool = True
+
+    @field_validator("daily_time")
+    @classmethod
+    def _hh_mm(cls, value: str) -> str:
+        hours, _, minutes = value.partition(":")
+        if not (hours.isdigit() and minutes.isdigit() and int(hours) < 24
+                and int(minutes) < 60 and len(minutes) == 2):
+            raise ValueError("must be HH:MM (JST), e.g. 03:00")
+        return f"{int(hours):02d}:{minutes}"
+
 
 class RegistrySettings(_Section):
     municipalities_csv: Path = REPO_CONFIGS / "municipalities.csv"
@@ -126,8 +153,8 @@ class Settings(_Section):
     events: EventsSettings = EventsSettings()
     fees: FeesSettings = FeesSettings()
     linkage: LinkageSettings = LinkageSettings()
-
     ocsp: OCSPSettings = OCSPSettings()
+    crl: CRLSettings = CRLSettings()
     source: str = Field("<defaults>", exclude=True)
 
     def with_data_dir(self, data_dir: Path | None) -> Settings:

@@ -1,0 +1,230 @@
+"""One generation run: every partition CRL and the full CRL of every live CA generation.
+
+A generation is live while its CA certificate is valid and it is either the current one (its
+partitions' URLs are about to be used) or still has certificates within the look-back window.
+Unchanged partitions are re-signed anyway: a verifier needs a fresh nextUpdate every day.
+
+Partition CRLs are signed by pyca/cryptography, in a pool of worker processes when the CA has
+many revoked entries; the full CRL of the generation (no IssuingDistributionPoint, so it also
+covers the self-signed CA certificate that `openssl verify -crl_check_all` checks; PEERS.md) is
+assembled from the partitions' encoded entries (crl.assembly), so no entry is built twice.
+A run for one partition (an urgent revocation) publishes that partition and the full CRL; the
+full CRL still has to list every partition's current entries, so they are all rebuilt.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from ca import authority
+from ca.authority import CAGeneration
+from ca.keystore import KeyStore
+from ca.kinds import CertKind
+from crl import assembly, builder, entries, partitions
+from crl.partitions import PartitionJob, PartitionResult, PartitionSigner
+from crl.publisher import FULL, Published, Publisher
+from registry import municipalities
+from registry.clock import Clock, epoch
+from registry.errors import InvalidInput, NotFound
+from registry.store import Store
+
+if TYPE_CHECKING:
+    from jpki.settings import Settings
+
+log = logging.getLogger("jpki.crl.generator")
+# progress(done, total, label)
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class CRLPolicy:
+    base_url: str
+    grace_hours: int = 6
+    lookback_days: int = 30
+    # Worker processes for partition signing (0: one per CPU); used only when a CA has at
+    # least `parallel_threshold` entries to encode (spawning costs about half a second).
+    workers: int = 0
+    parallel_threshold: int = 50_000
+    # "spawn" wherever threads run (the daemon: forking a threaded process is unsafe);
+    # the single-threaded CLI may use "fork", which starts workers in milliseconds.
+    start_method: str = "spawn"
+
+
+class Generator:
+    """Holds the CA keys while it signs (like Boulder's crl-updater); nothing else does here."""
+
+    def __init__(self, store: Store, keys: KeyStore, clock: Clock, policy: CRLPolicy,
+                 publisher: Publisher) -> None:
+        self.store = store
+        self.keys = keys
+        self.clock = clock
+        self.policy = policy
+        self.publisher = publisher
+
+    def cutoff(self, now: datetime) -> int:
+        """Certificates whose notAfter is before this drop off the CRL (RFC 5280 §3.3)."""
+        return epoch(now - timedelta(days=self.policy.lookback_days))
+
+    def live_generations(self, now: datetime, kind: CertKind | None = None
+                         ) -> list[CAGeneration]:
+        result = []
+        for ca in authority.generations(self.store, kind):
+            if ca.not_after <= now:
+                continue
+            newest = authority.current(self.store, ca.kind).id == ca.id
+            if newest or entries.has_certificates_since(self.store, ca.id, self.cutoff(now)):
+                result.append(ca)
+        return result
+
+    def last_complete_run(self, now: datetime) -> int | None:
+        """The oldest thisUpdate among the CRLs a daily run produces; None if one is missing.
+
+        Called once a minute by the daemon: one query per live generation.
+        """
+        oldest: int | None = None
+        for ca in self.live_generations(now):
+            published = self.publisher.published_this_updates(ca.id)
+            for scope in [*entries.partitions(self.store, ca.id), FULL]:
+                value = published.get(scope)
+                if value is None:
+                    if scope != FULL and not self._known_municipality(scope):
+                        continue  # never published on its own (see _municipality)
+                    return None
+                oldest = value if oldest is None else min(oldest, value)
+        return oldest
+
+    def _known_municipality(self, code: str) -> bool:
+        row = self.store.conn.execute("SELECT 1 FROM municipalities WHERE code = ?",
+                                      (code,)).fetchone()
+        return row is not None
+
+    def run(self, kind: CertKind | None = None, partition: str | None = None,
+            progress: Progress | None = None) -> list[Published]:
+        """Generate and publish; all CRLs of the run share one thisUpdate.
+
+        Runs are serialised by a lock file in the data directory: the daemon's daily run and
+        an operator's `jpki crl generate` never interleave their numbers (a run that reserved
+        a lower number would otherwise be refused at publication).
+        """
+        lock_path = self.publisher.data_dir / "crl" / ".generate.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return self._run(kind, partition, progress)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _run(self, kind: CertKind | None, partition: str | None,
+             progress: Progress | None) -> list[Published]:
+        now = self.clock().replace(microsecond=0)
+        generations = self.live_generations(now, kind)
+        if not generations:
+            raise NotFound("no live CA generation to generate CRLs for; run `jpki init`")
+        plan = []
+        for ca in generations:
+            known = entries.partitions(self.store, ca.id)
+            if partition is not None and partition not in known:
+                raise InvalidInput(f"{partition} is not a partition of {ca.label}",
+                                   field="partition")
+            plan.append((ca, known))
+        total = sum(len(parts) + 1 for _ca, parts in plan)
+        counter = [0]
+
+        def step(label: str) -> None:
+            counter[0] += 1
+            if progress:
+                progress(counter[0], total, label)
+
+        if progress:
+            progress(0, total, "")
+        results: list[Published] = []
+        for ca, known in plan:
+            results += self._generation(ca, known, partition, now, step)
+        return results
+
+    def _generation(self, ca: CAGeneration, known: list[str], only: str | None,
+                    now: datetime, step: Callable[[str], None]) -> list[Published]:
+        started = time.perf_counter()
+        next_update = builder.next_update(now, self.policy.grace_hours, ca.not_after)
+        jobs = []
+        for code in known:
+            publish = only is None or code == only
+            municipality = self._municipality(ca, code) if publish else None
+            jobs.append(PartitionJob(code, self.cutoff(now), now, next_update,
+                                     1 if publish and municipality else 0, municipality,
+                                     self.policy.base_url))
+        numbers = self.publisher.reserve_many(ca, [job.partition for job in jobs if job.number])
+        jobs = [replace(job, number=numbers.get(job.partition, 0)) for job in jobs]
+        results: list[Published] = []
+        contents: list[bytes] = []
+        count = 0
+        for result in self._sign_partitions(ca, jobs):
+            contents.append(assembly.revoked_contents(result.der))
+            count += result.entries
+            if result.number:
+                staged = self.publisher.stage(ca, result.partition, result.der, result.entries)
+                results.append(self.publisher.commit(staged, result.duration_ms))
+            step(f"{ca.label}/{result.partition}")
+        number = self.publisher.reserve(ca, FULL)
+        der = assembly.signed_crl(ca, ca.private_key(self.keys), number=number, this_update=now,
+                                next_update=next_update, contents=contents)
+        del contents
+        staged = self.publisher.stage(ca, FULL, der, count)
+        results.append(self.publisher.commit(
+            staged, int((time.perf_counter() - started) * 1000)))
+        step(f"{ca.label}/{FULL}")
+        log.info("generated CRLs of %s: %d partition(s) published, full CRL %d entries,"
+                 " %.1f s", ca.label, len(results) - 1, count, time.perf_counter() - started)
+        return results
+
+    def _municipality(self, ca: CAGeneration, code: str) -> municipalities.Municipality | None:
+        if not self._known_municipality(code):
+            # Certificates name a partition the table no longer has: the DirectoryName of their
+            # cRLDistributionPoints cannot be rebuilt; the full CRL still lists them.
+            log.warning("partition %s of %s is not in the municipality table; its entries"
+                        " are published in the full CRL only", code, ca.label)
+            return None
+        return municipalities.get(self.store, code)
+
+    def _sign_partitions(self, ca: CAGeneration, jobs: list[PartitionJob]
+                         ) -> Iterator[PartitionResult]:
+        workers = self.policy.workers or os.cpu_count() or 1
+        # Worth the workers' start-up only when there is much to encode (a first run, a mass
+        # revocation); a daily run reads cached encodings and is fastest in-process.
+        uncached = entries.uncached_count(self.store, ca.id)
+        if workers <= 1 or uncached < self.policy.parallel_threshold or len(jobs) < 2:
+            signer = PartitionSigner(self.store, ca, ca.private_key(self.keys))
+            for job in jobs:
+                yield signer.sign(job)
+            return
+        context = multiprocessing.get_context(self.policy.start_method)
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(jobs)), mp_context=context,
+            initializer=partitions.init_worker,
+            initargs=(self.publisher.data_dir, ca.id, self.keys.passphrase_env,
+                      str(self.keys.passphrase_path.relative_to(self.publisher.data_dir))),
+        ) as pool:
+            yield from pool.map(partitions.sign_in_worker, jobs, chunksize=1)
+
+
+def from_settings(store: Store, keys: KeyStore, clock: Clock, settings: Settings, *,
+                  start_method: str = "spawn") -> Generator:
+    """Wire a generator from the settings; the CLI and the daemon both call this."""
+    policy = CRLPolicy(base_url=settings.server.public_base_url,
+                       grace_hours=settings.crl.grace_hours,
+                       lookback_days=settings.crl.lookback_days,
+                       workers=settings.crl.workers,
+                       parallel_threshold=settings.crl.parallel_threshold,
+                       start_method=start_method)
+    publisher = Publisher(store, settings.data_dir, clock, settings.crl.versions_kept)
+    return Generator(store, keys, clock, policy, publisher)

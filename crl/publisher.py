@@ -1,0 +1,209 @@
+"""Publishing a signed CRL: numbering, scope check, atomic write, last N versions kept.
+
+The order of operations makes a crash at any point harmless:
+1. `reserve()` commits the next CRL number first (RFC 5280 §5.2.3: numbers strictly increase;
+   a crash later only leaves a gap, never a reused number);
+2. `stage()` refuses a number that does not go up or an IssuingDistributionPoint that differs
+   from the one already published at that URL, then writes a temporary file and fsyncs it;
+3. `commit()` keeps a hard-linked copy in history/, renames the temporary file over the served
+   one (atomic on POSIX), fsyncs the directory and records the state.
+A crash before the rename leaves the previous CRL served; the next run removes the leftover.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from ca.authority import CAGeneration
+from ca.urls import crl_full_path, crl_partition_path
+from registry.clock import Clock, epoch
+from registry.errors import Conflict
+from registry.store import Store
+
+log = logging.getLogger("jpki.crl.publisher")
+FULL = "full"
+HISTORY = "history"
+
+
+def relative_path(ca: CAGeneration, partition: str) -> str:
+    """The path under the data directory: the URL path written into the certificates."""
+    url = crl_full_path(ca.kind, ca.generation) if partition == FULL else \
+        crl_partition_path(ca.kind, ca.generation, partition)
+    return url.lstrip("/")
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A CRL written to a temporary file, fsynced, not yet served."""
+
+    ca: CAGeneration
+    partition: str
+    number: int
+    idp: str
+    der: bytes
+    temporary: Path
+    target: Path
+    this_update: int
+    next_update: int
+    entries: int
+
+
+@dataclass(frozen=True)
+class Published:
+    kind: str
+    generation: int
+    partition: str
+    number: int
+    entries: int
+    size: int
+    path: Path
+    this_update: int
+    next_update: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"kind": self.kind, "generation": self.generation, "partition": self.partition,
+                "number": self.number, "entries": self.entries, "size": self.size,
+                "path": str(self.path)}
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _idp_hex(crl: x509.CertificateRevocationList) -> str:
+    try:
+        ext = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint)
+    except x509.ExtensionNotFound:
+        return ""
+    return ext.value.public_bytes().hex()
+
+
+class Publisher:
+    def __init__(self, store: Store, data_dir: Path, clock: Clock, versions_kept: int) -> None:
+        self.store = store
+        self.data_dir = data_dir
+        self.clock = clock
+        self.versions_kept = versions_kept
+
+    def path(self, ca: CAGeneration, partition: str) -> Path:
+        return self.data_dir / relative_path(ca, partition)
+
+    def state(self, ca_id: int, partition: str) -> dict[str, object] | None:
+        return self.store.one("SELECT * FROM crl_state WHERE ca_id = ? AND partition = ?",
+                              (ca_id, partition))
+
+    def reserve(self, ca: CAGeneration, partition: str) -> int:
+        """Commit and return the next CRL number of this scope."""
+        return self.reserve_many(ca, [partition])[partition]
+
+    def reserve_many(self, ca: CAGeneration, partitions: list[str]) -> dict[str, int]:
+        """Commit and return the next CRL number of each scope, in one transaction."""
+        numbers: dict[str, int] = {}
+        with self.store.transaction() as conn:
+            for partition in partitions:
+                row = conn.execute(
+                    "SELECT number FROM crl_state WHERE ca_id = ? AND partition = ?",
+                    (ca.id, partition),
+                ).fetchone()
+                numbers[partition] = (row[0] if row else 0) + 1
+                conn.execute(
+                    "INSERT INTO crl_state (ca_id, partition, number) VALUES (?, ?, ?)"
+                    " ON CONFLICT(ca_id, partition) DO UPDATE SET number = excluded.number",
+                    (ca.id, partition, numbers[partition]),
+                )
+        return numbers
+
+    def published_this_updates(self, ca_id: int) -> dict[str, int]:
+        """thisUpdate of every CRL published for a CA generation, by partition."""
+        rows = self.store.conn.execute(
+            "SELECT partition, this_update FROM crl_state WHERE ca_id = ?"
+            " AND published_number IS NOT NULL", (ca_id,))
+        return {partition: this_update for partition, this_update in rows}
+
+    def stage(self, ca: CAGeneration, partition: str, der: bytes, entries: int) -> Staged:
+        """Check the CRL against what was published for this URL, then write it aside.
+
+        The checks read the DER that is about to be written, not what the caller says it is.
+        """
+        crl = x509.load_der_x509_crl(der)
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        idp = _idp_hex(crl)
+        label = f"{ca.label}/{partition}"
+        state = self.state(ca.id, partition)
+        if state is not None and state["published_number"] is not None:
+            published = int(state["published_number"])  # type: ignore[call-overload]
+            if number <= published:
+                raise Conflict(
+                    f"refusing to publish CRL {label} number {number}: number {published} is"
+                    " already published and CRL numbers must increase (RFC 5280 §5.2.3)",
+                    field="crl_number",
+                )
+            if state["idp"] != idp:
+                raise Conflict(
+                    f"refusing to publish CRL {label}: its IssuingDistributionPoint differs"
+                    " from the published one, so certificates that name the old URL would find"
+                    " a CRL of another scope; restore server.public_base_url or publish under a"
+                    " new CA generation",
+                    field="idp",
+                )
+        target = self.path(ca, partition)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in target.parent.glob(f".{target.name}.*.tmp"):
+            leftover.unlink(missing_ok=True)  # from a run that crashed before its rename
+        temporary = target.parent / f".{target.name}.{number}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(der)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return Staged(ca, partition, number, idp, der, temporary, target,
+                      epoch(crl.last_update_utc), epoch(crl.next_update_utc or crl.last_update_utc),
+                      entries)
+
+    def commit(self, staged: Staged, duration_ms: int = 0) -> Published:
+        """Serve the staged CRL (atomic rename), keep it in history, record the state."""
+        history = staged.target.parent / HISTORY
+        history.mkdir(exist_ok=True)
+        kept = history / f"{staged.target.name}.{staged.number}"
+        kept.unlink(missing_ok=True)
+        os.link(staged.temporary, kept)
+        os.replace(staged.temporary, staged.target)
+        _fsync_dir(staged.target.parent)
+        size = len(staged.der)
+        with self.store.transaction() as conn:
+            conn.execute(
+                "UPDATE crl_state SET published_number = ?, idp = ?, this_update = ?,"
+                " next_update = ?, entries = ?, size = ?, sha256 = ?, duration_ms = ?,"
+                " published_at = ? WHERE ca_id = ? AND partition = ?",
+                (staged.number, staged.idp, staged.this_update, staged.next_update,
+                 staged.entries, size, hashlib.sha256(staged.der).hexdigest(), duration_ms,
+                 epoch(self.clock()), staged.ca.id, staged.partition),
+            )
+        self._prune(history, staged.target.name)
+        log.debug("published CRL %s/%s number=%d entries=%d size=%d", staged.ca.label,
+                 staged.partition, staged.number, staged.entries, size)
+        return Published(staged.ca.kind.value, staged.ca.generation, staged.partition,
+                         staged.number, staged.entries, size, staged.target,
+                         staged.this_update, staged.next_update)
+
+    def publish(self, ca: CAGeneration, partition: str, der: bytes, entries: int,
+                duration_ms: int = 0) -> Published:
+        return self.commit(self.stage(ca, partition, der, entries), duration_ms)
+
+    def _prune(self, history: Path, name: str) -> None:
+        versions = sorted(
+            (int(path.name.rsplit(".", 1)[1]), path)
+            for path in history.glob(f"{name}.*") if path.name.rsplit(".", 1)[1].isdigit()
+        )
+        for _number, path in versions[:-self.versions_kept]:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,120 @@
+"""GET /crl/... against a real `jpki serve`: headers, 304, catch-up at start, metrics, CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from jpki.commands.crl import ProgressBar
+from tests.helpers import Daemon, jpki
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_crl_served_with_cache_headers_and_304(data_dir: Path) -> None:
+    result = jpki(data_dir, "crl", "generate")
+    assert result.code == 0, result.err
+    server = Daemon(data_dir).start()
+    try:
+        status, headers, body = get(server.url + "/crl/sign/g1/13104.crl")
+        assert status == 200
+        assert body == (data_dir / "crl/sign/g1/13104.crl").read_bytes()
+        assert headers["Content-Type"] == "application/pkix-crl"
+        crl = x509.load_der_x509_crl(body)
+        assert parsedate_to_datetime(headers["Last-Modified"]) == crl.last_update_utc
+        max_age = int(headers["Cache-Control"].split("max-age=")[1].split(",")[0])
+        assert 0 < max_age <= (crl.next_update_utc - crl.last_update_utc).total_seconds()
+        status, headers_304, body = get(server.url + "/crl/sign/g1/13104.crl",
+                                        {"If-None-Match": headers["ETag"]})
+        assert status == 304 and body == b""
+        assert headers_304["ETag"] == headers["ETag"]
+        status, _, _ = get(server.url + "/crl/sign/g1/13104.crl", {"If-None-Match": '"other"'})
+        assert status == 200
+        status, _, body = get(server.url + "/crl/auth/g1/full.crl")
+        assert status == 200 and x509.load_der_x509_crl(body) is not None
+        assert get(server.url + "/crl/sign/g9/full.crl")[0] == 404
+        assert get(server.url + "/crl/sign/g1/99999.crl")[0] == 404
+        # A new publication is picked up at once (atomic rename, new ETag).
+        assert jpki(data_dir, "crl", "generate", "--partition", "13104").code == 0
+        status, fresh, _ = get(server.url + "/crl/sign/g1/13104.crl",
+                               {"If-None-Match": headers["ETag"]})
+        assert status == 200 and fresh["ETag"] != headers["ETag"]
+        status, _, body = get(server.url + "/metrics")
+        text = body.decode()
+        assert 'jpki_crl_entries{generation="1",kind="signature",partition="13104"}' in text
+        assert "jpki_crl_age_seconds" in text and "jpki_crl_size_bytes" in text
+        status, _, body = get(server.url + "/ca/")
+        assert {(c["kind"], c["generation"]) for c in json.loads(body)["certificates"]} == {
+            ("signature", 1), ("authentication", 1)}
+    finally:
+        server.stop()
+
+
+def test_daemon_publishes_missing_crls_at_start(daemon: Daemon) -> None:
+    deadline = time.monotonic() + 30
+    status = 0
+    while time.monotonic() < deadline:
+        status = get(daemon.url + "/crl/sign/g1/full.crl")[0]
+        if status == 200 and get(daemon.url + "/crl/auth/g1/full.crl")[0] == 200:
+            break
+        time.sleep(0.1)
+    assert status == 200
+
+
+def test_cli_generate_partition_and_populate(data_dir: Path) -> None:
+    result = jpki(data_dir, "demo", "populate", "--residents", "300", "--revoked-fraction", "0.5")
+    assert result.code == 0, result.err
+    assert result.json["residents"] == 300 and result.json["certificates"] == 600
+    revoked = result.json["revoked"]
+    assert 200 < revoked < 400
+    result = jpki(data_dir, "crl", "generate")
+    assert result.code == 0, result.err
+    crls = result.json["crls"]
+    assert len(crls) == 2 * 70
+    assert sum(c["entries"] for c in crls if c["partition"] == "full") == revoked
+    assert sum(c["entries"] for c in crls if c["partition"] != "full") == revoked
+    assert "CRLs" in result.err  # plain summary line when stderr is not a terminal
+    result = jpki(data_dir, "crl", "generate", "--partition", "13104", "--kind", "sign")
+    assert result.code == 0, result.err
+    assert [(c["partition"], c["number"]) for c in result.json["crls"]] == [("13104", 2),
+                                                                            ("full", 2)]
+    result = jpki(data_dir, "crl", "generate", "--partition", "00000")
+    assert result.code == 2 and "partition" in result.err
+
+
+@pytest.mark.parametrize("fraction", ["1.5", "-0.1"])
+def test_populate_refuses_bad_fraction(data_dir: Path, fraction: str) -> None:
+    result = jpki(data_dir, "demo", "populate", "--residents", "1", "--revoked-fraction",
+                  fraction)
+    assert result.code == 2 and "revoked_fraction" in result.err
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_draws_only_on_a_terminal() -> None:
+    terminal, pipe = Terminal(), io.StringIO()
+    for stream in (terminal, pipe):
+        bar = ProgressBar(stream, "CRLs")
+        for done in range(4):
+            bar(done, 3, f"sign-g1/{done}")
+    assert "\r[" in terminal.getvalue() and "3/3 CRLs" in terminal.getvalue()
+    assert terminal.getvalue().endswith("\n")
+    assert pipe.getvalue() == ""
