@@ -44,8 +44,9 @@ def daily_tick(context: Context) -> bool:
         store.close()
 
 
-def attach(app: web.Application, context: Context) -> None:
-    app.add_routes(crl_web.routes(context.data_dir, context.clock))
+def attach(app: web.Application, context: Context,
+           meter: crl_web.DownloadMeter | None = None) -> None:
+    app.add_routes(crl_web.routes(context.data_dir, context.clock, meter))
     metrics.install(context.data_dir, context.clock)
     if context.settings.crl.schedule_enabled:
         app.cleanup_ctx.append(_daily_task(context))

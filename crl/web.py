@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Protocol
 
 from aiohttp import web
 from cryptography import x509
@@ -67,7 +68,15 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return "*" in candidates or etag in candidates
 
 
-def routes(data_dir: Path, clock: Clock) -> list[web.RouteDef]:
+class DownloadMeter(Protocol):
+    """Records a CRL download by an identified verifier (free: DOMAIN.md, "Fees")."""
+
+    async def download(self, authorization: str, path: str) -> bool:
+        """False when the bearer token is not a verifier's."""
+
+
+def routes(data_dir: Path, clock: Clock, meter: DownloadMeter | None = None
+           ) -> list[web.RouteDef]:
     files = CRLFiles(data_dir)
 
     async def serve(request: web.Request) -> web.StreamResponse:
@@ -90,6 +99,12 @@ def routes(data_dir: Path, clock: Clock) -> list[web.RouteDef]:
         }
         if served.next_update is not None:
             headers["Expires"] = format_datetime(served.next_update, usegmt=True)
+        # CRLs are public (openssl's -crl_download sends no credentials); a verifier that
+        # identifies itself has the download metered, free, in the ledger before it is sent.
+        authorization = request.headers.get("Authorization")
+        if authorization and meter is not None and not await meter.download(authorization,
+                                                                             request.path):
+            raise web.HTTPUnauthorized(text="unknown verifier token\n")
         if _etag_matches(request.headers.get("If-None-Match"), served.etag):
             return web.Response(status=304, headers=headers)
         return web.Response(body=served.body, content_type=CONTENT_TYPE, headers=headers)

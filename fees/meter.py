@@ -20,6 +20,8 @@ from prometheus_client import Counter, Histogram
 
 from fees.ledger import Check, Entry, write_batch
 from fees.tariff import Tariff
+from registry import tokens, verifiers
+from registry.clock import Clock
 from registry.store import Store
 from registry.verifiers import Verifier
 
@@ -145,3 +147,22 @@ class OCSPMeter:
                   status_confirmation)
             for kind, serial in answered
         ])
+
+
+class CRLDownloadMeter:
+    """CRL downloads by verifiers that identify themselves: free, but in the ledger (DOMAIN.md:
+    metering is per check, whether the verifier uses the CRL or OCSP)."""
+
+    def __init__(self, ledger: LedgerMeter, store: Store, clock: Clock) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.clock = clock
+
+    async def download(self, authorization: str, path: str) -> bool:
+        verifier = verifiers.authenticate(self.store, tokens.bearer(authorization))
+        if verifier is None:
+            return False
+        await self.ledger.record([Check(verifier.id, verifier.name, "crl_download", "crl",
+                                        None, self.clock())])
+        log.info("CRL download verifier=%s path=%s", verifier.name, path)
+        return True

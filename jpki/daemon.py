@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ca import web as ca_web
 from crl import service as crl_service
-from fees.meter import LedgerMeter, OCSPMeter
+from fees.meter import CRLDownloadMeter, LedgerMeter, OCSPMeter
 from jpki.context import Context
 from linkage import web as linkage_web
 from linkage.service import LinkageService
@@ -63,7 +63,7 @@ def build_app(context: Context) -> web.Application:
 
     app[ocsp_web.METER] = OCSPMeter(meter)
     ocsp_web.setup(app, context)
-    crl_service.attach(app, context)
+    crl_service.attach(app, context, CRLDownloadMeter(meter, context.store, context.clock))
     return app
 
 

@@ -65,6 +65,22 @@ def test_crl_served_with_cache_headers_and_304(data_dir: Path) -> None:
         server.stop()
 
 
+def test_identified_downloads_are_metered_free(data_dir: Path) -> None:
+    assert jpki(data_dir, "crl", "generate").code == 0
+    token = jpki(data_dir, "verifier", "add", "crl-bank").json["token"]
+    server = Daemon(data_dir).start()
+    try:
+        url = server.url + "/crl/sign/g1/full.crl"
+        assert get(url)[0] == 200  # anonymous: public, not metered
+        assert get(url, {"Authorization": f"Bearer {token}"})[0] == 200
+        assert get(url, {"Authorization": "Bearer vf_not-a-token"})[0] == 401
+    finally:
+        server.stop()
+    usage = jpki(data_dir, "fees", "usage", "--verifier", "crl-bank").json["usage"]
+    assert [(row["check_type"], row["checks"], row["yen"]) for row in usage] == [
+        ("crl_download", 1, 0)]
+
+
 def test_daemon_publishes_missing_crls_at_start(daemon: Daemon) -> None:
     deadline = time.monotonic() + 30
     status = 0
