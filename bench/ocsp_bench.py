@@ -185,7 +185,8 @@ def main() -> int:
         lua_plain = work / "plain.lua"
         lua_plain.write_text(LUA.format(body=request, auth=auth))
         lua_nonce = work / "nonce.lua"
-        lua_nonce.write_text(LUA.format(body=nonce_request, auth=auth))
+        # the live path is compared with the raw sign rate: unmetered, like the cached row
+        lua_nonce.write_text(LUA.format(body=nonce_request, auth=""))
         lua_anonymous = work / "anonymous.lua"
         lua_anonymous.write_text(LUA.format(body=request, auth=""))
         # The same daemon answers anonymous requests too (unmetered: nobody to bill), so the

@@ -248,3 +248,22 @@ def test_state_changes_rows_let_other_processes_notice(context: Context, tmp_pat
     with sqlite3.connect(context.data_dir / "registry.db") as conn:
         rows = conn.execute("SELECT serial, status FROM state_changes").fetchall()
     assert rows == [(pair.issued[CertKind.SIGNATURE].serial, "revoked")]
+
+
+def test_ca_compromise_revokes_every_certificate_of_that_key(context: Context,
+                                                            tmp_path: Path) -> None:
+    first = issue(context, tmp_path, "r1")
+    assert jpki(context.data_dir, "ca", "rotate", "--kind", "signature").code == 0
+    second = issue(context, tmp_path, "r2")
+    refused = jpki(context.data_dir, "ca", "compromise", "--kind", "signature",
+                   "--generation", "1")
+    assert refused.code == 2  # --confirm is required
+    result = jpki(context.data_dir, "ca", "compromise", "--kind", "signature",
+                  "--generation", "1", "--confirm")
+    assert result.code == 0 and result.json["revoked"] == 1
+    shown = jpki(context.data_dir, "show", first.issued[CertKind.SIGNATURE].serial).json
+    assert (shown["status"], shown["reason"]) == ("revoked", "cACompromise")
+    for pair, kind in ((first, CertKind.AUTHENTICATION), (second, CertKind.SIGNATURE)):
+        assert jpki(context.data_dir, "show", pair.issued[kind].serial).json["status"] == "good"
+    assert jpki(context.data_dir, "ca", "compromise", "--kind", "sign", "--generation", "7",
+                "--confirm").code == 3

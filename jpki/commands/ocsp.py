@@ -12,6 +12,7 @@ from jpki.output import print_json
 from ocsp.web import responder_keys, responder_policy
 from registry import verifiers
 from registry.errors import InvalidInput
+from revocation.compromise import revoke_generation
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -56,6 +57,19 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     rotate.add_argument("--kind", required=True,
                         choices=["signature", "authentication", "sign", "auth", "all"])
     rotate.set_defaults(handler=cmd_ca_rotate)
+    compromise = ca_sub.add_parser(
+        "compromise", parents=[parent],
+        help="revoke every certificate of a compromised CA generation (cACompromise)",
+        description="Revokes, in one transaction, every unrevoked certificate issued under the"
+        " generation. Rotate first (`jpki ca rotate`) if it is the newest generation, so that"
+        " new issuance moves to a fresh key.",
+    )
+    compromise.add_argument("--kind", required=True,
+                            choices=["signature", "authentication", "sign", "auth"])
+    compromise.add_argument("--generation", required=True, type=int)
+    compromise.add_argument("--confirm", action="store_true", required=True,
+                            help="required: this cannot be undone")
+    compromise.set_defaults(handler=cmd_ca_compromise)
 
 
 def _read_cert(path: Path) -> bytes:
@@ -109,4 +123,12 @@ def cmd_ca_rotate(context: Context, args: argparse.Namespace) -> int:
     responders.ensure(context.store, context.keys, responder_keys(context), context.clock,
                       responder_policy(context))
     print_json({"created": created})
+    return 0
+
+
+def cmd_ca_compromise(context: Context, args: argparse.Namespace) -> int:
+    serials = revoke_generation(context.store, context.clock, CertKind.from_short(args.kind),
+                                args.generation)
+    print_json({"kind": CertKind.from_short(args.kind).value, "generation": args.generation,
+                "reason": "cACompromise", "revoked": len(serials)})
     return 0
