@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from ca.files import write_once
 from ca.keystore import PrivateKey
 from ca.kinds import CertKind
 from registry.errors import InvalidInput
@@ -56,23 +57,15 @@ def check_out_dir(out_dir: Path) -> Path:
     return out_dir
 
 
-def _write_once(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def write(files: CredentialFiles, *, key: PrivateKey, certificate: x509.Certificate,
           ca_certificate: x509.Certificate, pin: str, friendly_name: str) -> None:
     bundle = pkcs12.serialize_key_and_certificates(
         friendly_name.encode("ascii"), key, certificate, [ca_certificate],
         serialization.BestAvailableEncryption(pin.encode("ascii")),
     )
-    _write_once(files.key, bundle, 0o600)
+    write_once(files.key, bundle, 0o600)
     try:
-        _write_once(files.certificate, certificate.public_bytes(serialization.Encoding.PEM),
+        write_once(files.certificate, certificate.public_bytes(serialization.Encoding.PEM),
                     0o644)
     except BaseException:
         files.key.unlink(missing_ok=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ca.files import write_once
 from registry.errors import ConfigError, JPKIError
 
 PrivateKey = rsa.RSAPrivateKey
@@ -30,9 +31,7 @@ class KeyStore:
         if os.environ.get(self.passphrase_env) or self.passphrase_path.exists():
             return None
         self.passphrase_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.passphrase_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
+        write_once(self.passphrase_path, (secrets.token_urlsafe(32) + "\n").encode(), 0o600)
         return str(self.passphrase_path)
 
     def passphrase(self) -> bytes:
@@ -59,11 +58,7 @@ class KeyStore:
             serialization.BestAvailableEncryption(self.passphrase()),
         )
         path = self.directory / f"{name}.key.pem"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write_once(path, pem, 0o600)
         return path.name
 
     def load(self, file_name: str) -> PrivateKey:
