@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from fees.tariff import Price, Tariff
 from registry.clock import JST, epoch
@@ -31,7 +31,6 @@ class Check:
 
 @dataclass(frozen=True)
 class Entry:
-    id: int
     check: Check
     resident_id: str | None
     price: Price
@@ -50,15 +49,27 @@ def _residents(store: Store, serials: set[str]) -> dict[str, str]:
 
 
 def write_batch(store: Store, tariff: Tariff, checks: Sequence[Check]) -> list[Entry]:
-    """Price and insert every check in one transaction; return the entries in order."""
+    """Price and insert every check in one transaction; return the entries in order.
+
+    Hot path of every metered answer: prices are looked up once per (check, channel, JST day)
+    and the rows go in with one executemany; the resident is looked up only for
+    status-confirmation checks, the only ones whose price depends on it.
+    """
+    prices: dict[tuple[str, str, date], Price] = {}
+    rows: list[tuple[object, ...]] = []
     entries: list[Entry] = []
     with store.transaction() as conn:
-        residents = _residents(store, {c.serial for c in checks if c.serial})
+        residents = _residents(store, {c.serial for c in checks
+                                       if c.serial and c.status_confirmation})
         charged_this_batch: set[tuple[int, str, int]] = set()
         for check in checks:
             local = check.at.astimezone(JST)
+            day = local.date()
+            price = prices.get((check.check_type, check.channel, day))
+            if price is None:
+                price = tariff.price(check.check_type, check.channel, check.at)
+                prices[(check.check_type, check.channel, day)] = price
             resident = residents.get(check.serial or "")
-            price = tariff.price(check.check_type, check.channel, check.at)
             if check.status_confirmation and resident is not None:
                 key = (check.verifier_id, resident, local.year)
                 seen = key in charged_this_batch or conn.execute(
@@ -70,15 +81,14 @@ def write_batch(store: Store, tariff: Tariff, checks: Sequence[Check]) -> list[E
                     price = Price(tariff.repeat_rule_id, 0)
                 else:
                     charged_this_batch.add(key)
-            cursor = conn.execute(
-                "INSERT INTO ledger (at, month, year, verifier_id, check_type, channel, serial,"
-                " resident_id, status_confirmation, rule_id, amount_yen)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (epoch(check.at), f"{local:%Y-%m}", local.year, check.verifier_id,
-                 check.check_type, check.channel, check.serial, resident,
-                 int(check.status_confirmation), price.rule_id, price.yen),
-            )
-            entries.append(Entry(cursor.lastrowid or 0, check, resident, price))
+            rows.append((epoch(check.at), f"{local:%Y-%m}", local.year, check.verifier_id,
+                         check.check_type, check.channel, check.serial, resident,
+                         int(check.status_confirmation), price.rule_id, price.yen))
+            entries.append(Entry(check, resident, price))
+        conn.executemany(
+            "INSERT INTO ledger (at, month, year, verifier_id, check_type, channel, serial,"
+            " resident_id, status_confirmation, rule_id, amount_yen)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     return entries
 
 

@@ -53,6 +53,11 @@ def _resolve(future: asyncio.Future[list[Entry]], value: list[Entry] | BaseExcep
         future.set_result(value)
 
 
+def _resolve_all(items: list[tuple[asyncio.Future[list[Entry]], list[Entry]]]) -> None:
+    for future, value in items:
+        _resolve(future, value)
+
+
 class LedgerMeter:
     """Durable metering for the daemon; `record()` returns once the rows are committed."""
 
@@ -102,11 +107,16 @@ class LedgerMeter:
                     continue
                 BATCH.observe(len(flat))
                 _count(entries)
+                # One wake-up per event loop for the whole batch, not one per request.
+                results: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[Entry]],
+                                                                    list[Entry]]]] = {}
                 offset = 0
                 for checks, future, loop in batch:
-                    mine = entries[offset:offset + len(checks)]
+                    results.setdefault(loop, []).append(
+                        (future, entries[offset:offset + len(checks)]))
                     offset += len(checks)
-                    loop.call_soon_threadsafe(_resolve, future, mine)
+                for loop, items in results.items():
+                    loop.call_soon_threadsafe(_resolve_all, items)
         finally:
             store.close()
 
