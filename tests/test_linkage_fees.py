@@ -248,3 +248,25 @@ def test_overlapping_rules_are_refused(tmp_path: Path) -> None:
     path.write_text('[[rule]]\nid="a"\ncheck="age"\nvalid_from=2020-01-01\nyen=-1\n')
     with pytest.raises(ConfigError, match="rule.0.yen"):
         load_tariff(path)
+
+
+def test_consent_cli(data_dir: Path, tmp_path: Path) -> None:
+    from tests.helpers import issue_args
+
+    assert jpki(data_dir, *issue_args("r1", tmp_path / "o")).code == 0
+    assert jpki(data_dir, "verifier", "add", "bank").code == 0
+    base = ["consent", "grant", "--resident-id", "r1", "--verifier", "bank"]
+    granted = jpki(data_dir, *base, "--service", "latest-facts", "--items", "name,address")
+    assert granted.code == 0 and granted.json["items"] == ["name", "address"]
+    assert jpki(data_dir, *base, "--service", "latest-facts").code == 2  # items required
+    bad = jpki(data_dir, *base, "--service", "latest-facts", "--items", "name,income")
+    assert bad.code == 2 and "items:" in bad.err
+    assert jpki(data_dir, *base, "--service", "age", "--items", "dob").code == 2
+    assert jpki(data_dir, "consent", "grant", "--resident-id", "nobody", "--verifier", "bank",
+                "--service", "age").code == 3
+    assert jpki(data_dir, "consent", "grant", "--resident-id", "r1", "--verifier", "ghost",
+                "--service", "age").code == 3
+    withdraw = ["consent", "withdraw", "--resident-id", "r1", "--verifier", "bank",
+                "--service", "latest-facts"]
+    assert jpki(data_dir, *withdraw).json["withdrawn"] is True
+    assert jpki(data_dir, *withdraw).code == 3  # nothing left to withdraw
