@@ -12,7 +12,8 @@ DEB_PACKAGES := openssl
 
 BENCH_OCSP_PACKAGES := wrk golang-cfssl
 
-.PHONY: help deps venv run init serve test lint audit-verify clean bench-ocsp bench-crl rotate-keys
+.PHONY: help deps venv run init serve test lint audit-verify clean bench-ocsp bench-crl rotate-keys \
+        renew-signers crl invoice
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -64,6 +65,15 @@ bench-ocsp: venv ## benchmark the OCSP responder against openssl ocsp, cfssl and
 
 rotate-keys: init ## create the next generation of both CAs (and their OCSP responder certificates)
 	$(JPKI) ca rotate --kind all
+
+renew-signers: init ## issue OCSP responder certificates that are missing or about to expire
+	$(JPKI) ocsp renew-signers
+
+crl: init ## generate and publish every CRL now (an urgent revocation)
+	$(JPKI) crl generate
+
+invoice: init ## last month's invoices (MONTH=YYYY-MM to choose)
+	$(JPKI) fees invoice --month $${MONTH:-$$(date -d "$$(date +%Y-%m-01) -1 day" +%Y-%m)}
 
 bench-crl: venv ## full-CRL generation vs openssl ca -gencrl, 1,000,000 revoked (not in test)
 	$(BIN)/python bench/crl_bench.py
