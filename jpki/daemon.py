@@ -62,7 +62,7 @@ def build_app(context: Context) -> web.Application:
     app.add_routes(linkage_web.routes(context.store, linkage, meter))
 
     app[ocsp_web.METER] = OCSPMeter(meter)
-    ocsp_web.setup(app, context)
+    app[HEALTH_CHECKS].append(ocsp_web.setup(app, context))
     crl_service.attach(app, context, CRLDownloadMeter(meter, context.store, context.clock))
     return app
 

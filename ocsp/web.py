@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -140,7 +141,7 @@ class OCSPHandler:
         return web.Response(body=reply.der, headers=headers)
 
 
-def setup(app: web.Application, context: Context) -> None:
+def setup(app: web.Application, context: Context) -> Callable[[], dict[str, str]]:
     """Wire the responder into `jpki serve`: routes, start-up, background work, health."""
     settings = context.settings.ocsp
     clock = context.clock
@@ -213,8 +214,6 @@ def setup(app: web.Application, context: Context) -> None:
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
-    from jpki.daemon import HEALTH_CHECKS
-
-    app[HEALTH_CHECKS].append(health)
     app.add_routes([web.post("/ocsp", handler.post), web.get(r"/ocsp/{request:.+}", handler.get)])
+    return health
 
