@@ -13,6 +13,7 @@ from typing import Protocol
 from aiohttp import web
 
 from fees.ledger import Check, Entry
+from httpapi.problem import problem
 from linkage.service import Answer, LinkageService
 from registry import tokens, verifiers
 from registry.errors import JPKIError
@@ -24,13 +25,6 @@ log = logging.getLogger("jpki.linkage")
 
 class Meter(Protocol):
     async def record(self, checks: list[Check]) -> list[Entry]: ...
-
-
-def problem(status: int, title: str, detail: str, **extra: object) -> web.Response:
-    """RFC 9457 problem details."""
-    return web.json_response({"type": "about:blank", "title": title, "status": status,
-                              "detail": detail, **extra}, status=status,
-                             content_type="application/problem+json")
 
 
 TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Consent Required", 404: "Not Found",

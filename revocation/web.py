@@ -16,17 +16,11 @@ from typing import Any
 
 from aiohttp import web
 
+from httpapi.problem import problem
 from registry import operators, tokens
 from registry.clock import Clock
 from registry.store import Store
 from revocation.events import EventApplier, Outcome
-
-
-def _problem(status: int, title: str, detail: str) -> web.Response:
-    """RFC 9457 problem details."""
-    return web.json_response({"type": "about:blank", "title": title, "status": status,
-                              "detail": detail}, status=status,
-                             content_type="application/problem+json")
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes | None:
@@ -69,15 +63,15 @@ class EventsEndpoint:
         operator = await loop.run_in_executor(self.executor, self._operator,
                                               request.headers.get("Authorization"))
         if operator is None:
-            return _problem(401, "Unauthorized", "an operator Bearer token is required")
+            return problem(401, "Unauthorized", "an operator Bearer token is required")
         body = await read_limited(request, self.max_body_bytes)
         if body is None:
-            return _problem(413, "Payload Too Large",
+            return problem(413, "Payload Too Large",
                             f"the body exceeds {self.max_body_bytes} bytes; send smaller batches")
         try:
             parsed = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _problem(400, "Bad Request", f"the body is not JSON: {exc}")
+            return problem(400, "Bad Request", f"the body is not JSON: {exc}")
         single = not isinstance(parsed, list)
         items: list[tuple[str | None, Any]] = (
             [(None, parsed)] if single else [(f"index {i}", item) for i, item in

@@ -1,0 +1,1 @@
+"""What the JSON HTTP surfaces share (events, linkage): RFC 9457 problem details."""
