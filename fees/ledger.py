@@ -95,11 +95,16 @@ def write_batch(store: Store, tariff: Tariff, checks: Sequence[Check]) -> list[E
 VALIDITY_CHECKS = ("signature_check", "authentication_check")
 
 
-def recent_validity_check(store: Store, verifier_id: int, serial: str, since: datetime) -> bool:
-    """Did this verifier check this certificate's validity since `since`? (linkage window)"""
+def validity_checked(store: Store, verifier_id: int, serial: str,
+                     since: datetime | None = None) -> bool:
+    """Did this verifier check this certificate's validity (since `since`, or ever)?
+
+    The linkage preconditions: a recent check for the free answers, any check at all for a
+    serial the verifier "registered" (latest facts).
+    """
     row = store.conn.execute(
         "SELECT 1 FROM ledger WHERE verifier_id = ? AND serial = ? AND at >= ?"
         " AND check_type IN (?, ?) LIMIT 1",
-        (verifier_id, serial, epoch(since), *VALIDITY_CHECKS),
+        (verifier_id, serial, epoch(since) if since else 0, *VALIDITY_CHECKS),
     ).fetchone()
     return row is not None

@@ -13,7 +13,7 @@ from typing import Any
 
 from ca import validity
 from ca.kinds import CertKind
-from fees.ledger import VALIDITY_CHECKS, recent_validity_check
+from fees.ledger import validity_checked
 from registry import certificates, consents, residents
 from registry.certificates import CertificateRecord
 from registry.clock import JST, Clock, epoch
@@ -61,7 +61,7 @@ class LinkageService:
 
     def _recent_check(self, record: CertificateRecord, verifier: Verifier) -> None:
         since = self.clock() - self.check_window
-        if not recent_validity_check(self.store, verifier.id, record.serial, since):
+        if not validity_checked(self.store, verifier.id, record.serial, since):
             minutes = int(self.check_window.total_seconds() // 60)
             raise ValidityCheckRequired(
                 f"check the validity of certificate {record.serial} (OCSP or CRL) first: this"
@@ -69,10 +69,7 @@ class LinkageService:
                 " minutes", field="validity_check")
 
     def _registered(self, record: CertificateRecord, verifier: Verifier) -> None:
-        row = self.store.conn.execute(
-            "SELECT 1 FROM ledger WHERE verifier_id = ? AND serial = ? AND check_type IN (?, ?)"
-            " LIMIT 1", (verifier.id, record.serial, *VALIDITY_CHECKS)).fetchone()
-        if row is None:
+        if not validity_checked(self.store, verifier.id, record.serial):
             raise ValidityCheckRequired(
                 f"verifier {verifier.name} has never checked certificate {record.serial}:"
                 " register it with a validity check first", field="validity_check")

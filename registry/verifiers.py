@@ -109,11 +109,11 @@ class Credentials:
 def snapshot(store: Store) -> Credentials:
     verifiers = {row["id"]: Verifier(row["id"], row["name"])
                  for row in store.query("SELECT id, name FROM verifiers")}
-    tokens = {row["token_hash"]: verifiers[row["id"]]
+    by_token = {row["token_hash"]: verifiers[row["id"]]
               for row in store.query("SELECT id, token_hash FROM verifiers")}
     signers = {row["fingerprint"]: verifiers[row["verifier_id"]]
                for row in store.query("SELECT fingerprint, verifier_id FROM verifier_signers")}
-    return Credentials(tokens, signers)
+    return Credentials(by_token, signers)
 
 
 def authenticate(store: Store, token: str | None) -> Verifier | None:
