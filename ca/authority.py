@@ -14,11 +14,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ca.keystore import KeyStore, PrivateKey
+from ca.keybackend import KeyBackend, PrivateKey, fingerprint
 from ca.kinds import CertKind, ca_name
 from registry import audit
 from registry.clock import Clock, epoch, from_epoch
-from registry.errors import NotInitialised
+from registry.errors import JPKIError, NotInitialised
 from registry.store import Store
 
 
@@ -30,6 +30,15 @@ class CAGeneration:
     certificate: x509.Certificate
     key_id: str
     key_file: str
+    retired_at: int | None = None
+
+    @property
+    def retired(self) -> bool:
+        return self.retired_at is not None
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.certificate.public_key())  # type: ignore[arg-type]
 
     @property
     def not_after(self) -> datetime:
@@ -43,7 +52,9 @@ class CAGeneration:
     def label(self) -> str:
         return f"{self.kind.short}-g{self.generation}"
 
-    def private_key(self, keys: KeyStore) -> PrivateKey:
+    def private_key(self, keys: KeyBackend) -> PrivateKey:
+        if self.retired:
+            raise JPKIError(f"CA generation {self.label} is retired; its key is archived")
         return keys.load(self.key_file)
 
 
@@ -94,16 +105,24 @@ def _from_row(row: dict) -> CAGeneration:
         certificate=x509.load_der_x509_certificate(row["cert_der"]),
         key_id=row["key_id"],
         key_file=row["key_file"],
+        retired_at=row.get("retired_at"),
     )
 
 
-def generations(store: Store, kind: CertKind | None = None) -> list[CAGeneration]:
-    sql = "SELECT * FROM ca_generations"
+def generations(store: Store, kind: CertKind | None = None, *,
+                include_retired: bool = True) -> list[CAGeneration]:
+    """Every generation, or with include_retired=False those that still sign CRLs and
+    responder certificates (retiring is `jpki ca retire`, once all their certificates expired)."""
+    clauses = []
     params: tuple = ()
     if kind is not None:
-        sql += " WHERE kind = ?"
+        clauses.append("kind = ?")
         params = (kind.value,)
-    return [_from_row(row) for row in store.query(sql + " ORDER BY kind, generation", params)]
+    if not include_retired:
+        clauses.append("retired_at IS NULL")
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    return [_from_row(row) for row in
+            store.query(f"SELECT * FROM ca_generations{where} ORDER BY kind, generation", params)]
 
 
 def by_id(store: Store, ca_id: int) -> CAGeneration:
@@ -124,20 +143,22 @@ def current(store: Store, kind: CertKind) -> CAGeneration:
     return _from_row(row)
 
 
-def create_generation(store: Store, keys: KeyStore, clock: Clock, kind: CertKind, *,
-                      key_size: int = 2048, years: int = 10,
-                      actor: str = "operator") -> CAGeneration:
-    """Create the next generation of a CA: new key, self-signed certificate, registry row."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+def create_generation(store: Store, keys: KeyBackend, clock: Clock, kind: CertKind, *,
+                      key_size: int = 2048, years: int = 10, actor: str = "operator",
+                      reason: str = "initial key") -> CAGeneration:
+    """Create the next generation of a CA: new key, self-signed certificate, registry row.
+
+    The key is generated (possibly slowly, on a token) before the write lock is taken; the
+    unique (kind, generation) index refuses a concurrent rotation of the same CA.
+    """
+    row = store.one("SELECT COALESCE(MAX(generation), 0) AS last FROM ca_generations"
+                    " WHERE kind = ?", (kind.value,))
+    generation = int(row["last"] if row else 0) + 1
+    previous = current(store, kind) if generation > 1 else None
+    key_file, key = keys.generate(f"{kind.short}-g{generation}", key_size)
     now = clock()
     certificate = build_ca_certificate(kind, key, now, years)
     with store.transaction() as conn:
-        last = conn.execute(
-            "SELECT COALESCE(MAX(generation), 0) FROM ca_generations WHERE kind = ?",
-            (kind.value,),
-        ).fetchone()[0]
-        generation = last + 1
-        key_file = keys.save(f"{kind.short}-g{generation}", key)
         kid = key_id(key.public_key()).hex()
         cursor = conn.execute(
             "INSERT INTO ca_generations (kind, generation, serial, not_before, not_after, key_id,"
@@ -151,6 +172,9 @@ def create_generation(store: Store, keys: KeyStore, clock: Clock, kind: CertKind
         audit.append(store, clock, actor=actor, action="ca.generation.create",
                      serial=format(certificate.serial_number, "x"),
                      detail={"kind": kind.value, "generation": generation, "key_id": kid,
+                             "reason": reason,
+                             "old_key": previous.fingerprint if previous else None,
+                             "new_key": fingerprint(key.public_key()),
                              "not_after": from_epoch(epoch(certificate.not_valid_after_utc))
                              .isoformat()})
         return CAGeneration(cursor.lastrowid or 0, kind, generation, certificate, kid, key_file)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ca import authority, responders
-from ca.keystore import KeyStore
+from ca.keybackend import KeyBackend
 from ca.kinds import CertKind
 from registry import municipalities
 from registry.clock import Clock
@@ -27,9 +27,9 @@ class InitReport:
         return bool(self.created)
 
 
-def initialise(store: Store, keys: KeyStore, clock: Clock, *, municipalities_csv: Path,
+def initialise(store: Store, keys: KeyBackend, clock: Clock, *, municipalities_csv: Path,
                key_size: int, years: int,
-               responder: tuple[responders.ResponderKeyStore, responders.ResponderPolicy]
+               responder: tuple[KeyBackend, responders.ResponderPolicy]
                | None = None) -> InitReport:
     report = InitReport()
     passphrase_file = keys.ensure_passphrase()

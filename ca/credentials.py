@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from ca.files import write_once
-from ca.keystore import PrivateKey
+from ca.keybackend import PrivateKey
 from ca.kinds import CertKind
 from registry.errors import InvalidInput
 

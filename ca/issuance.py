@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import authority, credentials, validity
-from ca.keystore import KeyStore
+from ca.keybackend import KeyBackend
 from ca.kinds import CertKind
 from ca.profile import LeafRequest, build_leaf, issuance_id
 from registry import audit, certificates, municipalities, residents
@@ -93,7 +93,8 @@ def check_resident_id(resident_id: str) -> str:
 class Issuer:
     """Issues pairs under the current generation of each CA."""
 
-    def __init__(self, store: Store, keys: KeyStore, clock: Clock, policy: IssuancePolicy) -> None:
+    def __init__(self, store: Store, keys: KeyBackend, clock: Clock,
+                 policy: IssuancePolicy) -> None:
         self.store = store
         self.keys = keys
         self.clock = clock

@@ -1,8 +1,10 @@
-"""CA private keys at rest: PKCS#8 PEM encrypted with the CA passphrase, files mode 0600.
+"""The file key backend: PKCS#8 PEM encrypted with a passphrase, files mode 0600.
 
-The passphrase comes from the environment (production) or from a 0600 file that `jpki init`
-creates in the data directory (development). Neither the passphrase nor a key is ever logged or
-put into an error message.
+CA keys live in `<data>/ca/` under the CA passphrase, responder keys in `<data>/ocsp/` under
+their own one, so the internet-facing responder never needs the CA passphrase. The passphrase
+comes from the environment (production) or from a 0600 file that `jpki init` creates in the
+data directory (development). Neither the passphrase nor a key is ever logged or put into an
+error message; a key file that group or others could read is refused, not used.
 """
 
 from __future__ import annotations
@@ -15,16 +17,25 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ca.files import write_once
+from ca.keybackend import BackendSpec, PrivateKey
 from registry.errors import ConfigError, JPKIError
 
-PrivateKey = rsa.RSAPrivateKey
+ARCHIVE = "archive"
 
 
-class KeyStore:
-    def __init__(self, data_dir: Path, *, passphrase_env: str, passphrase_file: str) -> None:
-        self.directory = data_dir / "ca"
-        self.passphrase_env = passphrase_env
-        self.passphrase_path = data_dir / passphrase_file
+def _private(path: Path, what: str) -> None:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigError(f"{path}: {what} has mode {mode:o}, readable by group or others;"
+                          " chmod 600 it")
+
+
+class FileKeyStore:
+    def __init__(self, spec: BackendSpec) -> None:
+        self.spec = spec
+        self.directory = spec.data_dir / spec.role
+        self.passphrase_env = spec.passphrase_env
+        self.passphrase_path = spec.data_dir / spec.passphrase_file
 
     def ensure_passphrase(self) -> str | None:
         """Create the development passphrase file if no passphrase is configured; say where."""
@@ -39,18 +50,20 @@ class KeyStore:
         if from_env:
             return from_env.encode("utf-8")
         try:
-            mode = self.passphrase_path.stat().st_mode & 0o777
-            if mode & 0o077:
-                raise ConfigError(f"{self.passphrase_path}: mode {mode:o} is readable by others;"
-                                  " chmod 600 it")
+            _private(self.passphrase_path, "the passphrase file")
             return self.passphrase_path.read_text(encoding="utf-8").strip().encode("utf-8")
         except FileNotFoundError:
             raise ConfigError(
-                f"no CA passphrase: set {self.passphrase_env} or run `jpki init`"
+                f"no {self.spec.role.upper()} key passphrase: set {self.passphrase_env}"
+                " or run `jpki init`"
             ) from None
 
+    def generate(self, name: str, key_size: int) -> tuple[str, PrivateKey]:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+        return self.save(name, key), key
+
     def save(self, name: str, key: PrivateKey) -> str:
-        """Write a new key once (never overwrite); return its file name relative to ca/."""
+        """Write a new key once (never overwrite); return its file name relative to the store."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         pem = key.private_bytes(
             serialization.Encoding.PEM,
@@ -61,16 +74,43 @@ class KeyStore:
         write_once(path, pem, 0o600)
         return path.name
 
-    def load(self, file_name: str) -> PrivateKey:
-        path = self.directory / file_name
+    def _path(self, ref: str) -> Path:
+        if ref.startswith("pkcs11:") or "/" in ref or ref.startswith("."):
+            raise ConfigError(f"key {ref!r} is not a file of this key store (keys.backend?)")
+        return self.directory / ref
+
+    def load(self, ref: str) -> PrivateKey:
+        path = self._path(ref)
         try:
+            _private(path, "the key file")
             data = path.read_bytes()
         except FileNotFoundError:
-            raise JPKIError(f"CA key file {path} is missing") from None
+            archived = self.directory / ARCHIVE / ref
+            if archived.exists():
+                raise JPKIError(f"key {ref} is archived (its CA generation is retired)") from None
+            raise JPKIError(f"key file {path} is missing") from None
         try:
             key = serialization.load_pem_private_key(data, password=self.passphrase())
         except (ValueError, TypeError):
-            raise JPKIError(f"cannot decrypt {path}: wrong CA passphrase?") from None
+            raise JPKIError(f"cannot decrypt {path}: wrong passphrase?") from None
         if not isinstance(key, rsa.RSAPrivateKey):
             raise JPKIError(f"{path} does not hold an RSA key")
         return key
+
+    def archive(self, ref: str) -> str:
+        """Move the (still encrypted) key into `archive/`, out of reach of `load()`."""
+        path = self._path(ref)
+        target_dir = self.directory / ARCHIVE
+        target_dir.mkdir(exist_ok=True, mode=0o700)
+        target = target_dir / ref
+        if path.exists():
+            os.link(path, target)  # fails if an archived copy exists: never replace one
+            os.unlink(path)
+            fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        elif not target.exists():
+            raise JPKIError(f"key file {path} is missing")
+        return f"{ARCHIVE}/{ref}"

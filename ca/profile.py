@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID, ObjectIdentifier
 
 from ca.authority import CAGeneration
-from ca.keystore import PrivateKey
+from ca.keybackend import PrivateKey
 from ca.kinds import CertKind
 from ca.urls import OCSP_PATH, crl_partition_path
 from registry.facts import Facts, encode_dob

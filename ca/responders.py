@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -25,18 +24,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ca import authority
 from ca.authority import CAGeneration
-from ca.keystore import KeyStore, PrivateKey
+from ca.keybackend import KeyBackend, PrivateKey, fingerprint
+from ca.kinds import CertKind
 from registry import audit
 from registry.clock import Clock, epoch
 from registry.store import Store
-
-
-class ResponderKeyStore(KeyStore):
-    """Responder keys in `<data>/ocsp/`, under the responder passphrase, not the CA one."""
-
-    def __init__(self, data_dir: Path, *, passphrase_env: str, passphrase_file: str) -> None:
-        super().__init__(data_dir, passphrase_env=passphrase_env, passphrase_file=passphrase_file)
-        self.directory = data_dir / "ocsp"
 
 
 @dataclass(frozen=True)
@@ -57,6 +49,10 @@ class ResponderRecord:
     def not_after(self) -> datetime:
         return self.certificate.not_valid_after_utc
 
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.certificate.public_key())  # type: ignore[arg-type]
+
 
 def responder_name(ca: CAGeneration) -> x509.Name:
     return x509.Name(
@@ -68,7 +64,8 @@ def responder_name(ca: CAGeneration) -> x509.Name:
 
 
 def build_responder_certificate(ca: CAGeneration, ca_key: PrivateKey, public_key: rsa.RSAPublicKey,
-                                now: datetime, days: int) -> x509.Certificate:
+                                now: datetime, days: int, serial: int | None = None
+                                ) -> x509.Certificate:
     not_before = now.replace(microsecond=0) - timedelta(minutes=5)
     not_after = min(not_before + timedelta(days=days), ca.not_after)
     return (
@@ -76,7 +73,7 @@ def build_responder_certificate(ca: CAGeneration, ca_key: PrivateKey, public_key
         .subject_name(responder_name(ca))
         .issuer_name(ca.certificate.subject)
         .public_key(public_key)
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial or x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.AuthorityKeyIdentifier(bytes.fromhex(ca.key_id), None, None),
@@ -107,17 +104,18 @@ def latest(store: Store, ca_id: int) -> ResponderRecord | None:
     return _record(row) if row else None
 
 
-def issue(store: Store, ca_keys: KeyStore, responder_keys: ResponderKeyStore, clock: Clock,
-          ca: CAGeneration, policy: ResponderPolicy, *, actor: str = "operator"
-          ) -> ResponderRecord:
+def issue(store: Store, ca_keys: KeyBackend, responder_keys: KeyBackend, clock: Clock,
+          ca: CAGeneration, policy: ResponderPolicy, *, actor: str = "operator",
+          reason: str = "renewal") -> ResponderRecord:
     """A new key and certificate for the responder of one CA generation."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=policy.key_size)
+    previous = latest(store, ca.id)
+    serial_number = x509.random_serial_number()
+    serial = format(serial_number, "x")
+    key_file, key = responder_keys.generate(f"responder-{ca.label}-{serial}", policy.key_size)
     now = clock()
     certificate = build_responder_certificate(ca, ca.private_key(ca_keys), key.public_key(), now,
-                                              policy.validity_days)
-    serial = format(certificate.serial_number, "x")
+                                              policy.validity_days, serial_number)
     with store.transaction() as conn:
-        key_file = responder_keys.save(f"responder-{ca.label}-{serial}", key)
         cursor = conn.execute(
             "INSERT INTO ocsp_signers (ca_id, serial, not_before, not_after, key_file, cert_der,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -126,8 +124,10 @@ def issue(store: Store, ca_keys: KeyStore, responder_keys: ResponderKeyStore, cl
              certificate.public_bytes(Encoding.DER), epoch(now)),
         )
         audit.append(store, clock, actor=actor, action="ocsp.signer.issue", serial=serial,
-                     detail={"ca": ca.label, "not_after":
-                             certificate.not_valid_after_utc.isoformat()})
+                     detail={"ca": ca.label, "reason": reason,
+                             "old_key": previous.fingerprint if previous else None,
+                             "new_key": fingerprint(key.public_key()),
+                             "not_after": certificate.not_valid_after_utc.isoformat()})
     return ResponderRecord(cursor.lastrowid or 0, ca.id, certificate, key_file)
 
 
@@ -136,17 +136,25 @@ def needs_renewal(not_after: datetime | None, now: datetime, policy: ResponderPo
     return not_after is None or not_after - now <= timedelta(days=policy.renew_before_days)
 
 
-def ensure(store: Store, ca_keys: KeyStore, responder_keys: ResponderKeyStore, clock: Clock,
-           policy: ResponderPolicy, *, force: bool = False, actor: str = "operator"
+def ensure(store: Store, ca_keys: KeyBackend, responder_keys: KeyBackend, clock: Clock,
+           policy: ResponderPolicy, *, force: bool = False, actor: str = "operator",
+           kinds: frozenset[CertKind] | None = None, reason: str | None = None
            ) -> list[ResponderRecord]:
-    """Issue a responder certificate for every live CA generation that lacks a fresh one."""
+    """Issue a responder certificate for every live CA generation that lacks a fresh one.
+
+    Live: not past its notAfter and not retired; a retired generation's certificates have
+    all expired, so nobody needs its answers signed any more.
+    """
     responder_keys.ensure_passphrase()
     issued = []
     now = clock()
-    for ca in authority.generations(store):
-        if ca.not_after <= now:
+    for ca in authority.generations(store, include_retired=False):
+        if ca.not_after <= now or (kinds is not None and ca.kind not in kinds):
             continue
         record = latest(store, ca.id)
         if force or needs_renewal(record.not_after if record else None, now, policy):
-            issued.append(issue(store, ca_keys, responder_keys, clock, ca, policy, actor=actor))
+            why = reason or ("first responder certificate" if record is None
+                             else "rotation" if force else "renewal before expiry")
+            issued.append(issue(store, ca_keys, responder_keys, clock, ca, policy, actor=actor,
+                                reason=why))
     return issued

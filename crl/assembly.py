@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from ca.authority import CAGeneration
-from ca.keystore import PrivateKey
+from ca.keybackend import PrivateKey
 
 UTC_TIME_LIMIT = 2050  # RFC 5280 §5.1.2.4: UTCTime through 2049, GeneralizedTime from 2050
 

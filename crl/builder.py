@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import CRLEntryExtensionOID, NameOID
 
 from ca.authority import CAGeneration
-from ca.keystore import PrivateKey
+from ca.keybackend import PrivateKey
 from ca.kinds import CertKind
 from ca.profile import distribution_point_names
 from crl import assembly

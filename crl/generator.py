@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from ca import authority
 from ca.authority import CAGeneration
-from ca.keystore import KeyStore
+from ca.keybackend import KeyBackend
 from ca.kinds import CertKind
 from crl import assembly, builder, entries, partitions
 from crl.partitions import PartitionJob, PartitionResult, PartitionSigner
@@ -62,7 +62,7 @@ class CRLPolicy:
 class Generator:
     """Holds the CA keys while it signs (like Boulder's crl-updater); nothing else does here."""
 
-    def __init__(self, store: Store, keys: KeyStore, clock: Clock, policy: CRLPolicy,
+    def __init__(self, store: Store, keys: KeyBackend, clock: Clock, policy: CRLPolicy,
                  publisher: Publisher) -> None:
         self.store = store
         self.keys = keys
@@ -211,13 +211,12 @@ class Generator:
         with ProcessPoolExecutor(
             max_workers=min(workers, len(jobs)), mp_context=context,
             initializer=partitions.init_worker,
-            initargs=(self.publisher.data_dir, ca.id, self.keys.passphrase_env,
-                      str(self.keys.passphrase_path.relative_to(self.publisher.data_dir))),
+            initargs=(self.publisher.data_dir, ca.id, self.keys.spec),
         ) as pool:
             yield from pool.map(partitions.sign_in_worker, jobs, chunksize=1)
 
 
-def from_settings(store: Store, keys: KeyStore, clock: Clock, settings: Settings, *,
+def from_settings(store: Store, keys: KeyBackend, clock: Clock, settings: Settings, *,
                   start_method: str = "spawn") -> Generator:
     """Wire a generator from the settings; the CLI and the daemon both call this."""
     policy = CRLPolicy(base_url=settings.server.public_base_url,

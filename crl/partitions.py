@@ -6,7 +6,7 @@ builds each entry in Python (about 7 µs with a reason code). The CRL itself is 
 the encodings (crl.assembly). The partitions are independent, so a large run spreads them over
 processes (spawned by the daemon, which has threads; forked by the CLI). Each worker opens its
 own registry connection, caches the encodings it made, and loads the CA key once
-(KeyStore.load: passphrase from the environment or the 0600 file).
+(KeyBackend.load: passphrase from the environment or the 0600 file).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ca import authority
 from ca.authority import CAGeneration
-from ca.keystore import KeyStore, PrivateKey
+from ca.keybackend import BackendSpec, PrivateKey, open_backend
 from crl import assembly, builder, entries
 from registry.municipalities import Municipality
 from registry.store import Store
@@ -75,13 +75,12 @@ class PartitionSigner:
 _worker: PartitionSigner | None = None
 
 
-def init_worker(data_dir: Path, ca_id: int, passphrase_env: str, passphrase_file: str) -> None:
-    """Pool initializer: one registry connection and one decrypted CA key per worker."""
+def init_worker(data_dir: Path, ca_id: int, spec: BackendSpec) -> None:
+    """Pool initializer: one registry connection and one CA key (or token session) per worker."""
     global _worker
     store = Store(data_dir / "registry.db")
     ca = authority.by_id(store, ca_id)
-    keys = KeyStore(data_dir, passphrase_env=passphrase_env, passphrase_file=passphrase_file)
-    _worker = PartitionSigner(store, ca, ca.private_key(keys))
+    _worker = PartitionSigner(store, ca, ca.private_key(open_backend(spec)))
 
 
 def sign_in_worker(job: PartitionJob) -> PartitionResult:

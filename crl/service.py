@@ -2,9 +2,9 @@
 
 The daemon holds the CA keys for CRL signing, as Boulder's crl-updater does: CRLs must be
 re-signed every day whether or not anything changed, so the signer has to be a long-running
-process. Only the worker thread that runs the generator loads a key (KeyStore.load, passphrase
-from JPKI_CA_PASSPHRASE or the data directory's 0600 file) and drops it when the run ends; the
-HTTP handlers only read published files.
+process. Only the worker thread that runs the generator loads a key (from the key backend: an
+encrypted file under JPKI_CA_PASSPHRASE or the 0600 file, or a PKCS#11 token) and drops it when
+the run ends; the HTTP handlers only read published files.
 """
 
 from __future__ import annotations

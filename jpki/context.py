@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ca.issuance import IssuancePolicy, Issuer
-from ca.keystore import KeyStore
+from ca.keybackend import BackendSpec, KeyBackend, Role, open_backend
 from fees.tariff import Tariff, load_tariff
 from jpki.settings import REPO_CONFIGS, Settings, load_settings
 from registry.clock import Clock, system_clock
@@ -45,10 +45,23 @@ class Context:
     def store(self) -> Store:
         return Store.open(self.data_dir)
 
+    def key_spec(self, role: Role) -> BackendSpec:
+        """The key backend of CA keys or of OCSP responder keys (each its own passphrase)."""
+        keys = self.settings.keys
+        secret = self.settings.ca if role == "ca" else self.settings.ocsp
+        return BackendSpec(kind=keys.backend, data_dir=self.data_dir, role=role,
+                           passphrase_env=secret.passphrase_env,
+                           passphrase_file=secret.passphrase_file,
+                           pkcs11_module=keys.pkcs11_module, pkcs11_token=keys.pkcs11_token,
+                           pkcs11_pin_env=keys.pkcs11_pin_env)
+
     @cached_property
-    def keys(self) -> KeyStore:
-        return KeyStore(self.data_dir, passphrase_env=self.settings.ca.passphrase_env,
-                        passphrase_file=self.settings.ca.passphrase_file)
+    def keys(self) -> KeyBackend:
+        return open_backend(self.key_spec("ca"))
+
+    @cached_property
+    def responder_keys(self) -> KeyBackend:
+        return open_backend(self.key_spec("ocsp"))
 
     @cached_property
     def tariff(self) -> Tariff:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -41,6 +41,18 @@ class CASettings(_Section):
     passphrase_env: str = "JPKI_CA_PASSPHRASE"
     passphrase_file: str = "ca-passphrase"
     cps_uri: str = "http://127.0.0.1:8080/cps"
+
+
+class KeysSettings(_Section):
+    """Where CA and OCSP responder private keys live (ca/keybackend.py)."""
+
+    # "file": PKCS#8 encrypted under ca.passphrase_* / ocsp.passphrase_* (the default);
+    # "pkcs11": generated on a token through python-pkcs11, never leaving it.
+    backend: Literal["file", "pkcs11"] = "file"
+    pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    pkcs11_token: str = "jpki"
+    # The token's user PIN is read from this environment variable, never from a file.
+    pkcs11_pin_env: str = "JPKI_PKCS11_PIN"
 
 
 class IssuanceSettings(_Section):
@@ -147,6 +159,7 @@ class Settings(_Section):
     data_dir: Path = Path("var/dev")
     server: ServerSettings = ServerSettings()
     ca: CASettings = CASettings()
+    keys: KeysSettings = KeysSettings()
     issuance: IssuanceSettings = IssuanceSettings()
     registry: RegistrySettings = RegistrySettings()
     revocation: RevocationSettings = RevocationSettings()

@@ -19,8 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import authority, responders
 from ca.authority import CAGeneration
-from ca.keystore import PrivateKey
-from ca.responders import ResponderKeyStore
+from ca.keybackend import KeyBackend, PrivateKey
 from registry.store import Store
 
 log = logging.getLogger("jpki.ocsp")
@@ -61,7 +60,7 @@ def cert_id_hashes(ca: CAGeneration, algorithm: str) -> tuple[bytes, bytes]:
     return name_hash, key_hash
 
 
-def load_signer(store: Store, keys: ResponderKeyStore, ca: CAGeneration) -> Signer | None:
+def load_signer(store: Store, keys: KeyBackend, ca: CAGeneration) -> Signer | None:
     record = responders.latest(store, ca.id)
     if record is None:
         return None
@@ -75,7 +74,7 @@ def load_signer(store: Store, keys: ResponderKeyStore, ca: CAGeneration) -> Sign
 class IssuerIndex:
     """All CA generations of both kinds, looked up per CertID."""
 
-    def __init__(self, store: Store, keys: ResponderKeyStore, algorithms: tuple[str, ...]) -> None:
+    def __init__(self, store: Store, keys: KeyBackend, algorithms: tuple[str, ...]) -> None:
         self.store = store
         self.keys = keys
         self.algorithms = algorithms

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp as pyca_ocsp
 
-from ca.keystore import PrivateKey
+from ca.keybackend import PrivateKey
 from ocsp.request import CertID
 from registry.reasons import Reason
 

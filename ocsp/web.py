@@ -17,8 +17,8 @@ from pathlib import Path
 from aiohttp import web
 
 from ca import responders
-from ca.keystore import KeyStore
-from ca.responders import ResponderKeyStore, ResponderPolicy
+from ca.keybackend import KeyBackend
+from ca.responders import ResponderPolicy
 from jpki.context import Context
 from ocsp import metrics
 from ocsp.auth import VerifierDirectory
@@ -43,10 +43,8 @@ PURPOSE_HEADER = "JPKI-Check-Purpose"
 NO_CACHE = {"Content-Type": CONTENT_TYPE, "Cache-Control": "no-cache, no-store"}
 
 
-def responder_keys(context: Context) -> ResponderKeyStore:
-    ocsp = context.settings.ocsp
-    return ResponderKeyStore(context.data_dir, passphrase_env=ocsp.passphrase_env,
-                             passphrase_file=ocsp.passphrase_file)
+def responder_keys(context: Context) -> KeyBackend:
+    return context.responder_keys
 
 
 def responder_policy(context: Context) -> ResponderPolicy:
@@ -56,7 +54,7 @@ def responder_policy(context: Context) -> ResponderPolicy:
                            key_size=context.settings.ca.key_size)
 
 
-def renew_signers(data_dir: Path, ca_keys: KeyStore, keys: ResponderKeyStore, clock: Clock,
+def renew_signers(data_dir: Path, ca_keys: KeyBackend, keys: KeyBackend, clock: Clock,
                   policy: ResponderPolicy, *, force: bool = False, actor: str) -> list[str]:
     """Issue missing or expiring responder certificates; its own connection (runs in a thread)."""
     store = Store.open(data_dir)

@@ -267,9 +267,39 @@ def _v6_crl_state(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v7_key_rotation(db: sqlite_utils.Database) -> None:
+    """CA key rotation: link certificates (RFC 4210 §4.4) and retired generations.
+
+    A retired generation (every certificate it issued has expired, its key archived) no longer
+    signs CRLs or responder certificates; `retired_at` says since when.
+    """
+    db["ca_generations"].add_column("retired_at", int)
+    db["ca_links"].create(
+        {
+            "id": int,
+            "kind": str,
+            "direction": str,  # new_with_old | old_with_new
+            "old_ca_id": int,
+            "new_ca_id": int,
+            "serial": str,
+            "not_before": int,
+            "not_after": int,
+            "cert_der": bytes,
+            "created_at": int,
+        },
+        pk="id",
+        not_null={"kind", "direction", "old_ca_id", "new_ca_id", "serial", "cert_der"},
+        foreign_keys=[("old_ca_id", "ca_generations", "id"),
+                      ("new_ca_id", "ca_generations", "id")],
+        if_not_exists=True,
+    )
+    db["ca_links"].create_index(["old_ca_id", "new_ca_id", "direction"], unique=True,
+                                if_not_exists=True)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1_foundation, _v2_events, _v3_verifiers, _v4_fees_and_consent, _v5_ocsp_signers,
-    _v6_crl_state]
+    _v6_crl_state, _v7_key_rotation]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

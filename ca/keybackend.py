@@ -1,0 +1,71 @@
+"""Where CA and responder private keys live: one small interface, two backends.
+
+Everything that signs (certificates, CRLs, OCSP answers) holds an `rsa.RSAPrivateKey`. For the
+file backend that is pyca's own key; for PKCS#11 it is a handle whose `sign()` runs inside the
+token and whose private_bytes() refuses, so a key never leaves its backend. pyca's builders
+accept such a subclass and call its `sign()`, which keeps one signing path for both.
+
+A `BackendSpec` is plain data (picklable), so CRL worker processes can open their own backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+PrivateKey = rsa.RSAPrivateKey
+Role = Literal["ca", "ocsp"]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """How to open the key backend of one role (CA keys, or OCSP responder keys)."""
+
+    kind: Literal["file", "pkcs11"]
+    data_dir: Path
+    role: Role
+    passphrase_env: str = "JPKI_CA_PASSPHRASE"
+    passphrase_file: str = "ca-passphrase"
+    pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
+    pkcs11_token: str = "jpki"
+    pkcs11_pin_env: str = "JPKI_PKCS11_PIN"
+
+
+class KeyBackend(Protocol):
+    spec: BackendSpec
+
+    def ensure_passphrase(self) -> str | None:
+        """Create what a development set-up needs to unlock keys; say what was created."""
+        ...
+
+    def generate(self, name: str, key_size: int) -> tuple[str, PrivateKey]:
+        """A new RSA key under `name`, never replacing one: (reference for the registry, key)."""
+        ...
+
+    def load(self, ref: str) -> PrivateKey:
+        ...
+
+    def archive(self, ref: str) -> str:
+        """Take a key out of service (it can no longer be loaded); return its new reference."""
+        ...
+
+
+def fingerprint(public_key: rsa.RSAPublicKey) -> str:
+    """SHA-256 of the SubjectPublicKeyInfo DER, as `openssl pkey -pubout | sha256sum` shows."""
+    der = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return "SHA256:" + hashlib.sha256(der).hexdigest()
+
+
+def open_backend(spec: BackendSpec) -> KeyBackend:
+    if spec.kind == "pkcs11":
+        from ca.pkcs11store import PKCS11KeyStore  # python-pkcs11 only where it is configured
+
+        return PKCS11KeyStore(spec)
+    from ca.keystore import FileKeyStore
+
+    return FileKeyStore(spec)

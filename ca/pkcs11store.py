@@ -1,0 +1,177 @@
+"""The PKCS#11 key backend (python-pkcs11): keys are generated on the token and never leave it.
+
+A key's registry reference is `pkcs11:<role>/<name>`, the CKA_LABEL of its key pair on the
+configured token. Private keys are created CKA_SENSITIVE and not CKA_EXTRACTABLE, with the
+sign capability only. The user PIN comes from the environment (`keys.pkcs11_pin_env`), never
+from a file of ours, and is never logged. Tested against SoftHSM2.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, NoReturn
+
+import pkcs11
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
+from pkcs11.exceptions import MultipleObjectsReturned, NoSuchKey, PKCS11Error
+
+from ca.keybackend import BackendSpec, PrivateKey
+from registry.errors import ConfigError, JPKIError
+
+PREFIX = "pkcs11:"
+ARCHIVED = "archived/"
+MECHANISMS = {"sha256": Mechanism.SHA256_RSA_PKCS, "sha384": Mechanism.SHA384_RSA_PKCS,
+              "sha512": Mechanism.SHA512_RSA_PKCS}
+_libraries: dict[str, Any] = {}
+_libraries_lock = threading.Lock()
+
+
+def _library(path: str) -> Any:
+    """One loaded module per process (C_Initialize runs once)."""
+    with _libraries_lock:
+        if path not in _libraries:
+            if not os.path.exists(path):
+                raise ConfigError(f"keys.pkcs11_module: {path} does not exist")
+            _libraries[path] = pkcs11.lib(path)
+        return _libraries[path]
+
+
+class TokenRSAKey(rsa.RSAPrivateKey):
+    """An RSA private key that lives on the token: it signs, and refuses to be exported."""
+
+    def __init__(self, store: PKCS11KeyStore, label: str, private: Any,
+                 public: rsa.RSAPublicKey) -> None:
+        self._store = store
+        self._label = label
+        self._private = private
+        self._public = public
+
+    @property
+    def key_size(self) -> int:
+        return self._public.key_size
+
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self._public
+
+    def sign(self, data: bytes, padding_: padding.AsymmetricPadding,
+             algorithm: Prehashed | hashes.HashAlgorithm) -> bytes:
+        if not isinstance(padding_, padding.PKCS1v15) or isinstance(algorithm, Prehashed) \
+                or algorithm.name not in MECHANISMS:
+            raise UnsupportedAlgorithm("the PKCS#11 backend signs PKCS#1 v1.5 with SHA-2 only")
+        with self._store.lock:
+            try:
+                return bytes(self._private.sign(data, mechanism=MECHANISMS[algorithm.name]))
+            except PKCS11Error as exc:
+                raise JPKIError(f"token refused to sign with {self._label}:"
+                                f" {type(exc).__name__}") from None
+
+    def _refuse(self, *args: object) -> NoReturn:
+        raise JPKIError(f"{self._label} is a PKCS#11 key: it never leaves the token")
+
+    def decrypt(self, ciphertext: bytes, padding: padding.AsymmetricPadding) -> bytes:
+        self._refuse()
+
+    def private_numbers(self) -> rsa.RSAPrivateNumbers:
+        self._refuse()
+
+    def private_bytes(self, *args: Any, **kwargs: Any) -> bytes:
+        self._refuse()
+
+    def __copy__(self) -> TokenRSAKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> TokenRSAKey:
+        return self
+
+
+class PKCS11KeyStore:
+    def __init__(self, spec: BackendSpec) -> None:
+        self.spec = spec
+        self.lock = threading.RLock()
+        self._session: Any = None
+
+    def _open(self) -> Any:
+        with self.lock:
+            if self._session is not None:
+                return self._session
+            pin = os.environ.get(self.spec.pkcs11_pin_env)
+            if not pin:
+                raise ConfigError(f"no PKCS#11 user PIN: set {self.spec.pkcs11_pin_env}")
+            library = _library(self.spec.pkcs11_module)
+            try:
+                token = library.get_token(token_label=self.spec.pkcs11_token)
+                self._session = token.open(rw=True, user_pin=pin)
+            except NoSuchKey:
+                raise ConfigError(f"keys.pkcs11_token: no token labelled"
+                                  f" {self.spec.pkcs11_token!r}") from None
+            except PKCS11Error as exc:
+                raise ConfigError(f"cannot log in to PKCS#11 token {self.spec.pkcs11_token!r}:"
+                                  f" {type(exc).__name__}") from None
+            return self._session
+
+    def ensure_passphrase(self) -> str | None:
+        self._open()  # fail early, at `jpki init`, when the token or PIN is wrong
+        return None
+
+    def _label(self, ref: str) -> str:
+        if not ref.startswith(PREFIX):
+            raise ConfigError(f"key {ref!r} is not on a PKCS#11 token (keys.backend?)")
+        return ref.removeprefix(PREFIX)
+
+    def _find(self, session: Any, object_class: ObjectClass, label: str) -> Any:
+        try:
+            return session.get_key(object_class=object_class, key_type=KeyType.RSA, label=label)
+        except NoSuchKey:
+            return None
+        except MultipleObjectsReturned:
+            raise JPKIError(f"several PKCS#11 objects are labelled {label!r}") from None
+
+    def generate(self, name: str, key_size: int) -> tuple[str, PrivateKey]:
+        label = f"{self.spec.role}/{name}"
+        with self.lock:
+            session = self._open()
+            if self._find(session, ObjectClass.PRIVATE_KEY, label) is not None:
+                raise FileExistsError(0, "key exists", f"{PREFIX}{label}")
+            public, private = session.generate_keypair(
+                KeyType.RSA, key_size, label=label, store=True,
+                capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
+                public_template={Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01"},
+                private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+                                  Attribute.PRIVATE: True},
+            )
+            return PREFIX + label, TokenRSAKey(self, label, private, _public(public))
+
+    def load(self, ref: str) -> PrivateKey:
+        label = self._label(ref)
+        with self.lock:
+            session = self._open()
+            private = self._find(session, ObjectClass.PRIVATE_KEY, label)
+            public = self._find(session, ObjectClass.PUBLIC_KEY, label)
+            if private is None or public is None:
+                archived = self._find(session, ObjectClass.PRIVATE_KEY, ARCHIVED + label)
+                if archived is not None:
+                    raise JPKIError(f"key {ref} is archived (its CA generation is retired)")
+                raise JPKIError(f"key {ref} is not on token {self.spec.pkcs11_token!r}")
+            return TokenRSAKey(self, label, private, _public(public))
+
+    def archive(self, ref: str) -> str:
+        """Relabel the pair `archived/...`: kept on the token, out of reach of `load()`."""
+        label = self._label(ref)
+        with self.lock:
+            session = self._open()
+            for object_class in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+                item = self._find(session, object_class, label)
+                if item is not None:
+                    item[Attribute.LABEL] = ARCHIVED + label
+        return PREFIX + ARCHIVED + label
+
+
+def _public(public: Any) -> rsa.RSAPublicKey:
+    modulus = int.from_bytes(public[Attribute.MODULUS], "big")
+    exponent = int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big")
+    return rsa.RSAPublicNumbers(exponent, modulus).public_key()
