@@ -8,18 +8,20 @@ DATA_DIR ?= var/dev
 CONFIG ?= configs/default.toml
 JPKI := $(BIN)/jpki --config $(CONFIG) --data-dir $(DATA_DIR)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := openssl
+# command:Debian package; softhsm2 backs the PKCS#11 key-store tests.
+DEB_PACKAGES := openssl:openssl softhsm2-util:softhsm2
 
 BENCH_OCSP_PACKAGES := wrk golang-cfssl
 
 .PHONY: help deps venv run init serve test lint audit-verify clean bench-ocsp bench-crl rotate-keys \
-        renew-signers crl invoice
+        rotate-ca rotate-ocsp retire-ca ca-status renew-signers crl invoice
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-deps: ## install missing Debian packages (openssl) through apt-get
-	@missing=""; for p in $(DEB_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+deps: ## install missing Debian packages (openssl, softhsm2) through apt-get
+	@missing=""; for pair in $(DEB_PACKAGES); do \
+	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
@@ -63,8 +65,25 @@ bench-ocsp: venv ## benchmark the OCSP responder against openssl ocsp, cfssl and
 	fi
 	$(BIN)/python bench/ocsp_bench.py
 
-rotate-keys: init ## create the next generation of both CAs (and their OCSP responder certificates)
-	$(JPKI) ca rotate --kind all
+OPERATOR ?= $(shell id -un)
+KIND ?= all
+KEYOP = --operator $(OPERATOR) $(if $(REASON),--reason "$(REASON)")
+
+rotate-ca: init ## next CA generation + link certificates: KIND=signature|authentication|all [OPERATOR= REASON=]
+	$(JPKI) ca rotate --kind $(KIND) $(KEYOP)
+
+rotate-ocsp: init ## new OCSP responder key and certificate per live generation [KIND=...] [OPERATOR= REASON=]
+	$(JPKI) ocsp rotate --kind $(KIND) $(KEYOP)
+
+rotate-keys: init ## rotate-ca and rotate-ocsp, for KIND (default: both CAs)
+	$(JPKI) ca rotate --kind $(KIND) $(KEYOP)
+	$(JPKI) ocsp rotate --kind $(KIND) $(KEYOP)
+
+retire-ca: init ## archive an old generation's key: KIND=... GENERATION=N (refused while it covers unexpired certificates)
+	$(JPKI) ca retire --kind $(KIND) --generation $(GENERATION) $(KEYOP)
+
+ca-status: init ## every CA generation: key fingerprint, validity, live certificates, responder expiry
+	$(JPKI) ca status
 
 renew-signers: init ## issue OCSP responder certificates that are missing or about to expire
 	$(JPKI) ocsp renew-signers

@@ -6,6 +6,7 @@ generations are live at once; anything that picks a CA picks it by key (key id),
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -155,7 +156,10 @@ def create_generation(store: Store, keys: KeyBackend, clock: Clock, kind: CertKi
                     " WHERE kind = ?", (kind.value,))
     generation = int(row["last"] if row else 0) + 1
     previous = current(store, kind) if generation > 1 else None
-    key_file, key = keys.generate(f"{kind.short}-g{generation}", key_size)
+    # A random suffix: a rotation rolled back after the key was made leaves that key unused
+    # (never reused), and the retry gets a fresh name.
+    key_file, key = keys.generate(f"{kind.short}-g{generation}-{secrets.token_hex(4)}",
+                                  key_size)
     now = clock()
     certificate = build_ca_certificate(kind, key, now, years)
     with store.transaction() as conn:

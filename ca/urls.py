@@ -18,3 +18,8 @@ def ca_cert_path(kind: CertKind, generation: int) -> str:
 
 
 OCSP_PATH = "/ocsp"
+
+
+def link_cert_path(kind: CertKind, serial: str) -> str:
+    """A link certificate (RFC 4210 §4.4) between two generations, by its serial."""
+    return f"/ca/{kind.short}/link-{serial}.der"

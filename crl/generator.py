@@ -77,7 +77,7 @@ class Generator:
     def live_generations(self, now: datetime, kind: CertKind | None = None
                          ) -> list[CAGeneration]:
         result = []
-        for ca in authority.generations(self.store, kind):
+        for ca in authority.generations(self.store, kind, include_retired=False):
             if ca.not_after <= now:
                 continue
             newest = authority.current(self.store, ca.kind).id == ca.id

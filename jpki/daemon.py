@@ -67,6 +67,21 @@ def build_app(context: Context) -> web.Application:
     return app
 
 
+def reload(app: web.Application) -> None:
+    """SIGHUP: pick up keys and signers now. Connections stay open; nothing restarts.
+
+    Not needed after `jpki ca rotate` or `jpki ocsp rotate` (the responder notices registry
+    changes on its next request); useful after changing keys outside the registry.
+    """
+    log.info("SIGHUP: reloading CA generations, responder signers and verifiers")
+    try:
+        responder = app.get(ocsp_web.RESPONDER)
+        if responder is not None:
+            responder.reload()
+    except Exception:  # a bad key must not take the serving daemon down
+        log.exception("reload failed; still serving with the previous keys")
+
+
 async def run(context: Context, host: str, port: int) -> None:
     app = build_app(context)
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
@@ -81,6 +96,7 @@ async def run(context: Context, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload, app)
     await stop.wait()
     log.info("shutting down")
     await runner.cleanup()

@@ -80,23 +80,32 @@ class IssuerIndex:
         self.algorithms = algorithms
         self._by_hashes: dict[tuple[str, bytes, bytes], Issuer] = {}
         self.issuers: list[Issuer] = []
-        self._fingerprint: tuple[int, int] | None = None
+        self._fingerprint: tuple[int, int, int] | None = None
 
-    def _state(self) -> tuple[int, int]:
+    def _state(self) -> tuple[int, int, int]:
         row = self.store.conn.execute(
             "SELECT (SELECT COUNT(*) FROM ca_generations), (SELECT COALESCE(MAX(id), 0)"
-            " FROM ocsp_signers)"
+            " FROM ocsp_signers), (SELECT COUNT(*) FROM ca_generations"
+            " WHERE retired_at IS NOT NULL)"
         ).fetchone()
-        return int(row[0]), int(row[1])
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def forget(self) -> None:
+        """Make the next reload_if_changed() re-read everything (SIGHUP)."""
+        self._fingerprint = None
 
     def reload_if_changed(self) -> bool:
-        """Re-read generations and signers when either table grew (rotation, renewal)."""
+        """Re-read generations and signers on rotation, renewal or retirement.
+
+        A retired generation leaves the index: its certificates have all expired, and a query
+        about them gets `unauthorized` rather than an answer nobody signs any more.
+        """
         state = self._state()
         if state == self._fingerprint:
             return False
         by_hashes: dict[tuple[str, bytes, bytes], Issuer] = {}
         issuers = []
-        for ca in authority.generations(self.store):
+        for ca in authority.generations(self.store, include_retired=False):
             issuer = Issuer(ca, load_signer(self.store, self.keys, ca))
             issuers.append(issuer)
             for algorithm in self.algorithms:

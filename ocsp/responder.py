@@ -107,6 +107,15 @@ class Responder:
         self.directory.reload()
         if self.issuers.reload_if_changed():
             log.info("OCSP issuers or signers changed")
+            self.spawn(self.resign_for_new_signers())
+
+    def reload(self) -> None:
+        """SIGHUP: re-read issuers, signers and verifiers even if the registry looks unchanged
+        (e.g. a key replaced on the token behind the registry's back)."""
+        self.issuers.forget()
+        self.directory.reload()
+        self.issuers.reload_if_changed()
+        self.spawn(self.resign_for_new_signers())
 
     # -- the stack -------------------------------------------------------------------------
     async def answer(self, body: bytes, authorization: str | None, *,
@@ -293,6 +302,30 @@ class Responder:
                     await asyncio.sleep(0.05)
                 count += 1
         return count
+
+    async def resign_for_new_signers(self) -> int:
+        """After a responder key rotation: replace answers signed by a superseded key.
+
+        The old answers stay valid (and served) until their replacement is cached, so no
+        query fails during a rotation; answers of a generation that left the index (retired)
+        are dropped.
+        """
+        outdated = []
+        for entry in list(self.cache.entries.values()):
+            current = self.issuers.find(entry.cert_id.hash_algorithm, entry.cert_id.name_hash,
+                                        entry.cert_id.key_hash)
+            if current is None:
+                self.cache.drop_serials([entry.cert_id.serial_hex])
+            elif current.signer is not None and (entry.issuer.signer is None
+                                                 or entry.issuer.signer.serial
+                                                 != current.signer.serial):
+                outdated.append(entry)
+        for entry in outdated:
+            await self._resign(entry.cert_id, entry.issuer)
+        if outdated:
+            log.info("OCSP cache: re-signed %d answers with the new responder keys",
+                     len(outdated))
+        return len(outdated)
 
     async def refresh_stale(self) -> int:
         """Re-sign entries past their refresh point (RFC 5019 §2.2.4: fresh before nextUpdate)."""

@@ -1,18 +1,18 @@
-"""OCSP operator commands: verifiers, responder certificates, CA rotation."""
+"""OCSP operator commands: verifiers, responder certificates and their rotation."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ca import authority, responders
+from ca import responders
 from ca.kinds import CertKind
+from jpki.commands.ca import add_operator_options
 from jpki.context import Context
 from jpki.output import print_json
 from ocsp.web import responder_keys, responder_policy
 from registry import verifiers
 from registry.errors import InvalidInput
-from revocation.compromise import revoke_generation
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -45,31 +45,20 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
         " key; the daemon picks new signers up on its next request.",
     )
     renew.add_argument("--force", action="store_true", help="renew every generation now")
+    add_operator_options(renew, "renewal before expiry")
     renew.set_defaults(handler=cmd_renew_signers)
 
-    ca = subparsers.add_parser("ca", parents=[parent], help="CA generations")
-    ca_sub = ca.add_subparsers(dest="action", required=True, metavar="ACTION")
-    rotate = ca_sub.add_parser(
-        "rotate", parents=[parent], help="create the next CA generation (new key, same DN)",
-        description="New issuance uses the newest generation; older ones stay live until they"
-        " expire. A responder certificate is issued for the new generation.",
+    rotate = ocsp_sub.add_parser(
+        "rotate", parents=[parent],
+        help="new responder key and certificate for every live CA generation (of --kind)",
+        description="Needs the CA passphrase (or token). A running daemon switches to the new"
+        " signers on its next request and re-signs its cached answers with them; answers"
+        " signed by the old key stay valid until they are replaced.",
     )
-    rotate.add_argument("--kind", required=True,
-                        choices=["signature", "authentication", "sign", "auth", "all"])
-    rotate.set_defaults(handler=cmd_ca_rotate)
-    compromise = ca_sub.add_parser(
-        "compromise", parents=[parent],
-        help="revoke every certificate of a compromised CA generation (cACompromise)",
-        description="Revokes, in one transaction, every unrevoked certificate issued under the"
-        " generation. Rotate first (`jpki ca rotate`) if it is the newest generation, so that"
-        " new issuance moves to a fresh key.",
-    )
-    compromise.add_argument("--kind", required=True,
-                            choices=["signature", "authentication", "sign", "auth"])
-    compromise.add_argument("--generation", required=True, type=int)
-    compromise.add_argument("--confirm", action="store_true", required=True,
-                            help="required: this cannot be undone")
-    compromise.set_defaults(handler=cmd_ca_compromise)
+    rotate.add_argument("--kind", choices=["signature", "authentication", "sign", "auth", "all"],
+                        default="all")
+    add_operator_options(rotate, "responder key rotation")
+    rotate.set_defaults(handler=cmd_rotate)
 
 
 def _read_cert(path: Path) -> bytes:
@@ -105,30 +94,22 @@ def cmd_verifier_list(context: Context, args: argparse.Namespace) -> int:
 
 def cmd_renew_signers(context: Context, args: argparse.Namespace) -> int:
     issued = responders.ensure(context.store, context.keys, responder_keys(context),
-                               context.clock, responder_policy(context), force=args.force)
-    print_json({"issued": [{"ca_id": r.ca_id, "serial": format(r.certificate.serial_number, "x"),
-                            "not_after": r.not_after.isoformat()} for r in issued]})
+                               context.clock, responder_policy(context), force=args.force,
+                               actor=args.operator, reason=args.reason if args.force else None)
+    print_json({"issued": _issued(issued)})
     return 0
 
 
-def cmd_ca_rotate(context: Context, args: argparse.Namespace) -> int:
-    kinds = list(CertKind) if args.kind == "all" else [CertKind.from_short(args.kind)]
-    created = []
-    for kind in kinds:
-        generation = authority.create_generation(
-            context.store, context.keys, context.clock, kind, key_size=context.settings.ca.key_size,
-            years=context.settings.ca.validity_years)
-        created.append({"kind": kind.value, "generation": generation.generation,
-                        "key_id": generation.key_id})
-    responders.ensure(context.store, context.keys, responder_keys(context), context.clock,
-                      responder_policy(context))
-    print_json({"created": created})
+def cmd_rotate(context: Context, args: argparse.Namespace) -> int:
+    kinds = None if args.kind == "all" else frozenset({CertKind.from_short(args.kind)})
+    issued = responders.ensure(context.store, context.keys, responder_keys(context),
+                               context.clock, responder_policy(context), force=True,
+                               actor=args.operator, reason=args.reason, kinds=kinds)
+    print_json({"issued": _issued(issued)})
     return 0
 
 
-def cmd_ca_compromise(context: Context, args: argparse.Namespace) -> int:
-    serials = revoke_generation(context.store, context.clock, CertKind.from_short(args.kind),
-                                args.generation)
-    print_json({"kind": CertKind.from_short(args.kind).value, "generation": args.generation,
-                "reason": "cACompromise", "revoked": len(serials)})
-    return 0
+def _issued(records: list[responders.ResponderRecord]) -> list[dict[str, object]]:
+    return [{"ca_id": r.ca_id, "serial": format(r.certificate.serial_number, "x"),
+             "fingerprint": r.fingerprint, "not_after": r.not_after.isoformat()}
+            for r in records]

@@ -1,0 +1,195 @@
+"""CA key rotation with link certificates (RFC 4210 §4.4), and retirement of old generations.
+
+Every generation keeps the CA's DN, so a verifier that trusts only one self-signed generation
+needs a bridge to the other: NewWithOld (the new key certified by the old one) lets a relying
+party that still trusts the old root accept new certificates, and OldWithNew (the old key
+certified by the new one) lets one that already trusts the new root accept the old
+certificates that stay valid until they expire. Both carry AKI/SKI, which is what lets path
+builders tell the generations apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ca import authority
+from ca.authority import CAGeneration
+from ca.keybackend import KeyBackend, PrivateKey
+from ca.kinds import CertKind
+from registry import audit
+from registry.clock import Clock, epoch, from_epoch
+from registry.errors import Conflict, NotFound
+from registry.store import Store
+
+NEW_WITH_OLD = "new_with_old"
+OLD_WITH_NEW = "old_with_new"
+
+
+@dataclass(frozen=True)
+class LinkCertificate:
+    id: int
+    kind: CertKind
+    direction: str
+    old_ca_id: int
+    new_ca_id: int
+    certificate: x509.Certificate
+
+
+@dataclass(frozen=True)
+class Rotation:
+    old: CAGeneration
+    new: CAGeneration
+    links: list[LinkCertificate]
+
+
+def build_link(*, subject: CAGeneration, issuer: CAGeneration, issuer_key: PrivateKey,
+               not_before: datetime, not_after: datetime) -> x509.Certificate:
+    """`subject`'s public key certified by `issuer`'s key: a self-issued CA certificate."""
+    public_key = subject.certificate.public_key()
+    assert isinstance(public_key, rsa.RSAPublicKey)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject.certificate.subject)
+        .issuer_name(issuer.certificate.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier(bytes.fromhex(subject.key_id)), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier(bytes.fromhex(issuer.key_id), None, None),
+                       critical=False)
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+def _link_from_row(row: dict) -> LinkCertificate:
+    return LinkCertificate(row["id"], CertKind(row["kind"]), row["direction"], row["old_ca_id"],
+                           row["new_ca_id"], x509.load_der_x509_certificate(row["cert_der"]))
+
+
+def links(store: Store, kind: CertKind | None = None) -> list[LinkCertificate]:
+    sql = "SELECT * FROM ca_links"
+    params: tuple = ()
+    if kind is not None:
+        sql += " WHERE kind = ?"
+        params = (kind.value,)
+    return [_link_from_row(row) for row in store.query(sql + " ORDER BY id", params)]
+
+
+def _record_link(store: Store, clock: Clock, kind: CertKind, direction: str, old: CAGeneration,
+                 new: CAGeneration, certificate: x509.Certificate, actor: str) -> LinkCertificate:
+    serial = format(certificate.serial_number, "x")
+    with store.transaction() as conn:
+        cursor = conn.execute(
+            "INSERT INTO ca_links (kind, direction, old_ca_id, new_ca_id, serial, not_before,"
+            " not_after, cert_der, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind.value, direction, old.id, new.id, serial,
+             epoch(certificate.not_valid_before_utc), epoch(certificate.not_valid_after_utc),
+             certificate.public_bytes(Encoding.DER), epoch(clock())),
+        )
+        audit.append(store, clock, actor=actor, action="ca.link.issue", serial=serial,
+                     detail={"kind": kind.value, "direction": direction, "old": old.label,
+                             "new": new.label, "old_key": old.fingerprint,
+                             "new_key": new.fingerprint})
+    return LinkCertificate(cursor.lastrowid or 0, kind, direction, old.id, new.id, certificate)
+
+
+def rotate(store: Store, keys: KeyBackend, clock: Clock, kind: CertKind, *, key_size: int,
+           years: int, operator: str, reason: str) -> Rotation:
+    """The next generation of `kind` and its two link certificates, in one transaction.
+
+    New issuance moves to the new generation as soon as this commits (authority.current);
+    the old one keeps signing its CRLs and responder certificates until it is retired.
+    """
+    old = authority.current(store, kind)
+    old_key = old.private_key(keys)  # before any change: a locked-away key stops us here
+    with store.transaction():
+        new = authority.create_generation(store, keys, clock, kind, key_size=key_size,
+                                          years=years, actor=operator, reason=reason)
+        new_with_old = build_link(
+            subject=new, issuer=old, issuer_key=old_key,
+            not_before=new.certificate.not_valid_before_utc,
+            not_after=min(old.not_after, new.not_after))
+        old_with_new = build_link(
+            subject=old, issuer=new, issuer_key=new.private_key(keys),
+            not_before=old.certificate.not_valid_before_utc, not_after=old.not_after)
+        made = [_record_link(store, clock, kind, NEW_WITH_OLD, old, new, new_with_old, operator),
+                _record_link(store, clock, kind, OLD_WITH_NEW, old, new, old_with_new, operator)]
+    return Rotation(old, new, made)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What a generation still answers for: certificates not yet expired."""
+
+    unexpired: int
+    live: int  # unexpired and not revoked
+    last_expiry: int | None
+
+
+def coverage(store: Store, ca_id: int, now: datetime) -> Coverage:
+    row = store.one(
+        "SELECT COUNT(*) AS unexpired, COALESCE(SUM(status != 'revoked'), 0) AS live,"
+        " MAX(not_after) AS last FROM certificates WHERE ca_id = ? AND not_after > ?",
+        (ca_id, epoch(now)),
+    )
+    assert row is not None
+    return Coverage(int(row["unexpired"]), int(row["live"]), row["last"])
+
+
+def find(store: Store, kind: CertKind, generation: int) -> CAGeneration:
+    for item in authority.generations(store, kind):
+        if item.generation == generation:
+            return item
+    raise NotFound(f"no {kind.value} CA generation {generation}", field="generation")
+
+
+def retire(store: Store, keys: KeyBackend, responder_keys: KeyBackend, clock: Clock,
+           kind: CertKind, generation: int, *, operator: str, reason: str) -> CAGeneration:
+    """Archive an old generation's key once every certificate it issued has expired.
+
+    Refused for the current generation (new issuance needs it) and while any certificate is
+    unexpired: until then its CRLs and OCSP answers must keep being signed. Its responder keys
+    are archived with it.
+    """
+    ca = find(store, kind, generation)
+    if ca.retired:
+        raise Conflict(f"{ca.label} is already retired", field="generation")
+    if authority.current(store, kind).id == ca.id:
+        raise Conflict(f"{ca.label} is the current generation: rotate first", field="generation")
+    now = clock()
+    covered = coverage(store, ca.id, now)
+    if covered.unexpired:
+        last = from_epoch(covered.last_expiry or 0).isoformat()
+        raise Conflict(f"{ca.label} still covers {covered.unexpired} unexpired certificate(s);"
+                       f" the last expires {last}", field="generation")
+    with store.transaction() as conn:
+        archived = keys.archive(ca.key_file)
+        conn.execute("UPDATE ca_generations SET retired_at = ?, key_file = ? WHERE id = ?",
+                     (epoch(now), archived, ca.id))
+        for row in conn.execute("SELECT id, key_file FROM ocsp_signers WHERE ca_id = ?",
+                                (ca.id,)).fetchall():
+            if not row[1].startswith(("archive/", "pkcs11:archived/")):
+                conn.execute("UPDATE ocsp_signers SET key_file = ? WHERE id = ?",
+                             (responder_keys.archive(row[1]), row[0]))
+        audit.append(store, clock, actor=operator, action="ca.generation.retire",
+                     serial=format(ca.serial, "x"),
+                     detail={"kind": kind.value, "generation": generation, "reason": reason,
+                             "old_key": ca.fingerprint, "new_key": None,
+                             "archived_as": archived})
+    return authority.by_id(store, ca.id)

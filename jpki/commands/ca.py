@@ -1,0 +1,168 @@
+"""CA key operations: rotate, retire, status, compromise.
+
+Every key operation names its operator and reason; both go into the audit row with the old and
+new key fingerprints, so `jpki audit verify` can later prove who turned which key over and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import re
+
+from ca import authority, responders, rotation
+from ca.kinds import CertKind
+from crl.generator import from_settings
+from jpki.context import Context
+from jpki.output import print_json
+from ocsp.web import responder_policy
+from registry.clock import from_epoch
+from revocation.compromise import revoke_generation
+
+OPERATOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+KINDS = ["signature", "authentication", "sign", "auth"]
+
+
+def _operator(value: str) -> str:
+    if not OPERATOR.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            "must be 1-64 characters of letters, digits, '.', '_', '@', '-'")
+    return value
+
+
+def _default_operator() -> str:
+    name = os.environ.get("JPKI_OPERATOR") or getpass.getuser()
+    return name if OPERATOR.fullmatch(name) else "operator"
+
+
+def add_operator_options(parser: argparse.ArgumentParser, default_reason: str) -> None:
+    parser.add_argument("--operator", type=_operator, default=_default_operator(),
+                        metavar="NAME", help="who does this, for the audit log"
+                        " (default: $JPKI_OPERATOR or the login name)")
+    parser.add_argument("--reason", default=default_reason, metavar="TEXT",
+                        help=f"why, for the audit log (default: {default_reason!r})")
+
+
+def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    ca = subparsers.add_parser("ca", parents=[parent], help="CA generations and their keys")
+    ca_sub = ca.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    rotate = ca_sub.add_parser(
+        "rotate", parents=[parent], help="create the next CA generation (new key, same DN)",
+        description="Create the next generation (same DN, new key and serial, ca.validity_years)"
+        " with the two RFC 4210 link certificates (NewWithOld, OldWithNew), issue its OCSP"
+        " responder certificate and publish its CRLs. New issuance moves to it at once; older"
+        " generations keep signing CRLs and OCSP answers until retired. A running daemon picks"
+        " it up by itself.",
+    )
+    rotate.add_argument("--kind", required=True, choices=[*KINDS, "all"])
+    add_operator_options(rotate, "scheduled rotation")
+    rotate.set_defaults(handler=cmd_rotate)
+
+    retire = ca_sub.add_parser(
+        "retire", parents=[parent], help="archive the key of an old generation",
+        description="Refused for the current generation and while any certificate the"
+        " generation issued is unexpired. Its CA key and responder keys are archived (kept,"
+        " never loaded again) and it stops signing CRLs and OCSP answers.",
+    )
+    retire.add_argument("--kind", required=True, choices=KINDS)
+    retire.add_argument("--generation", required=True, type=int)
+    add_operator_options(retire, "all certificates expired")
+    retire.set_defaults(handler=cmd_retire)
+
+    status = ca_sub.add_parser(
+        "status", parents=[parent], help="every generation: key, validity, coverage, responder",
+    )
+    status.set_defaults(handler=cmd_status)
+
+    compromise = ca_sub.add_parser(
+        "compromise", parents=[parent],
+        help="revoke every certificate of a compromised CA generation (cACompromise)",
+        description="Revokes, in one transaction, every unrevoked certificate issued under the"
+        " generation. Rotate first (`jpki ca rotate`) if it is the newest generation, so that"
+        " new issuance moves to a fresh key.",
+    )
+    compromise.add_argument("--kind", required=True, choices=KINDS)
+    compromise.add_argument("--generation", required=True, type=int)
+    compromise.add_argument("--confirm", action="store_true", required=True,
+                            help="required: this cannot be undone")
+    compromise.set_defaults(handler=cmd_compromise)
+
+
+def cmd_rotate(context: Context, args: argparse.Namespace) -> int:
+    kinds = list(CertKind) if args.kind == "all" else [CertKind.from_short(args.kind)]
+    created = []
+    for kind in kinds:
+        done = rotation.rotate(context.store, context.keys, context.clock, kind,
+                               key_size=context.settings.ca.key_size,
+                               years=context.settings.ca.validity_years,
+                               operator=args.operator, reason=args.reason)
+        created.append({
+            "kind": kind.value, "generation": done.new.generation, "key_id": done.new.key_id,
+            "fingerprint": done.new.fingerprint, "previous": done.old.label,
+            "links": [{"direction": link.direction,
+                       "serial": format(link.certificate.serial_number, "x")}
+                      for link in done.links],
+        })
+    signers = responders.ensure(context.store, context.keys, context.responder_keys,
+                                context.clock, responder_policy(context), actor=args.operator,
+                                kinds=frozenset(kinds))
+    generator = from_settings(context.store, context.keys, context.clock, context.settings,
+                              start_method="fork")
+    published = [crl for kind in kinds for crl in generator.run(kind=kind)]
+    print_json({"created": created,
+                "responder_certificates": [format(r.certificate.serial_number, "x")
+                                           for r in signers],
+                "crls_published": len(published)})
+    return 0
+
+
+def cmd_retire(context: Context, args: argparse.Namespace) -> int:
+    kind = CertKind.from_short(args.kind)
+    ca = rotation.retire(context.store, context.keys, context.responder_keys, context.clock,
+                         kind, args.generation, operator=args.operator, reason=args.reason)
+    print_json({"kind": kind.value, "generation": ca.generation, "retired": True,
+                "fingerprint": ca.fingerprint, "archived_key": ca.key_file})
+    return 0
+
+
+def cmd_status(context: Context, args: argparse.Namespace) -> int:
+    now = context.clock()
+    items = []
+    for ca in authority.generations(context.store):
+        covered = rotation.coverage(context.store, ca.id, now)
+        responder = responders.latest(context.store, ca.id)
+        items.append({
+            "kind": ca.kind.value,
+            "generation": ca.generation,
+            "current": authority.current(context.store, ca.kind).id == ca.id,
+            "state": "retired" if ca.retired else "expired" if ca.not_after <= now else "live",
+            "serial": format(ca.serial, "x"),
+            "key_id": ca.key_id,
+            "fingerprint": ca.fingerprint,
+            "not_before": ca.certificate.not_valid_before_utc.isoformat(),
+            "not_after": ca.not_after.isoformat(),
+            "unexpired_certificates": covered.unexpired,
+            "live_certificates": covered.live,
+            "last_certificate_expiry": from_epoch(covered.last_expiry).isoformat()
+            if covered.last_expiry else None,
+            "responder_serial": format(responder.certificate.serial_number, "x")
+            if responder else None,
+            "responder_not_after": responder.not_after.isoformat() if responder else None,
+            "retired_at": from_epoch(ca.retired_at).isoformat() if ca.retired_at else None,
+        })
+    links = [{"kind": link.kind.value, "direction": link.direction,
+              "serial": format(link.certificate.serial_number, "x"),
+              "not_after": link.certificate.not_valid_after_utc.isoformat()}
+             for link in rotation.links(context.store)]
+    print_json({"generations": items, "links": links})
+    return 0
+
+
+def cmd_compromise(context: Context, args: argparse.Namespace) -> int:
+    serials = revoke_generation(context.store, context.clock, CertKind.from_short(args.kind),
+                                args.generation)
+    print_json({"kind": CertKind.from_short(args.kind).value, "generation": args.generation,
+                "reason": "cACompromise", "revoked": len(serials)})
+    return 0
