@@ -27,18 +27,35 @@ PREFIX = "pkcs11:"
 ARCHIVED = "archived/"
 MECHANISMS = {"sha256": Mechanism.SHA256_RSA_PKCS, "sha384": Mechanism.SHA384_RSA_PKCS,
               "sha512": Mechanism.SHA512_RSA_PKCS}
+# PKCS#11 logs in per application, not per session: both key stores of a process (CA keys,
+# responder keys) share one logged-in session per token, and its lock.
 _libraries: dict[str, Any] = {}
-_libraries_lock = threading.Lock()
+_sessions: dict[tuple[str, str], Any] = {}
+_lock = threading.RLock()
 
 
-def _library(path: str) -> Any:
-    """One loaded module per process (C_Initialize runs once)."""
-    with _libraries_lock:
-        if path not in _libraries:
-            if not os.path.exists(path):
-                raise ConfigError(f"keys.pkcs11_module: {path} does not exist")
-            _libraries[path] = pkcs11.lib(path)
-        return _libraries[path]
+def _session(spec: BackendSpec) -> Any:
+    with _lock:
+        key = (spec.pkcs11_module, spec.pkcs11_token)
+        if key in _sessions:
+            return _sessions[key]
+        pin = os.environ.get(spec.pkcs11_pin_env)
+        if not pin:
+            raise ConfigError(f"no PKCS#11 user PIN: set {spec.pkcs11_pin_env}")
+        if spec.pkcs11_module not in _libraries:  # C_Initialize once per process
+            if not os.path.exists(spec.pkcs11_module):
+                raise ConfigError(f"keys.pkcs11_module: {spec.pkcs11_module} does not exist")
+            _libraries[spec.pkcs11_module] = pkcs11.lib(spec.pkcs11_module)
+        try:
+            token = _libraries[spec.pkcs11_module].get_token(token_label=spec.pkcs11_token)
+            _sessions[key] = token.open(rw=True, user_pin=pin)
+        except NoSuchKey:
+            raise ConfigError(f"keys.pkcs11_token: no token labelled"
+                              f" {spec.pkcs11_token!r}") from None
+        except PKCS11Error as exc:
+            raise ConfigError(f"cannot log in to PKCS#11 token {spec.pkcs11_token!r}:"
+                              f" {type(exc).__name__}") from None
+        return _sessions[key]
 
 
 class TokenRSAKey(rsa.RSAPrivateKey):
@@ -92,27 +109,10 @@ class TokenRSAKey(rsa.RSAPrivateKey):
 class PKCS11KeyStore:
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec
-        self.lock = threading.RLock()
-        self._session: Any = None
+        self.lock = _lock  # one session per token and process: one lock
 
     def _open(self) -> Any:
-        with self.lock:
-            if self._session is not None:
-                return self._session
-            pin = os.environ.get(self.spec.pkcs11_pin_env)
-            if not pin:
-                raise ConfigError(f"no PKCS#11 user PIN: set {self.spec.pkcs11_pin_env}")
-            library = _library(self.spec.pkcs11_module)
-            try:
-                token = library.get_token(token_label=self.spec.pkcs11_token)
-                self._session = token.open(rw=True, user_pin=pin)
-            except NoSuchKey:
-                raise ConfigError(f"keys.pkcs11_token: no token labelled"
-                                  f" {self.spec.pkcs11_token!r}") from None
-            except PKCS11Error as exc:
-                raise ConfigError(f"cannot log in to PKCS#11 token {self.spec.pkcs11_token!r}:"
-                                  f" {type(exc).__name__}") from None
-            return self._session
+        return _session(self.spec)
 
     def ensure_passphrase(self) -> str | None:
         self._open()  # fail early, at `jpki init`, when the token or PIN is wrong

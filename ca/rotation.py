@@ -6,6 +6,13 @@ party that still trusts the old root accept new certificates, and OldWithNew (th
 certified by the new one) lets one that already trusts the new root accept the old
 certificates that stay valid until they expire. Both carry AKI/SKI, which is what lets path
 builders tell the generations apart.
+
+A link carries the serial number of its subject generation's self-signed certificate. The
+profile's leaves pin their CA in authorityKeyIdentifier by key id *and* issuer DN + CA serial
+(DOMAIN.md), and path builders compare that serial (OpenSSL's X509_check_akid), so a bridge
+with any other serial is never taken as the leaf's issuer. The link is the same CA (same DN,
+same key, same serial) certified by the other generation's key; RFC 5280 §4.1.2.2's
+(issuer, serial) uniqueness is kept per signing key, which is what the key id names.
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ def build_link(*, subject: CAGeneration, issuer: CAGeneration, issuer_key: Priva
         .subject_name(subject.certificate.subject)
         .issuer_name(issuer.certificate.subject)
         .public_key(public_key)
-        .serial_number(x509.random_serial_number())
+        .serial_number(subject.serial)  # see the module docstring
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)

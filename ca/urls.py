@@ -20,6 +20,9 @@ def ca_cert_path(kind: CertKind, generation: int) -> str:
 OCSP_PATH = "/ocsp"
 
 
-def link_cert_path(kind: CertKind, serial: str) -> str:
-    """A link certificate (RFC 4210 §4.4) between two generations, by its serial."""
-    return f"/ca/{kind.short}/link-{serial}.der"
+def link_cert_path(kind: CertKind, old: int, new: int, direction: str) -> str:
+    """A link certificate (RFC 4210 §4.4) between generations `old` and `new`.
+
+    Named by generations and direction, not by serial: a link reuses its subject's serial.
+    """
+    return f"/ca/{kind.short}/g{old}-g{new}-{direction.replace('_', '-')}.der"

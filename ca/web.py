@@ -32,17 +32,17 @@ def routes(store: Store, base_url: str) -> list[web.RouteDef]:
                 "der": base_url + path,
                 "pem": base_url + path.removesuffix(".der") + ".pem",
             })
-        labels = {ca.id: ca.label for ca in authority.generations(store)}
+        numbers = {ca.id: ca.generation for ca in authority.generations(store)}
         links = []
         for link in rotation.links(store):
-            serial = format(link.certificate.serial_number, "x")
-            path = link_cert_path(link.kind, serial)
+            old, new = numbers[link.old_ca_id], numbers[link.new_ca_id]
+            path = link_cert_path(link.kind, old, new, link.direction)
             links.append({
                 "kind": link.kind.value,
                 "direction": link.direction,
-                "old": labels.get(link.old_ca_id),
-                "new": labels.get(link.new_ca_id),
-                "serial": serial,
+                "old_generation": old,
+                "new_generation": new,
+                "serial": format(link.certificate.serial_number, "x"),
                 "not_before": link.certificate.not_valid_before_utc.isoformat(),
                 "not_after": link.certificate.not_valid_after_utc.isoformat(),
                 "der": base_url + path,
@@ -67,15 +67,19 @@ def routes(store: Store, base_url: str) -> list[web.RouteDef]:
             kind = CertKind.from_short(request.match_info["kind"])
         except ValueError:
             raise web.HTTPNotFound() from None
+        numbers = {ca.id: ca.generation for ca in authority.generations(store, kind)}
+        wanted = (int(request.match_info["old"]), int(request.match_info["new"]),
+                  request.match_info["direction"].replace("-", "_"))
         for item in rotation.links(store, kind):
-            if format(item.certificate.serial_number, "x") == request.match_info["serial"]:
+            if (numbers[item.old_ca_id], numbers[item.new_ca_id], item.direction) == wanted:
                 return _certificate_response(item.certificate, request.match_info["fmt"])
         raise web.HTTPNotFound()
 
     return [
         web.get("/ca/", listing),
         web.get(r"/ca/{kind}/g{generation:\d+}.{fmt:der|pem}", certificate),
-        web.get(r"/ca/{kind}/link-{serial:[0-9a-f]{1,40}}.{fmt:der|pem}", link),
+        web.get(r"/ca/{kind}/g{old:\d+}-g{new:\d+}-{direction:new-with-old|old-with-new}"
+                r".{fmt:der|pem}", link),
     ]
 
 

@@ -7,7 +7,10 @@ ASN.1 decoding altogether; it is only a memo of a deterministic parse.
 
 Invalidation: `drop_serials` on a state change, `drop_unknown` whenever another connection
 committed anything (a serial that was unknown may just have been issued). `version` counts
-invalidations: an answer whose status was read before an invalidation is not stored.
+invalidations, as (state changes, unknown drops): an answer whose status was read before an
+invalidation that concerns it is not stored. A good or revoked answer ignores the unknown
+drops, which happen on every foreign commit (the fees ledger commits all the time); a change
+of its own state always comes with a state change.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ class PresignedCache:
         self.bodies: dict[bytes, bytes] = {}
         self._by_serial: dict[str, set[bytes]] = {}
         self._unknown: set[bytes] = set()
-        self.version = 0
+        self._changes = 0
+        self._unknown_drops = 0
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -64,8 +68,14 @@ class PresignedCache:
             self.bodies.clear()  # a memo: losing it costs one parse per request, nothing else
         self.bodies[body] = key
 
-    def put(self, entry: Entry, version_at_read: int) -> bool:
-        if version_at_read != self.version:
+    @property
+    def version(self) -> tuple[int, int]:
+        return self._changes, self._unknown_drops
+
+    def put(self, entry: Entry, version_at_read: tuple[int, int]) -> bool:
+        changes, unknown_drops = version_at_read
+        if changes != self._changes or (entry.state == "unknown"
+                                        and unknown_drops != self._unknown_drops):
             return False
         if len(self.entries) >= self.limit:
             self._evict()
@@ -93,7 +103,7 @@ class PresignedCache:
         return entry
 
     def drop_serials(self, serials: tuple[str, ...] | list[str]) -> list[Entry]:
-        self.version += 1
+        self._changes += 1
         dropped = []
         for serial in serials:
             for key in list(self._by_serial.get(serial, ())):
@@ -103,12 +113,12 @@ class PresignedCache:
         return dropped
 
     def drop_unknown(self) -> None:
-        self.version += 1
+        self._unknown_drops += 1
         for key in list(self._unknown):
             self._remove(key)
 
     def clear(self) -> None:
-        self.version += 1
+        self._changes += 1
         self.entries.clear()
         self.bodies.clear()
         self._by_serial.clear()

@@ -1,0 +1,106 @@
+"""Retiring an old CA generation, and the file backend's refusals (real keys, real registry)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from ca import authority, responders, rotation
+from ca.kinds import CertKind
+from crl.generator import from_settings
+from jpki.context import Context
+from ocsp.issuers import IssuerIndex, cert_id_hashes
+from ocsp.web import responder_policy
+from registry.clock import FrozenClock, from_epoch
+from registry.errors import ConfigError, Conflict, JPKIError
+from tests.helpers import issue_args, jpki
+
+
+@pytest.fixture
+def rotated(context: Context, tmp_path: Path) -> dict:
+    issued = jpki(context.data_dir, *issue_args("retire-1", tmp_path / "one"))
+    assert issued.code == 0, issued.err
+    result = jpki(context.data_dir, "ca", "rotate", "--kind", "signature", "--operator", "carol")
+    assert result.code == 0, result.err
+    return issued.json
+
+
+def test_retire_is_refused_while_certificates_are_unexpired(context: Context,
+                                                            rotated: dict) -> None:
+    result = jpki(context.data_dir, "ca", "retire", "--kind", "signature", "--generation", "1")
+    assert result.code == 4
+    assert "still covers 1 unexpired certificate" in result.err
+    current = jpki(context.data_dir, "ca", "retire", "--kind", "signature", "--generation", "2")
+    assert current.code == 4 and "current generation" in current.err
+    missing = jpki(context.data_dir, "ca", "retire", "--kind", "signature", "--generation", "9")
+    assert missing.code == 3
+    assert authority.generations(context.store, CertKind.SIGNATURE)[0].retired is False
+
+
+def test_retire_after_the_last_expiry_archives_the_key(context: Context, rotated: dict) -> None:
+    old = authority.generations(context.store, CertKind.SIGNATURE)[0]
+    last_expiry = rotation.coverage(context.store, old.id, context.clock()).last_expiry
+    assert last_expiry is not None
+    later = FrozenClock(from_epoch(last_expiry) + timedelta(seconds=1))
+    retired = rotation.retire(context.store, context.keys, context.responder_keys, later,
+                              CertKind.SIGNATURE, 1, operator="dave", reason="all expired")
+    assert retired.retired and retired.key_file.startswith("archive/")
+    assert not (context.data_dir / "ca" / old.key_file).exists()
+    assert (context.data_dir / "ca" / "archive" / old.key_file).stat().st_mode & 0o077 == 0
+    with pytest.raises(JPKIError, match="archived"):
+        context.keys.load(old.key_file)
+    with pytest.raises(JPKIError, match="retired"):
+        retired.private_key(context.keys)
+    with pytest.raises(Conflict, match="already retired"):
+        rotation.retire(context.store, context.keys, context.responder_keys, later,
+                        CertKind.SIGNATURE, 1, operator="dave", reason="again")
+    # It no longer signs: no CRLs, no responder certificate, not in the OCSP index.
+    generator = from_settings(context.store, context.keys, later, context.settings)
+    assert old.id not in [ca.id for ca in generator.live_generations(later())]
+    renewed = responders.ensure(context.store, context.keys, context.responder_keys, later,
+                                responder_policy(context), force=True)
+    assert old.id not in [record.ca_id for record in renewed]
+    index = IssuerIndex(context.store, context.responder_keys, ("sha1",))
+    index.reload_if_changed()
+    assert index.find("sha1", *cert_id_hashes(old, "sha1")) is None
+    current = authority.current(context.store, CertKind.SIGNATURE)
+    assert index.find("sha1", *cert_id_hashes(current, "sha1")) is not None
+    row = context.store.one("SELECT actor, detail FROM audit_log WHERE action ="
+                            " 'ca.generation.retire'")
+    assert row is not None and row["actor"] == "dave"
+    detail = json.loads(row["detail"])
+    assert detail["old_key"] == old.fingerprint and detail["new_key"] is None
+    assert detail["reason"] == "all expired"
+
+
+def test_status_lists_generations_and_links(context: Context, rotated: dict) -> None:
+    result = jpki(context.data_dir, "ca", "status")
+    assert result.code == 0, result.err
+    status = result.json
+    signature = [g for g in status["generations"] if g["kind"] == "signature"]
+    assert [(g["generation"], g["current"], g["state"]) for g in signature] == [
+        (1, False, "live"), (2, True, "live")]
+    assert signature[0]["unexpired_certificates"] == 1
+    assert signature[0]["fingerprint"].startswith("SHA256:")
+    assert {link["direction"] for link in status["links"]} == {"new_with_old", "old_with_new"}
+
+
+def test_file_backend_refuses_a_group_readable_key(context: Context) -> None:
+    ca = authority.current(context.store, CertKind.AUTHENTICATION)
+    path = context.data_dir / "ca" / ca.key_file
+    path.chmod(0o640)
+    with pytest.raises(ConfigError, match="readable by group or others"):
+        context.keys.load(ca.key_file)
+    result = jpki(context.data_dir, "crl", "generate", "--kind", "authentication")
+    assert result.code == 78
+    assert "chmod 600" in result.err
+    assert ca.key_file in result.err and "PRIVATE KEY" not in result.err
+
+
+def test_operator_names_are_checked(context: Context) -> None:
+    result = jpki(context.data_dir, "ocsp", "rotate", "--operator", "bad name;rm")
+    assert result.code == 2
+    assert "--operator" in result.err
