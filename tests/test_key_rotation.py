@@ -8,9 +8,11 @@ OCSP queries runs throughout and must see no failure.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -372,3 +374,28 @@ def test_private_keys_stay_in_their_backend(site: Site) -> None:
     count, protected = result.stdout.split()
     assert int(count) == 3 + 5  # 3 CA keys; responders: 3 at rotation time + 2 rotated
     assert protected == "True"
+
+
+def test_sighup_reloads_without_dropping_connections(site: Site) -> None:
+    assert site.daemon is not None and site.daemon.process is not None
+    leaf = x509.load_pem_x509_certificate(
+        Path(site.outputs["new"]["signature"]["certificate"]).read_bytes())
+    ca = x509.load_pem_x509_certificate(site.fetch("/ca/sign/g2.pem", "g2.pem").read_bytes())
+    body = (ocsp.OCSPRequestBuilder().add_certificate(leaf, ca, hashes.SHA1()).build()
+            .public_bytes(Encoding.DER))
+    headers = {"Content-Type": "application/ocsp-request",
+               "Authorization": f"Bearer {site.token}"}
+    connection = http.client.HTTPConnection("127.0.0.1", site.daemon.port, timeout=10)
+    try:
+        for signal_first in (False, True):
+            if signal_first:
+                site.daemon.process.send_signal(signal.SIGHUP)
+            connection.request("POST", "/ocsp", body=body, headers=headers)
+            response = connection.getresponse()
+            answer = ocsp.load_der_ocsp_response(response.read())
+            assert answer.certificate_status is ocsp.OCSPCertStatus.GOOD
+        assert site.daemon.process.poll() is None
+    finally:
+        connection.close()
+    log = (site.data_dir / f"daemon-{site.daemon.port}.log").read_text()
+    assert "SIGHUP: reloading" in log
