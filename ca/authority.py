@@ -59,6 +59,15 @@ class CAGeneration:
         return keys.load(self.key_file)
 
 
+# Every CA certificate, self-signed or link (RFC 5280 §4.2.1.9, §4.2.1.3: both critical).
+CA_CONSTRAINTS = x509.BasicConstraints(ca=True, path_length=None)
+CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=False, content_commitment=False, key_encipherment=False,
+    data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+    encipher_only=False, decipher_only=False,
+)
+
+
 def key_id(public_key: rsa.RSAPublicKey) -> bytes:
     """RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey bit string."""
     return x509.SubjectKeyIdentifier.from_public_key(public_key).digest
@@ -84,15 +93,8 @@ def build_ca_certificate(kind: CertKind, key: PrivateKey, now: datetime,
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(_add_years(not_before, years))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(CA_CONSTRAINTS, critical=True)
+        .add_extension(CA_KEY_USAGE, critical=True)
         .add_extension(ski, critical=False)
         .sign(key, hashes.SHA256())
     )

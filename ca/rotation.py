@@ -68,15 +68,8 @@ def build_link(*, subject: CAGeneration, issuer: CAGeneration, issuer_key: Priva
         .serial_number(subject.serial)  # see the module docstring
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(authority.CA_CONSTRAINTS, critical=True)
+        .add_extension(authority.CA_KEY_USAGE, critical=True)
         .add_extension(x509.SubjectKeyIdentifier(bytes.fromhex(subject.key_id)), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier(bytes.fromhex(issuer.key_id), None, None),
                        critical=False)
