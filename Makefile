@@ -83,7 +83,7 @@ retire-ca: init ## archive an old generation's key: KIND=... GENERATION=N (refus
 	$(JPKI) ca retire --kind $(KIND) --generation $(GENERATION) $(KEYOP)
 
 ca-status: init ## every CA generation: key fingerprint, validity, live certificates, responder expiry
-	$(JPKI) ca status
+	$(JPKI) ca status --format table
 
 renew-signers: init ## issue OCSP responder certificates that are missing or about to expire
 	$(JPKI) ocsp renew-signers

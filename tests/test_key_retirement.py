@@ -104,3 +104,13 @@ def test_operator_names_are_checked(context: Context) -> None:
     result = jpki(context.data_dir, "ocsp", "rotate", "--operator", "bad name;rm")
     assert result.code == 2
     assert "--operator" in result.err
+
+
+def test_status_table_for_people(context: Context, rotated: dict) -> None:
+    result = jpki(context.data_dir, "ca", "status", "--format", "table")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0].split()[:3] == ["CA", "STATE", "FINGERPRINT"]
+    assert any(line.startswith("signature g2 *") and " live " in line for line in lines)
+    assert any(line.startswith("signature g1 ") and "SHA256:" in line for line in lines)
+    assert "2 link certificate(s)" in lines[-1]

@@ -73,7 +73,12 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
     status = ca_sub.add_parser(
         "status", parents=[parent], help="every generation: key, validity, coverage, responder",
+        description="Per generation: whether it is current, live, expired or retired, its key"
+        " fingerprint, validity, how many unexpired and live (unexpired, unrevoked)"
+        " certificates it still covers, and its OCSP responder certificate's expiry.",
     )
+    status.add_argument("--format", choices=["json", "table"], default="json",
+                        help="json (one object, the default) or a table for people")
     status.set_defaults(handler=cmd_status)
 
     compromise = ca_sub.add_parser(
@@ -156,8 +161,28 @@ def cmd_status(context: Context, args: argparse.Namespace) -> int:
               "serial": format(link.certificate.serial_number, "x"),
               "not_after": link.certificate.not_valid_after_utc.isoformat()}
              for link in rotation.links(context.store)]
-    print_json({"generations": items, "links": links})
+    if args.format == "table":
+        _print_table(items, links)
+    else:
+        print_json({"generations": items, "links": links})
     return 0
+
+
+def _print_table(items: list[dict], links: list[dict]) -> None:
+    columns = [("CA", lambda g: f"{g['kind']} g{g['generation']}{' *' if g['current'] else ''}"),
+               ("STATE", lambda g: g["state"]),
+               ("FINGERPRINT", lambda g: g["fingerprint"][:23] + "…"),
+               ("NOT AFTER", lambda g: g["not_after"][:10]),
+               ("LIVE", lambda g: str(g["live_certificates"])),
+               ("UNEXPIRED", lambda g: str(g["unexpired_certificates"])),
+               ("RESPONDER UNTIL", lambda g: (g["responder_not_after"] or "none")[:16])]
+    rows = [[title for title, _ in columns]] + [[cell(g) for _, cell in columns] for g in items]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    for row in rows:
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True))
+              .rstrip())
+    print(f"(* current generation; {len(links)} link certificate(s); --format json for all"
+          " fields)")
 
 
 def cmd_compromise(context: Context, args: argparse.Namespace) -> int:
