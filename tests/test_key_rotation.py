@@ -399,3 +399,52 @@ def test_sighup_reloads_without_dropping_connections(site: Site) -> None:
         connection.close()
     log = (site.data_dir / f"daemon-{site.daemon.port}.log").read_text()
     assert "SIGHUP: reloading" in log
+
+
+RETIRE_LATER = """
+import json, sys
+from datetime import timedelta
+from pathlib import Path
+from ca import authority, rotation
+from ca.kinds import CertKind
+from jpki.context import Context
+from registry.clock import FrozenClock, from_epoch
+from registry.errors import JPKIError
+
+context = Context.load(Path(sys.argv[1]), Path(sys.argv[2]))
+old = authority.generations(context.store, CertKind.SIGNATURE)[0]
+last = rotation.coverage(context.store, old.id, context.clock()).last_expiry
+later = FrozenClock(from_epoch(last) + timedelta(seconds=1))  # after its last certificate
+retired = rotation.retire(context.store, context.keys, context.responder_keys, later,
+                          CertKind.SIGNATURE, 1, operator="erin", reason="all expired")
+try:
+    context.keys.load(old.key_file)
+    refused = False
+except JPKIError:
+    refused = True
+print(json.dumps({"key_file": retired.key_file, "load_refused": refused}))
+"""
+
+
+def test_retiring_the_old_generation_archives_its_key_in_the_backend(site: Site) -> None:
+    """Last test of the module: the old generation goes away (time moved past its leaves)."""
+    result = subprocess.run([sys.executable, "-c", RETIRE_LATER, str(site.config),
+                             str(site.data_dir)], capture_output=True, text=True,
+                            env={**os.environ, **site.env}, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    assert outcome["load_refused"] is True
+    archived = "pkcs11:archived/ca/" if site.backend == "pkcs11" else "archive/"
+    assert outcome["key_file"].startswith(archived)
+    listing = json.loads(urllib.request.urlopen(site.url + "/ca/", timeout=10).read())
+    retired = {(c["kind"], c["generation"]): c["retired"] for c in listing["certificates"]}
+    assert retired[("signature", 1)] is True and retired[("signature", 2)] is False
+    # The running daemon stops answering for the retired generation ...
+    old_root = site.fetch("/ca/sign/g1.pem", "g1.pem")
+    text = _ocsp(site, old_root, site.outputs["old"]["signature"]["certificate"], old_root)
+    assert "unauthorized" in text, text
+    # ... and keeps answering for the current one.
+    new_root = site.fetch("/ca/sign/g2.pem", "g2.pem")
+    cert = site.outputs["new"]["signature"]["certificate"]
+    text = _ocsp(site, new_root, cert, new_root)
+    assert "Response verify OK" in text and f"{cert}: good" in text, text

@@ -10,6 +10,7 @@ import argparse
 import getpass
 import os
 import re
+import sys
 
 from ca import authority, responders, rotation
 from ca.kinds import CertKind
@@ -18,6 +19,7 @@ from jpki.context import Context
 from jpki.output import print_json
 from ocsp.web import responder_policy
 from registry.clock import from_epoch
+from registry.errors import JPKIError
 from revocation.compromise import revoke_generation
 
 OPERATOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -110,16 +112,30 @@ def cmd_rotate(context: Context, args: argparse.Namespace) -> int:
                        "serial": format(link.certificate.serial_number, "x")}
                       for link in done.links],
         })
-    signers = responders.ensure(context.store, context.keys, context.responder_keys,
-                                context.clock, responder_policy(context), actor=args.operator,
-                                kinds=frozenset(kinds))
-    generator = from_settings(context.store, context.keys, context.clock, context.settings,
-                              start_method="fork")
-    published = [crl for kind in kinds for crl in generator.run(kind=kind)]
+    # The rotation has committed: what follows completes it, and must not make an operator
+    # run it again (that would create yet another generation). A failure is reported, with
+    # its remedy, and the daemon's catch-up run publishes missing CRLs anyway.
+    warnings = []
+    signers: list[responders.ResponderRecord] = []
+    published = 0
+    try:
+        signers = responders.ensure(context.store, context.keys, context.responder_keys,
+                                    context.clock, responder_policy(context),
+                                    actor=args.operator, kinds=frozenset(kinds))
+    except JPKIError as exc:
+        warnings.append(f"responder certificate not issued ({exc}); run `jpki ocsp rotate`")
+    try:
+        generator = from_settings(context.store, context.keys, context.clock,
+                                  context.settings, start_method="fork")
+        published = sum(len(generator.run(kind=kind)) for kind in kinds)
+    except JPKIError as exc:
+        warnings.append(f"CRLs not published ({exc}); run `jpki crl generate`")
+    for warning in warnings:
+        print(f"jpki ca rotate: warning: {warning}", file=sys.stderr)
     print_json({"created": created,
                 "responder_certificates": [format(r.certificate.serial_number, "x")
                                            for r in signers],
-                "crls_published": len(published)})
+                "crls_published": published, "warnings": warnings})
     return 0
 
 
