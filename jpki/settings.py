@@ -98,8 +98,12 @@ class OCSPSettings(_Section):
     # `sign_queue_limit` outstanding signatures a request gets `tryLater`.
     sign_workers: int = Field(2, ge=1, le=64)
     sign_queue_limit: int = Field(256, ge=1)
-    # Slow or idle clients: the body must arrive within read_timeout; idle keep-alive
-    # connections are closed after idle_timeout.
+    # Slow or idle clients (slowloris), for every connection of `jpki serve`: a request line
+    # and headers must arrive within request_timeout of the request's first byte (of the
+    # connection, for its first request), else the connection is closed
+    # (httpapi/deadline.py); the body must arrive within read_timeout (else 408); idle
+    # keep-alive connections are closed after idle_timeout.
+    request_timeout_seconds: float = Field(10, gt=0, le=300)
     read_timeout_seconds: float = Field(10, gt=0, le=300)
     idle_timeout_seconds: float = Field(15, gt=0, le=3600)
 

@@ -63,8 +63,9 @@ class Daemon:
     """`jpki serve` as a real subprocess on 127.0.0.1."""
 
     def __init__(self, data_dir: Path, port: int | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, config: Path = CONFIG) -> None:
         self.data_dir = data_dir
+        self.config = config
         self.port = port or free_port()
         self.env = {**os.environ, **(extra_env or {})}
         self.process: subprocess.Popen[bytes] | None = None
@@ -76,7 +77,7 @@ class Daemon:
     def start(self, timeout: float = 20.0) -> Daemon:
         log = open(self.data_dir / f"daemon-{self.port}.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jpki.cli", "serve", "--config", str(CONFIG),
+            [sys.executable, "-m", "jpki.cli", "serve", "--config", str(self.config),
              "--data-dir", str(self.data_dir), "--host", "127.0.0.1", "--port", str(self.port)],
             stdout=log, stderr=log, env=self.env, cwd=REPO,
         )
