@@ -95,7 +95,9 @@ class OCSPSettings(_Section):
     # Unidentified requests get `unauthorized` unless this is true.
     allow_anonymous: bool = False
     # Live signing (nonce answers, cache misses) runs on this many threads; beyond
-    # `sign_queue_limit` outstanding signatures a request gets `tryLater`.
+    # `sign_queue_limit` outstanding signatures a request gets `tryLater`. One per core: RSA
+    # signing releases the GIL, so two threads sign in parallel on two cores, while 3 or 4
+    # threads measured no better on 2 cores (more GIL hand-offs, ocsp/README.md).
     sign_workers: int = Field(2, ge=1, le=64)
     sign_queue_limit: int = Field(256, ge=1)
     # Slow or idle clients (slowloris), for every connection of `jpki serve`: a request line
