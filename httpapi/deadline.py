@@ -121,6 +121,11 @@ async def listen(runner: web.BaseRunner, host: str, port: int, *,
     server = runner.server
     if server is None:
         raise RuntimeError("runner.setup() must run before listen()")
+    probe = server()  # a handler never connected: nothing registers it
+    if not (hasattr(probe, "_request_count") and hasattr(probe, "_waiter")):
+        # Fail at start-up, not on the first connection: the deadline reads these two.
+        raise RuntimeError("this aiohttp's RequestHandler has no _request_count/_waiter:"
+                           " httpapi/deadline.py must be adapted to it")
     return await asyncio.get_running_loop().create_server(
         protocol_factory(server, request_timeout), host, port, reuse_address=True,
         backlog=128)
