@@ -25,8 +25,15 @@ import logging
 from collections.abc import Callable
 
 from aiohttp import web
+from prometheus_client import Counter
 
 log = logging.getLogger("jpki.http")
+CLOSED = Counter(
+    "jpki_http_request_deadline_closed",
+    "Connections closed because a request line and headers did not arrive within"
+    " ocsp.request_timeout_seconds (slow clients, slowloris); a steady rise is an attack or a"
+    " broken client, not load",
+)
 
 
 class RequestDeadline(asyncio.Protocol):
@@ -55,9 +62,9 @@ class RequestDeadline(asyncio.Protocol):
         if self.loop.time() < deadline:  # a later request began since the timer was set
             self._timer = self.loop.call_at(deadline, self._expire)
             return
-        peer = self.transport.get_extra_info("peername")
-        log.info("closing connection from %s: request headers incomplete after %.1f s", peer,
-                 self.timeout)
+        CLOSED.inc()  # counted, logged at debug only: a slowloris must not flood the log
+        log.debug("closing connection from %s: request headers incomplete after %.1f s",
+                  self.transport.get_extra_info("peername"), self.timeout)
         self.transport.close()
 
     # -- asyncio.Protocol, forwarded ---------------------------------------------------------
