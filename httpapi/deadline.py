@@ -14,8 +14,11 @@ reads per received segment: no task and no timer per request. One timer per conn
 re-armed lazily, like aiohttp's own keep-alive timer.
 
 It reads two attributes of aiohttp's RequestHandler: `_request_count` (bumped when a request's
-headers are parsed) and `_waiter` (set while the handler waits for the next request). They are
-private, so tests/test_slow_clients.py pins the behaviour against the installed aiohttp.
+headers are parsed) and `_waiter` (pending while the handler waits for the next request). They
+are private, so listen() checks them at start-up and tests/test_slow_clients.py pins the
+behaviour against the installed aiohttp. Not covered: the rest of a request pipelined behind
+one being handled (or sent in the instant between a response and the next wait); the idle
+timeout bounds those.
 """
 
 from __future__ import annotations
@@ -78,9 +81,10 @@ class RequestDeadline(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         inner = self.inner
-        if self._since is None and inner._waiter is not None:
+        waiter = inner._waiter
+        if self._since is None and waiter is not None and not waiter.done():
             # first bytes of a new request on an idle keep-alive connection (bytes that
-            # arrive while a request is being handled are its body: the handler times those)
+            # arrive once its headers are parsed are its body: the handler times those)
             self._since = self.loop.time()
         inner.data_received(data)
         count = inner._request_count
