@@ -1,1 +1,2 @@
-"""What the JSON HTTP surfaces share (events, linkage): RFC 9457 problem details."""
+"""What the HTTP surfaces share: RFC 9457 problem details (events, linkage) and the
+request-header deadline every connection of `jpki serve` runs under (slow clients)."""

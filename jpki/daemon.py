@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ca import web as ca_web
 from crl import service as crl_service
 from fees.meter import CRLDownloadMeter, LedgerMeter, OCSPMeter
+from httpapi import deadline
 from jpki.context import Context
 from linkage import web as linkage_web
 from linkage.service import LinkageService
@@ -84,12 +85,14 @@ def reload(app: web.Application) -> None:
 
 async def run(context: Context, host: str, port: int) -> None:
     app = build_app(context)
+    timeouts = context.settings.ocsp
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           keepalive_timeout=context.settings.ocsp.idle_timeout_seconds)
+                           keepalive_timeout=timeouts.idle_timeout_seconds)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    bound = runner.addresses[0] if runner.addresses else (host, port)
+    # Not TCPSite: the listener wraps each connection in the request-header deadline.
+    listener = await deadline.listen(runner, host, port,
+                                     request_timeout=timeouts.request_timeout_seconds)
+    bound = listener.sockets[0].getsockname() if listener.sockets else (host, port)
     log.info("serving on http://%s:%s (data dir %s)", bound[0], bound[1], context.data_dir)
     print(f"jpki: serving on http://{bound[0]}:{bound[1]}", flush=True)
     stop = asyncio.Event()
@@ -99,6 +102,7 @@ async def run(context: Context, host: str, port: int) -> None:
     loop.add_signal_handler(signal.SIGHUP, reload, app)
     await stop.wait()
     log.info("shutting down")
+    listener.close()
     await runner.cleanup()
 
 

@@ -107,11 +107,17 @@ class OCSPSettings(_Section):
     # Unidentified requests get `unauthorized` unless this is true.
     allow_anonymous: bool = False
     # Live signing (nonce answers, cache misses) runs on this many threads; beyond
-    # `sign_queue_limit` outstanding signatures a request gets `tryLater`.
+    # `sign_queue_limit` outstanding signatures a request gets `tryLater`. One per core: RSA
+    # signing releases the GIL, so two threads sign in parallel on two cores, while 3 or 4
+    # threads measured no better on 2 cores (more GIL hand-offs, ocsp/README.md).
     sign_workers: int = Field(2, ge=1, le=64)
     sign_queue_limit: int = Field(256, ge=1)
-    # Slow or idle clients: the body must arrive within read_timeout; idle keep-alive
-    # connections are closed after idle_timeout.
+    # Slow or idle clients (slowloris), for every connection of `jpki serve`: a request line
+    # and headers must arrive within request_timeout of the request's first byte (of the
+    # connection, for its first request), else the connection is closed
+    # (httpapi/deadline.py); the body must arrive within read_timeout (else 408); idle
+    # keep-alive connections are closed after idle_timeout.
+    request_timeout_seconds: float = Field(10, gt=0, le=300)
     read_timeout_seconds: float = Field(10, gt=0, le=300)
     idle_timeout_seconds: float = Field(15, gt=0, le=3600)
 
