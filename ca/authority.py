@@ -151,8 +151,10 @@ def create_generation(store: Store, keys: KeyBackend, clock: Clock, kind: CertKi
                       reason: str = "initial key") -> CAGeneration:
     """Create the next generation of a CA: new key, self-signed certificate, registry row.
 
-    The key is generated (possibly slowly, on a token) before the write lock is taken; the
-    unique (kind, generation) index refuses a concurrent rotation of the same CA.
+    Called alone (`jpki init`), the key is generated (possibly slowly, on a token) before the
+    write lock is taken; `rotation.rotate` calls it inside its own transaction, so that the
+    generation and its link certificates commit together. Either way the unique
+    (kind, generation) index refuses a concurrent rotation of the same CA.
     """
     row = store.one("SELECT COALESCE(MAX(generation), 0) AS last FROM ca_generations"
                     " WHERE kind = ?", (kind.value,))

@@ -5,10 +5,12 @@ responder keys and certificates. Profile: EKU id-kp-OCSPSigning (the delegation 
 keyUsage digitalSignature, id-pkix-ocsp-nocheck (§4.2.2.2.1: verifiers need not check the
 responder's own status, which is why the validity is short, 30 days by default), AKI/SKI.
 
-Responder keys are encrypted at rest under a *separate* passphrase (`ocsp.passphrase_env`,
-else the 0600 file `ocsp-passphrase`), so the internet-facing responder never needs the CA
-passphrase to sign. Renewal does need the CA key: `jpki ocsp renew-signers` (cron) and the
-daemon at start-up and periodically when the CA passphrase is available to it.
+Responder keys live in the configured key backend (ca/keybackend.py): as files they are
+encrypted under a *separate* passphrase (`ocsp.passphrase_env`, else the 0600 file
+`ocsp-passphrase`), so the internet-facing responder never needs the CA passphrase to sign; on
+PKCS#11 they are token objects labelled `ocsp/...`. Renewal does need the CA key:
+`jpki ocsp renew-signers` (cron) and the daemon at start-up and periodically when the CA
+passphrase is available to it.
 """
 
 from __future__ import annotations
@@ -109,11 +111,12 @@ def issue(store: Store, ca_keys: KeyBackend, responder_keys: KeyBackend, clock: 
           reason: str = "renewal") -> ResponderRecord:
     """A new key and certificate for the responder of one CA generation."""
     previous = latest(store, ca.id)
+    ca_key = ca.private_key(ca_keys)  # first: no responder key is made for a locked CA key
     serial_number = x509.random_serial_number()
     serial = format(serial_number, "x")
     key_file, key = responder_keys.generate(f"responder-{ca.label}-{serial}", policy.key_size)
     now = clock()
-    certificate = build_responder_certificate(ca, ca.private_key(ca_keys), key.public_key(), now,
+    certificate = build_responder_certificate(ca, ca_key, key.public_key(), now,
                                               policy.validity_days, serial_number)
     with store.transaction() as conn:
         cursor = conn.execute(
