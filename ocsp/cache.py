@@ -16,7 +16,7 @@ of its own state always comes with a state change.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 
 from ocsp.issuers import Issuer
@@ -36,6 +36,26 @@ class Entry:
     etag: str
     last_modified: str
     expires: str
+    # Hot-path values, computed once per entry instead of once per request:
+    issuer_kind: str = ""
+    metered: tuple[tuple[str, str], ...] = ()  # what the metering hook is handed
+    # (second, RFC 5019 headers of that second): rebuilt at most once a second (event loop only)
+    headers_memo: list = field(default_factory=lambda: [-1, {}], compare=False, repr=False)
+
+    def headers(self, now: int, content_type: str) -> dict[str, str]:
+        """RFC 5019 §6.2 headers; max-age stays a second below nextUpdate."""
+        memo = self.headers_memo
+        if memo[0] != now:
+            memo[1] = {
+                "Content-Type": content_type,
+                "Cache-Control": f"max-age={max(0, self.next_update - now - 1)},"
+                                 " public, no-transform, must-revalidate",
+                "Last-Modified": self.last_modified,
+                "Expires": self.expires,
+                "ETag": self.etag,
+            }
+            memo[0] = now
+        return memo[1]
 
     @classmethod
     def make(cls, der: bytes, cert_id: CertID, issuer: Issuer, state: str, kind: str,
@@ -47,6 +67,8 @@ class Entry:
             etag='"' + hashlib.sha256(der).hexdigest()[:40] + '"',
             last_modified=formatdate(this_update, usegmt=True),
             expires=formatdate(next_update, usegmt=True),
+            issuer_kind=issuer.kind,
+            metered=((kind, cert_id.serial_hex),),
         )
 
 

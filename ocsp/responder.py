@@ -162,9 +162,9 @@ class Responder:
 
     async def _served(self, entry: Entry, verifier: Verifier | None, now: int,
                       status_confirmation: bool) -> Reply:
-        await self.meter.record(verifier, ((entry.kind, entry.cert_id.serial_hex),),
-                                self._moment(now), status_confirmation=status_confirmation)
-        return Reply(entry.der, entry, entry.state, entry.issuer.kind, now)
+        await self.meter.record(verifier, entry.metered, self._moment(now),
+                                status_confirmation=status_confirmation)
+        return Reply(entry.der, entry, entry.state, entry.issuer_kind, now)
 
     def _moment(self, now: int) -> datetime:
         """The metering time as a datetime, built once per second (hot path)."""

@@ -69,15 +69,7 @@ def _headers(reply: Reply, now: int) -> dict[str, str]:
     entry = reply.entry
     if entry is None:
         return NO_CACHE
-    # RFC 5019 §6.2: max-age must not exceed nextUpdate; stay a second below it.
-    max_age = max(0, entry.next_update - now - 1)
-    return {
-        "Content-Type": CONTENT_TYPE,
-        "Cache-Control": f"max-age={max_age}, public, no-transform, must-revalidate",
-        "Last-Modified": entry.last_modified,
-        "Expires": entry.expires,
-        "ETag": entry.etag,
-    }
+    return entry.headers(now, CONTENT_TYPE)
 
 
 class OCSPHandler:
