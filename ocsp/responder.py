@@ -36,7 +36,7 @@ from registry.verifiers import Verifier
 log = logging.getLogger("jpki.ocsp")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one is made per request, and frozen __init__ costs more
 class Reply:
     """A signed answer: cacheable (`entry` set, RFC 5019 headers) or live (nonce, multi)."""
 
