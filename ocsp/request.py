@@ -13,6 +13,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from asn1crypto import core, ocsp
+from asn1crypto import parser as asn1_parser
 from cryptography import x509 as pyca_x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -191,7 +192,10 @@ def parse_fast(der: bytes, allowed: frozenset[str]) -> ParsedRequest | None:
             nonce_value = extension.value.nonce
         if nonce_value is not None and not 1 <= len(nonce_value) <= MAX_NONCE:
             return None
-        if ocsp.OCSPRequest.load(der)["optional_signature"].native is not None:
+        # pyca does not expose optionalSignature: a signed request has a second element in
+        # the outer SEQUENCE. asn1crypto's parser measures the first without decoding it.
+        contents = asn1_parser.parse(der, strict=True)[4]
+        if asn1_parser.peek(contents) != len(contents):
             return None
     except Exception:  # noqa: BLE001 - any doubt: the full parser gives the verdict
         return None

@@ -32,6 +32,7 @@ class LiveSigner:
     def __init__(self, workers: int, queue_limit: int) -> None:
         self.queue_limit = queue_limit
         self.pending = 0  # touched on the event loop only
+        metrics.QUEUE.set_function(lambda: self.pending)
         self._closed = False
         self._jobs: SimpleQueue[_Job | None] = SimpleQueue()
         self._threads = [threading.Thread(target=self._work, name=f"ocsp-sign_{index}",
@@ -45,14 +46,12 @@ class LiveSigner:
             raise TryLater(f"{self.pending} signatures outstanding")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self.pending += 1
-        metrics.QUEUE.set(self.pending)
+        self.pending += 1  # read by the jpki_ocsp_sign_queue gauge at scrape time
         self._jobs.put((job, future, loop))
         try:
             return await future
         finally:
             self.pending -= 1
-            metrics.QUEUE.set(self.pending)
 
     def _work(self) -> None:
         """One signing thread: jobs in arrival order until close() sends None."""
