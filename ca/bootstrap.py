@@ -30,7 +30,8 @@ class InitReport:
 def initialise(store: Store, keys: KeyBackend, clock: Clock, *, municipalities_csv: Path,
                key_size: int, years: int,
                responder: tuple[KeyBackend, responders.ResponderPolicy]
-               | None = None) -> InitReport:
+               | None = None, actor: str = "operator", reason: str = "initial key"
+               ) -> InitReport:
     report = InitReport()
     passphrase_file = keys.ensure_passphrase()
     if passphrase_file:
@@ -46,7 +47,7 @@ def initialise(store: Store, keys: KeyBackend, clock: Clock, *, municipalities_c
             report.existing.append(f"{kind.value} CA ({len(existing)} generation(s))")
             continue
         generation = authority.create_generation(store, keys, clock, kind, key_size=key_size,
-                                                 years=years)
+                                                 years=years, actor=actor, reason=reason)
         report.created.append(
             f"{kind.value} CA generation {generation.generation} (key id {generation.key_id})"
         )
@@ -54,7 +55,7 @@ def initialise(store: Store, keys: KeyBackend, clock: Clock, *, municipalities_c
         responder_keys, policy = responder
         if responder_keys.ensure_passphrase():
             report.created.append("development OCSP responder passphrase file (mode 0600)")
-        for record in responders.ensure(store, keys, responder_keys, clock, policy):
+        for record in responders.ensure(store, keys, responder_keys, clock, policy, actor=actor):
             report.created.append(
                 f"OCSP responder certificate {record.certificate.serial_number:x}"
                 f" for CA id {record.ca_id}")

@@ -12,11 +12,12 @@ from ca import authority, responders, rotation
 from ca.kinds import CertKind
 from crl.generator import from_settings
 from jpki.context import Context
+from jpki.settings import load_settings
 from ocsp.issuers import IssuerIndex, cert_id_hashes
 from ocsp.web import responder_policy
 from registry.clock import FrozenClock, from_epoch
 from registry.errors import ConfigError, Conflict, JPKIError
-from tests.helpers import issue_args, jpki
+from tests.helpers import CONFIG, issue_args, jpki
 
 
 @pytest.fixture
@@ -114,3 +115,22 @@ def test_status_table_for_people(context: Context, rotated: dict) -> None:
     assert any(line.startswith("signature g2 *") and " live " in line for line in lines)
     assert any(line.startswith("signature g1 ") and "SHA256:" in line for line in lines)
     assert "2 link certificate(s)" in lines[-1]
+
+
+def test_init_audits_its_keys_under_the_operator(tmp_path: Path) -> None:
+    data_dir = tmp_path / "fresh"
+    result = jpki(data_dir, "init", "--operator", "frank")
+    assert result.code == 0, result.err
+    context = Context(load_settings(CONFIG, data_dir))
+    try:
+        rows = context.store.query("SELECT actor, action, detail FROM audit_log WHERE action IN"
+                                   " ('ca.generation.create', 'ocsp.signer.issue')")
+        assert len(rows) == 4 and {row["actor"] for row in rows} == {"frank"}
+        for row in rows:
+            detail = json.loads(row["detail"])
+            assert detail["old_key"] is None and detail["new_key"].startswith("SHA256:")
+        prints = {ca.fingerprint for ca in authority.generations(context.store)}
+        assert prints == {json.loads(row["detail"])["new_key"] for row in rows
+                          if row["action"] == "ca.generation.create"}
+    finally:
+        context.store.close()

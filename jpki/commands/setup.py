@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ca.bootstrap import initialise
+from jpki.commands.ca import add_operator_options
 from jpki.context import Context
 from jpki.output import print_json
 from ocsp.web import responder_keys, responder_policy
@@ -18,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
         description="Create the data directory, the municipality table and generation 1 of the"
         " signature and authentication CAs. Running it again changes nothing and says so.",
     )
+    add_operator_options(init, "initial key")
     init.set_defaults(handler=cmd_init)
 
     muni = subparsers.add_parser("municipalities", parents=[parent],
@@ -49,6 +51,7 @@ def cmd_init(context: Context, args: argparse.Namespace) -> int:
         municipalities_csv=settings.registry.municipalities_csv,
         key_size=settings.ca.key_size, years=settings.ca.validity_years,
         responder=(responder_keys(context), responder_policy(context)),
+        actor=args.operator, reason=args.reason,
     )
     print_json({
         "data_dir": str(context.data_dir),
