@@ -83,8 +83,12 @@ class OCSPHandler:
     async def post(self, request: web.Request) -> web.StreamResponse:
         # A body over server.max_body_bytes (the app's client_max_size) makes read() raise
         # 413 before more than that is buffered.
-        if request.content.is_eof():  # the whole body came with the headers: no timer needed
-            body = await request.read()
+        content = request.content
+        if content.is_eof():  # the whole body came with the headers: no timer, no awaiting
+            body = content.read_nowait()
+            if len(body) > self.max_body:
+                raise web.HTTPRequestEntityTooLarge(max_size=self.max_body,
+                                                    actual_size=len(body))
         else:
             try:
                 async with asyncio.timeout(self.read_timeout):  # slow clients (slowloris)
