@@ -28,7 +28,7 @@ from ocsp.response import Answer, Status, sign_response, sign_single
 from ocsp.signing import LiveSigner
 from ocsp.status import StatusSource
 from ocsp.watch import RegistryWatch
-from registry.clock import Clock, epoch, from_epoch
+from registry.clock import Clock, epoch, epoch_reader, from_epoch
 from registry.notify import hub
 from registry.store import Store
 from registry.verifiers import Verifier
@@ -79,6 +79,7 @@ class Responder:
         self._inflight: dict[bytes, tuple[int, asyncio.Future[Entry]]] = {}
         self._last_moment = (0, from_epoch(0))
         self._background: set[asyncio.Task[None]] = set()
+        self._epoch_now = epoch_reader(clock)
         self._unsubscribe = hub.subscribe(self._on_change)
         issuers.reload_if_changed()
 
@@ -121,7 +122,7 @@ class Responder:
     async def answer(self, body: bytes, authorization: str | None, *,
                      status_confirmation: bool = False) -> Reply:
         self.refresh()
-        now = epoch(self.clock())
+        now = self._epoch_now()
         key = self.cache.bodies.get(body)
         if key is not None:  # fast path: a repeated plain request
             entry = self.cache.entries.get(key)
