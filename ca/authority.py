@@ -19,7 +19,7 @@ from ca.keybackend import KeyBackend, PrivateKey, fingerprint
 from ca.kinds import CertKind, ca_name
 from registry import audit
 from registry.clock import Clock, epoch, from_epoch
-from registry.errors import JPKIError, NotInitialised
+from registry.errors import JPKIError, NotFound, NotInitialised
 from registry.store import Store
 
 
@@ -132,6 +132,14 @@ def by_id(store: Store, ca_id: int) -> CAGeneration:
     row = store.one("SELECT * FROM ca_generations WHERE id = ?", (ca_id,))
     if row is None:
         raise NotInitialised(f"CA generation {ca_id} is not in the registry")
+    return _from_row(row)
+
+
+def by_generation(store: Store, kind: CertKind, generation: int) -> CAGeneration:
+    row = store.one("SELECT * FROM ca_generations WHERE kind = ? AND generation = ?",
+                    (kind.value, generation))
+    if row is None:
+        raise NotFound(f"no {kind.value} CA generation {generation}", field="generation")
     return _from_row(row)
 
 

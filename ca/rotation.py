@@ -31,7 +31,7 @@ from ca.keybackend import KeyBackend, PrivateKey
 from ca.kinds import CertKind
 from registry import audit
 from registry.clock import Clock, epoch, from_epoch
-from registry.errors import Conflict, NotFound
+from registry.errors import Conflict
 from registry.store import Store
 
 NEW_WITH_OLD = "new_with_old"
@@ -152,13 +152,6 @@ def coverage(store: Store, ca_id: int, now: datetime) -> Coverage:
     return Coverage(int(row["unexpired"]), int(row["live"]), row["last"])
 
 
-def find(store: Store, kind: CertKind, generation: int) -> CAGeneration:
-    for item in authority.generations(store, kind):
-        if item.generation == generation:
-            return item
-    raise NotFound(f"no {kind.value} CA generation {generation}", field="generation")
-
-
 def retire(store: Store, keys: KeyBackend, responder_keys: KeyBackend, clock: Clock,
            kind: CertKind, generation: int, *, operator: str, reason: str) -> CAGeneration:
     """Archive an old generation's key once every certificate it issued has expired.
@@ -167,7 +160,7 @@ def retire(store: Store, keys: KeyBackend, responder_keys: KeyBackend, clock: Cl
     unexpired: until then its CRLs and OCSP answers must keep being signed. Its responder keys
     are archived with it.
     """
-    ca = find(store, kind, generation)
+    ca = authority.by_generation(store, kind, generation)
     if ca.retired:
         raise Conflict(f"{ca.label} is already retired", field="generation")
     if authority.current(store, kind).id == ca.id:

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ca import authority, rotation
 from ca.kinds import CertKind
 from ca.urls import ca_cert_path, link_cert_path
+from registry.errors import NotFound
 from registry.store import Store
 
 
@@ -57,10 +58,11 @@ def routes(store: Store, base_url: str) -> list[web.RouteDef]:
         except ValueError:
             raise web.HTTPNotFound() from None
         fmt = request.match_info["fmt"]
-        for item in authority.generations(store, kind):
-            if item.generation == generation:
-                return _certificate_response(item.certificate, fmt)
-        raise web.HTTPNotFound()
+        try:
+            item = authority.by_generation(store, kind, generation)
+        except NotFound:
+            raise web.HTTPNotFound() from None
+        return _certificate_response(item.certificate, fmt)
 
     async def link(request: web.Request) -> web.Response:
         try:

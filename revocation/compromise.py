@@ -11,7 +11,6 @@ from ca import authority
 from ca.kinds import CertKind
 from registry import audit, certificates
 from registry.clock import Clock
-from registry.errors import NotFound
 from registry.reasons import Reason
 from registry.store import Store
 
@@ -19,10 +18,7 @@ from registry.store import Store
 def revoke_generation(store: Store, clock: Clock, kind: CertKind, generation: int, *,
                       actor: str = "operator") -> list[str]:
     """Revoke every unrevoked certificate issued under one CA generation; return the serials."""
-    match = [g for g in authority.generations(store, kind) if g.generation == generation]
-    if not match:
-        raise NotFound(f"no {kind.value} CA generation {generation}", field="generation")
-    ca = match[0]
+    ca = authority.by_generation(store, kind, generation)
     with store.transaction() as conn:
         serials = [row[0] for row in conn.execute(
             "SELECT serial FROM certificates WHERE ca_id = ? AND status = 'good'", (ca.id,))]
