@@ -207,7 +207,10 @@ class Generator:
             for job in jobs:
                 yield signer.sign(job)
             return
-        context = multiprocessing.get_context(self.policy.start_method)
+        # A forked child must not use its parent's PKCS#11 session (PKCS#11 v2.40 §6.7.7: it
+        # has to initialise the library itself), so token-backed keys always spawn workers.
+        method = "spawn" if self.keys.spec.kind == "pkcs11" else self.policy.start_method
+        context = multiprocessing.get_context(method)
         with ProcessPoolExecutor(
             max_workers=min(workers, len(jobs)), mp_context=context,
             initializer=partitions.init_worker,
