@@ -30,6 +30,8 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import Counter
 
+from httpapi.arrivals import Arrivals
+
 log = logging.getLogger("jpki.http")
 CLOSED = Counter(
     "jpki_http_request_deadline_closed",
@@ -42,13 +44,15 @@ CLOSED = Counter(
 class RequestDeadline(asyncio.Protocol):
     """One connection: aiohttp's RequestHandler plus a deadline on incomplete requests."""
 
-    __slots__ = ("inner", "timeout", "loop", "transport", "_since", "_seen", "_timer")
+    __slots__ = ("inner", "timeout", "loop", "arrivals", "transport", "_since", "_seen",
+                 "_timer")
 
     def __init__(self, inner: web.RequestHandler, timeout: float,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, arrivals: Arrivals) -> None:
         self.inner = inner
         self.timeout = timeout
         self.loop = loop
+        self.arrivals = arrivals
         self.transport: asyncio.BaseTransport | None = None
         self._since: float | None = None  # when the request now arriving began, else None
         self._seen = 0  # the handler's request count at the last check
@@ -80,6 +84,7 @@ class RequestDeadline(asyncio.Protocol):
         self._timer = self.loop.call_at(self._since + self.timeout, self._expire)
 
     def data_received(self, data: bytes) -> None:
+        self.arrivals.count += 1  # before aiohttp sees the bytes (httpapi/arrivals.py)
         inner = self.inner
         waiter = inner._waiter
         if self._since is None and waiter is not None and not waiter.done():
@@ -112,22 +117,24 @@ class RequestDeadline(asyncio.Protocol):
         self.inner.connection_lost(exc)
 
 
-def protocol_factory(server: web.Server, timeout: float) -> Callable[[], RequestDeadline]:
+def protocol_factory(server: web.Server, timeout: float,
+                     arrivals: Arrivals) -> Callable[[], RequestDeadline]:
     """What `loop.create_server` needs: aiohttp's protocol for each connection, wrapped."""
     loop = asyncio.get_running_loop()
 
     def factory() -> RequestDeadline:
-        return RequestDeadline(server(), timeout, loop)
+        return RequestDeadline(server(), timeout, loop, arrivals)
 
     return factory
 
 
-async def listen(runner: web.BaseRunner, host: str, port: int, *,
-                 request_timeout: float) -> asyncio.Server:
+async def listen(runner: web.BaseRunner, host: str, port: int, *, request_timeout: float,
+                 arrivals: Arrivals | None = None) -> asyncio.Server:
     """Serve `runner` (set up) on host:port with the header deadline; what TCPSite does.
 
     The caller closes the returned server before `runner.cleanup()`, which then shuts the
-    open connections down as usual.
+    open connections down as usual. `arrivals` is bumped on every segment received
+    (httpapi/arrivals.py).
     """
     server = runner.server
     if server is None:
@@ -137,6 +144,8 @@ async def listen(runner: web.BaseRunner, host: str, port: int, *,
         # Fail at start-up, not on the first connection: the deadline reads these two.
         raise RuntimeError("this aiohttp's RequestHandler has no _request_count/_waiter:"
                            " httpapi/deadline.py must be adapted to it")
+    arrivals = arrivals or Arrivals()
+    arrivals.counting = True
     return await asyncio.get_running_loop().create_server(
-        protocol_factory(server, request_timeout), host, port, reuse_address=True,
-        backlog=128)
+        protocol_factory(server, request_timeout, arrivals), host, port,
+        reuse_address=True, backlog=128)

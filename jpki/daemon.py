@@ -19,6 +19,7 @@ from ca import web as ca_web
 from crl import service as crl_service
 from fees.meter import CRLDownloadMeter, LedgerMeter, OCSPMeter
 from httpapi import deadline
+from httpapi.arrivals import ARRIVALS, Arrivals
 from jpki.context import Context
 from linkage import web as linkage_web
 from linkage.service import LinkageService
@@ -37,6 +38,7 @@ def build_app(context: Context) -> web.Application:
     app = web.Application(client_max_size=settings.server.max_body_bytes)
     app[CONTEXT] = context
     app[HEALTH_CHECKS] = []
+    app[ARRIVALS] = Arrivals()  # shared by the listener and the OCSP freshness proof
 
     async def healthz(request: web.Request) -> web.Response:
         problems = {k: v for check in app[HEALTH_CHECKS] for k, v in check().items()}
@@ -91,7 +93,8 @@ async def run(context: Context, host: str, port: int) -> None:
     await runner.setup()
     # Not TCPSite: the listener wraps each connection in the request-header deadline.
     listener = await deadline.listen(runner, host, port,
-                                     request_timeout=timeouts.request_timeout_seconds)
+                                     request_timeout=timeouts.request_timeout_seconds,
+                                     arrivals=app[ARRIVALS])
     bound = listener.sockets[0].getsockname() if listener.sockets else (host, port)
     log.info("serving on http://%s:%s (data dir %s)", bound[0], bound[1], context.data_dir)
     print(f"jpki: serving on http://{bound[0]}:{bound[1]}", flush=True)

@@ -5,6 +5,11 @@ The CertID's DER encodes (hash algorithm, issuerNameHash, issuerKeyHash, serial)
 remembers which CertID a nonce-less, unsigned request body names, so a repeated request skips
 ASN.1 decoding altogether; it is only a memo of a deterministic parse.
 
+A third map memoizes the registry's word on a (serial, CA generation), so that a live (nonce)
+answer for a known certificate needs no database read on the signing thread: one round trip
+through SQLite there is one more wait for the GIL per answer. It follows the answers'
+invalidation, and `unknown` is never memoized (a serial may be issued at any moment).
+
 Invalidation: `drop_serials` on a state change, `drop_unknown` whenever another connection
 committed anything (a serial that was unknown may just have been issued). `version` counts
 invalidations, as (state changes, unknown drops): an answer whose status was read before an
@@ -21,6 +26,7 @@ from email.utils import formatdate
 
 from ocsp.issuers import Issuer
 from ocsp.request import CertID
+from ocsp.response import Status
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class PresignedCache:
         self.bodies: dict[bytes, bytes] = {}
         self._by_serial: dict[str, set[bytes]] = {}
         self._unknown: set[bytes] = set()
+        self.statuses: dict[str, dict[int, Status]] = {}  # serial -> CA generation id -> status
         self._changes = 0
         self._unknown_drops = 0
 
@@ -108,6 +115,20 @@ class PresignedCache:
             self._unknown.add(key)
         return True
 
+    def status(self, serial_hex: str, ca_id: int) -> Status | None:
+        """The memoized status, current as long as the caller ran `Responder.refresh()`."""
+        by_ca = self.statuses.get(serial_hex)
+        return by_ca.get(ca_id) if by_ca is not None else None
+
+    def remember_status(self, serial_hex: str, ca_id: int, status: Status,
+                        version_at_read: tuple[int, int]) -> None:
+        """Memoize a status read from the registry, unless an invalidation happened since."""
+        if status.state == "unknown" or version_at_read[0] != self._changes:
+            return
+        if len(self.statuses) >= self.limit:
+            self.statuses.clear()  # a memo: losing it costs one read per answer, nothing else
+        self.statuses.setdefault(serial_hex, {})[ca_id] = status
+
     def _evict(self) -> None:
         """Drop the oldest tenth (dicts keep insertion order); a miss is re-signed on demand."""
         for key in list(self.entries)[: max(1, self.limit // 10)]:
@@ -128,6 +149,7 @@ class PresignedCache:
         self._changes += 1
         dropped = []
         for serial in serials:
+            self.statuses.pop(serial, None)
             for key in list(self._by_serial.get(serial, ())):
                 entry = self._remove(key)
                 if entry is not None:
@@ -143,5 +165,6 @@ class PresignedCache:
         self._changes += 1
         self.entries.clear()
         self.bodies.clear()
+        self.statuses.clear()
         self._by_serial.clear()
         self._unknown.clear()

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ca import authority, responders
 from ca.authority import CAGeneration
 from ca.keybackend import KeyBackend, PrivateKey
+from ocsp.response import certificates_field
 from registry.store import Store
 
 log = logging.getLogger("jpki.ocsp")
@@ -34,6 +35,7 @@ class Signer:
     pyca_certificate: x509.Certificate
     key: PrivateKey
     key_hash: bytes  # responderID byKey
+    certs_field: bytes  # the response's `certs`, encoded once
     not_after: datetime
     serial: str
 
@@ -67,7 +69,9 @@ def load_signer(store: Store, keys: KeyBackend, ca: CAGeneration) -> Signer | No
     certificate = asn1_x509.Certificate.load(record.certificate.public_bytes(Encoding.DER))
     key = keys.load(record.key_file)
     return Signer(ca=ca, certificate=certificate, pyca_certificate=record.certificate, key=key,
-                  key_hash=certificate.public_key.sha1, not_after=record.not_after,
+                  key_hash=certificate.public_key.sha1,
+                  certs_field=certificates_field(certificate),
+                  not_after=record.not_after,
                   serial=format(record.certificate.serial_number, "x"))
 
 

@@ -5,12 +5,19 @@ the revocation. `PRAGMA data_version` on the responder's own connection changes 
 other connection commits (https://sqlite.org/pragma.html#pragma_data_version); only then are
 the new `state_changes` rows read. The check costs one pragma when nothing changed, so a
 revocation acknowledged to the operator is served to the very next query.
+
+Given the server's `Arrivals` (httpapi/arrivals.py) and a listener that counts them, a proof
+is reused while no byte has arrived on any connection since it was taken: every request then
+being handled arrived before it. The count is read *before* the pragma runs, so bytes that
+arrive meanwhile are never counted as proven.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+
+from httpapi.arrivals import Arrivals
 
 
 @dataclass(frozen=True)
@@ -22,8 +29,10 @@ NOTHING = Changes(())
 
 
 class RegistryWatch:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, arrivals: Arrivals | None = None) -> None:
         self.conn = conn
+        self.arrivals = arrivals
+        self._proved_at = -1  # arrivals.count when the last proof was taken
         self._cursor = conn.cursor()  # reused: the check runs on every request
         self.version = self._data_version()
         row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM state_changes").fetchone()
@@ -34,6 +43,11 @@ class RegistryWatch:
 
     def poll(self) -> Changes | None:
         """None when no other connection committed since the last poll, else what changed."""
+        if self.arrivals is not None and self.arrivals.counting:
+            seen = self.arrivals.count
+            if seen == self._proved_at:  # nothing arrived since the last proof: it holds
+                return None
+            self._proved_at = seen
         version = self._data_version()
         if version == self.version:
             return None

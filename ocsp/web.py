@@ -19,6 +19,7 @@ from aiohttp import web
 from ca import responders
 from ca.keybackend import KeyBackend
 from ca.responders import ResponderPolicy
+from httpapi.arrivals import ARRIVALS
 from jpki.context import Context
 from ocsp import metrics
 from ocsp.auth import VerifierDirectory
@@ -157,6 +158,7 @@ def setup(app: web.Application, context: Context) -> Callable[[], dict[str, str]
             clock=clock,
             policy=AnswerPolicy(timedelta(hours=settings.response_validity_hours),
                                 settings.refresh_fraction, frozenset(settings.hash_algorithms)),
+            arrivals=app.get(ARRIVALS),
         )
         app[RESPONDER] = responder
         handler.responder = responder

@@ -148,8 +148,13 @@ def test_revocation_is_visible_to_the_very_next_query(env: Env) -> None:
     args = ["-issuer", env.ca("sign", 2), "-cert", str(cert), "-no_nonce"]
     assert status_line(env, name, "good") in assert_verified(query(env, *args))
     assert status_line(env, name, "good") in assert_verified(query(env, *args))  # cached now
+    live = args[:-1]  # with a nonce: signed now, from the memoized status
+    assert status_line(env, name, "good") in assert_verified(query(env, *live))
     revoked = jpki(env.data_dir, "revoke", serial, "--reason", "certificateHold")
     assert revoked.code == 0, revoked.err
+    text = assert_verified(query(env, *live))  # the first query after the revocation
+    assert status_line(env, name, "revoked") in text and "Reason: certificateHold" in text
+    assert "WARNING: no nonce" not in text
     text = assert_verified(query(env, *args))
     assert status_line(env, name, "revoked") in text
     assert "Reason: certificateHold" in text

@@ -13,6 +13,7 @@ from cryptography import x509
 
 from ca import authority, responders
 from ca.kinds import CertKind
+from httpapi.arrivals import Arrivals
 from jpki.context import Context
 from jpki.settings import load_settings
 from ocsp.auth import VerifierDirectory
@@ -23,6 +24,7 @@ from ocsp.meter import NoMeter
 from ocsp.presign import make_cert_id
 from ocsp.responder import Responder, ResponderPolicy
 from ocsp.signing import LiveSigner
+from ocsp.watch import RegistryWatch
 from ocsp.web import responder_keys, responder_policy
 from registry import certificates
 from registry.clock import FrozenClock
@@ -43,7 +45,8 @@ class RecordingMeter:
 
 
 def build(data_dir: Path, clock: FrozenClock, *, anonymous: bool = True,
-          meter: object | None = None, queue_limit: int = 16) -> Responder:
+          meter: object | None = None, queue_limit: int = 16,
+          arrivals: Arrivals | None = None) -> Responder:
     context = Context(load_settings(CONFIG, data_dir), clock)
     store = Store.open(data_dir)
     return Responder(
@@ -52,6 +55,7 @@ def build(data_dir: Path, clock: FrozenClock, *, anonymous: bool = True,
         directory=VerifierDirectory(store, anonymous), meter=meter or NoMeter(),  # type: ignore[arg-type]
         clock=clock,
         policy=ResponderPolicy(timedelta(hours=24), 0.5, frozenset({"sha1", "sha256"})),
+        arrivals=arrivals,
     )
 
 
@@ -177,3 +181,119 @@ def env_requests(tmp_path: Path, issued: dict, data_dir: Path) -> list[bytes]:
                 "-reqout", str(out))
         result.append(out.read_bytes())
     return result
+
+
+def nonce_request(responder: Responder, kind: CertKind, serial: str, nonce: bytes) -> bytes:
+    issuer = next(i for i in responder.issuers.issuers if i.ca.kind is kind)
+    cert_id = make_cert_id(issuer, "sha1", int(serial, 16))
+    return ocsp.OCSPRequest({"tbs_request": {
+        "request_list": [{"req_cert": ocsp.CertId.load(cert_id.der)}],
+        "request_extensions": [{"extn_id": "nonce", "critical": False,
+                                "extn_value": nonce}],  # asn1crypto wraps it (RFC 9654)
+    }}).dump()
+
+
+async def test_live_answers_read_a_memoized_status_that_a_revocation_elsewhere_drops(
+        data_dir: Path, issued: dict) -> None:
+    """The status memo spares the signing threads a database read, and is never stale: a
+    revocation committed on another connection (another process, for the responder) is in
+    the very next nonce answer, once a byte of that request has arrived."""
+    clock = FrozenClock(datetime.now(UTC))
+    arrivals = Arrivals()
+    arrivals.counting = True  # as httpapi/deadline.listen() sets it
+    responder = build(data_dir, clock, arrivals=arrivals)
+    serial = issued["signature"]["serial"]
+    ca_id = next(i.ca.id for i in responder.issuers.issuers if i.ca.kind is CertKind.SIGNATURE)
+    arrivals.count += 1
+    first = await responder.answer(nonce_request(responder, CertKind.SIGNATURE, serial, b"1"),
+                                   None)
+    assert first.outcome == "good" and first.entry is None  # live: nothing cached
+    assert responder.cache.status(serial, ca_id) is not None  # memoized for the next one
+    other = Store.open(data_dir)  # another connection, as `jpki revoke` would be
+    try:
+        certificates.revoke(other, clock, serial, Reason.keyCompromise, actor="test")
+    finally:
+        other.close()
+    arrivals.count += 1  # the next request's bytes
+    after = await responder.answer(nonce_request(responder, CertKind.SIGNATURE, serial, b"22"),
+                                   None)
+    assert after.outcome == "revoked"
+    status = single(after.der)["cert_status"]
+    assert status.chosen["revocation_reason"].native == "key_compromise"
+    basic = ocsp.OCSPResponse.load(after.der).basic_ocsp_response
+    extensions = basic["tbs_response_data"]["response_extensions"]
+    assert [e["extn_value"].parsed.native for e in extensions] == [b"22"]  # echoed, RFC 9654
+    await responder.close()
+
+
+def test_a_freshness_proof_covers_exactly_the_requests_that_arrived_before_it(
+        data_dir: Path, issued: dict) -> None:
+    store, other = Store.open(data_dir), Store.open(data_dir)
+    arrivals = Arrivals()
+    arrivals.counting = True  # as httpapi/deadline.listen() sets it
+    watch = RegistryWatch(store.conn, arrivals)
+    try:
+        arrivals.count += 1
+        assert watch.poll() is None  # a first proof: nothing changed
+        certificates.revoke(other, FrozenClock(datetime.now(UTC)), issued["signature"]["serial"],
+                            Reason.superseded, actor="test")
+        # No byte arrived since the proof: whatever is being handled arrived before the
+        # commit, and the proof still holds for it.
+        assert watch.poll() is None
+        arrivals.count += 1  # a request that may have been sent after the commit
+        changes = watch.poll()
+        assert changes is not None and changes.serials == (issued["signature"]["serial"],)
+        arrivals.count += 1
+        assert watch.poll() is None  # proven again, nothing new
+        # Arrivals nobody counts (an app served without httpapi/deadline.py): every poll
+        # proves afresh, although the count never moves.
+        uncounted = RegistryWatch(store.conn, Arrivals())
+        assert uncounted.poll() is None
+        certificates.revoke(other, FrozenClock(datetime.now(UTC)),
+                            issued["authentication"]["serial"], Reason.superseded, actor="test")
+        assert uncounted.poll() is not None
+    finally:
+        store.close()
+        other.close()
+
+
+def test_the_responder_certificate_is_appended_exactly_as_pyca_would_encode_it(
+        data_dir: Path, issued: dict) -> None:
+    """`sign_single` leaves the certificate out of pyca's builder (which re-encodes it, slowly)
+    and appends its DER: the result is byte for byte pyca's own encoding with the certificate."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509 import ocsp as pyca_ocsp
+
+    from ocsp.request import parse_fast
+    from ocsp.response import Status, sign_single
+
+    clock = FrozenClock(datetime.now(UTC))
+    responder = build(data_dir, clock)
+    signer = next(i.signer for i in responder.issuers.issuers
+                  if i.ca.kind is CertKind.SIGNATURE)
+    assert signer is not None
+    parsed = parse_fast(nonce_request(responder, CertKind.SIGNATURE,
+                                      issued["signature"]["serial"], b"n" * 32),
+                        frozenset({"sha1"}))
+    assert parsed is not None
+    cert_id = parsed.cert_ids[0]
+    this = datetime.now(UTC).replace(microsecond=0)
+    for _ in range(3):  # pyca stamps producedAt itself: both within one second
+        started = datetime.now(UTC).replace(microsecond=0)
+        ours = sign_single(cert_id=cert_id, status=Status("good", "signature"),
+                           certs_field=signer.certs_field, certificate=signer.pyca_certificate,
+                           key=signer.key, this_update=this,
+                           next_update=this + timedelta(hours=1), nonce=b"n" * 32)
+        pycas = pyca_ocsp.OCSPResponseBuilder().add_response_by_hash(
+            cert_id.name_hash, cert_id.key_hash, cert_id.serial, hashes.SHA1(),
+            pyca_ocsp.OCSPCertStatus.GOOD, this, this + timedelta(hours=1), None, None,
+        ).responder_id(pyca_ocsp.OCSPResponderEncoding.HASH, signer.pyca_certificate
+                       ).certificates([signer.pyca_certificate]).add_extension(
+            x509.OCSPNonce(b"n" * 32), critical=False).sign(signer.key, hashes.SHA256())
+        if datetime.now(UTC).replace(microsecond=0) == started:
+            break
+    assert ours == pycas.public_bytes(Encoding.DER)
+    loaded = pyca_ocsp.load_der_ocsp_response(ours)
+    assert loaded.certificates == [signer.pyca_certificate]
+    asyncio.run(responder.close())
