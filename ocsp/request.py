@@ -185,11 +185,12 @@ def parse_fast(der: bytes, allowed: frozenset[str]) -> ParsedRequest | None:
         size = DIGEST_SIZES[algorithm]
         if len(name_hash) != size or len(key_hash) != size or serial < 0:
             return None
-        nonce_value = None
+        nonce_value = nonce = None
         for extension in request.extensions:
             if not isinstance(extension.value, pyca_x509.OCSPNonce):
                 return None
             nonce_value = extension.value.nonce
+            nonce = extension.value.public_bytes()  # the extnValue contents: OCTET STRING
         if nonce_value is not None and not 1 <= len(nonce_value) <= MAX_NONCE:
             return None
         # pyca does not expose optionalSignature: a signed request has a second element in
@@ -202,7 +203,6 @@ def parse_fast(der: bytes, allowed: frozenset[str]) -> ParsedRequest | None:
     cert_id_der = canonical_cert_id(algorithm, name_hash, key_hash, serial)
     if der.count(cert_id_der) != 1:  # the request's CertID is not byte-for-byte canonical
         return None
-    nonce = core.OctetString(nonce_value).dump() if nonce_value is not None else None
     return ParsedRequest((CertID(algorithm, name_hash, key_hash, serial, cert_id_der),), nonce,
                          nonce_value, None)
 

@@ -222,7 +222,7 @@ class Responder:
     def _window(self, issuer: Issuer) -> tuple[int, int]:
         """thisUpdate = now; nextUpdate never passes the signer's notAfter."""
         signer = issuer.signer
-        now = epoch(self.clock())
+        now = self._epoch_now()
         if signer is None:
             raise TryLater(f"no responder certificate for {issuer.ca.label}")
         next_update = min(now + int(self.policy.response_validity.total_seconds()),

@@ -111,24 +111,39 @@ def _contents(der: bytes) -> bytes:
     return parser.parse(der, strict=True)[4]
 
 
+# (length of pyca's response, length of the certs field) -> (its headers, the new headers)
+_HEADERS: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+
+
 def _with_certificates(response: bytes, certs_field: bytes) -> bytes:
     """Add `certs` to a successful OCSPResponse that has none (RFC 6960 §4.2.1).
 
     Only the four enclosing headers change: OCSPResponse SEQUENCE > [0] EXPLICIT >
     ResponseBytes SEQUENCE (OID, OCTET STRING) > BasicOCSPResponse SEQUENCE, whose contents
-    (tbsResponseData, signatureAlgorithm, signature, as signed) are kept byte for byte.
-    asn1crypto's parser reads and emits every header.
+    (tbsResponseData, signatureAlgorithm, signature, as signed) are kept byte for byte and end
+    the response. asn1crypto's parser reads and emits every header. The headers of a response
+    depend on nothing but its length, so they are worked out once per length and reused when
+    the response begins with exactly the headers they were worked out from.
     """
+    key = (len(response), len(certs_field))
+    known = _HEADERS.get(key)
+    if known is not None and response.startswith(known[0]):
+        return known[1] + response[len(known[0]):] + certs_field
     outer = _contents(response)
     status_end = parser.peek(outer)
     response_bytes = _contents(_contents(outer[status_end:]))
     oid_end = parser.peek(response_bytes)
-    basic = _contents(_contents(response_bytes[oid_end:]))
-    basic = parser.emit(0, 1, 16, basic + certs_field)  # universal, constructed, SEQUENCE
+    contents = _contents(_contents(response_bytes[oid_end:]))
+    basic = parser.emit(0, 1, 16, contents + certs_field)  # universal, constructed, SEQUENCE
     response_bytes = parser.emit(0, 1, 16, response_bytes[:oid_end]
                                  + parser.emit(0, 0, 4, basic))  # OCTET STRING
-    return parser.emit(0, 1, 16, outer[:status_end]
-                       + parser.emit(2, 1, 0, response_bytes))  # [0] EXPLICIT
+    result = parser.emit(0, 1, 16, outer[:status_end]
+                         + parser.emit(2, 1, 0, response_bytes))  # [0] EXPLICIT
+    if len(_HEADERS) >= 4096:
+        _HEADERS.clear()
+    _HEADERS[key] = (response[:len(response) - len(contents)],
+                     result[:len(result) - len(contents) - len(certs_field)])
+    return result
 
 
 def sign_response(*, answers: list[Answer], responder_key_hash: bytes, key: PrivateKey,

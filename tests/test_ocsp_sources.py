@@ -265,6 +265,7 @@ def test_the_responder_certificate_is_appended_exactly_as_pyca_would_encode_it(
     from cryptography.hazmat.primitives.serialization import Encoding
     from cryptography.x509 import ocsp as pyca_ocsp
 
+    from ocsp import response
     from ocsp.request import parse_fast
     from ocsp.response import Status, sign_single
 
@@ -279,21 +280,30 @@ def test_the_responder_certificate_is_appended_exactly_as_pyca_would_encode_it(
     assert parsed is not None
     cert_id = parsed.cert_ids[0]
     this = datetime.now(UTC).replace(microsecond=0)
-    for _ in range(3):  # pyca stamps producedAt itself: both within one second
+
+    def pyca(with_certificate: bool) -> bytes:
+        builder = pyca_ocsp.OCSPResponseBuilder().add_response_by_hash(
+            cert_id.name_hash, cert_id.key_hash, cert_id.serial, hashes.SHA1(),
+            pyca_ocsp.OCSPCertStatus.GOOD, this, this + timedelta(hours=1), None, None,
+        ).responder_id(pyca_ocsp.OCSPResponderEncoding.HASH, signer.pyca_certificate
+                       ).add_extension(x509.OCSPNonce(b"n" * 32), critical=False)
+        if with_certificate:
+            builder = builder.certificates([signer.pyca_certificate])
+        return builder.sign(signer.key, hashes.SHA256()).public_bytes(Encoding.DER)
+
+    for _ in range(3):  # pyca stamps producedAt itself: all within one second
         started = datetime.now(UTC).replace(microsecond=0)
         ours = sign_single(cert_id=cert_id, status=Status("good", "signature"),
                            certs_field=signer.certs_field, certificate=signer.pyca_certificate,
                            key=signer.key, this_update=this,
                            next_update=this + timedelta(hours=1), nonce=b"n" * 32)
-        pycas = pyca_ocsp.OCSPResponseBuilder().add_response_by_hash(
-            cert_id.name_hash, cert_id.key_hash, cert_id.serial, hashes.SHA1(),
-            pyca_ocsp.OCSPCertStatus.GOOD, this, this + timedelta(hours=1), None, None,
-        ).responder_id(pyca_ocsp.OCSPResponderEncoding.HASH, signer.pyca_certificate
-                       ).certificates([signer.pyca_certificate]).add_extension(
-            x509.OCSPNonce(b"n" * 32), critical=False).sign(signer.key, hashes.SHA256())
+        full, bare = pyca(True), pyca(False)
         if datetime.now(UTC).replace(microsecond=0) == started:
             break
-    assert ours == pycas.public_bytes(Encoding.DER)
+    assert ours == full
+    response._HEADERS.clear()
+    assert response._with_certificates(bare, signer.certs_field) == full  # headers worked out
+    assert response._with_certificates(bare, signer.certs_field) == full  # and reused
     loaded = pyca_ocsp.load_der_ocsp_response(ours)
     assert loaded.certificates == [signer.pyca_certificate]
     asyncio.run(responder.close())
