@@ -28,6 +28,7 @@ from ocsp.request import CertID, ParsedRequest, parse, parse_fast
 from ocsp.response import Answer, Status, sign_response, sign_single
 from ocsp.signing import LiveSigner
 from ocsp.status import StatusSource
+from ocsp.template import Templates
 from ocsp.watch import RegistryWatch
 from registry.clock import Clock, epoch, epoch_reader, from_epoch
 from registry.notify import hub
@@ -81,6 +82,7 @@ class Responder:
         self._last_moment = (0, from_epoch(0))
         self._background: set[asyncio.Task[None]] = set()
         self._epoch_now = epoch_reader(clock)
+        self.templates = Templates()
         self._unsubscribe = hub.subscribe(self._on_change)
         issuers.reload_if_changed()
 
@@ -256,16 +258,22 @@ class Responder:
     def _sign_job(self, signer: Signer, ca_id: int, cert_ids: list[CertID],
                   memo: list[Status | None], this_update: int, next_update: int,
                   nonce: bytes | None, nonce_value: bytes | None) -> tuple[list[Status], bytes]:
-        """On the pool: statuses (memo, else the registry), then pyca's builder for one
-        canonical CertID (nearly every request), asn1crypto for several."""
+        """On the pool: statuses (memo, else the registry), then for one canonical CertID
+        (nearly every request) a template of pyca's encoding (ocsp/template.py), pyca's
+        builder the first time; asn1crypto for several CertIDs."""
         statuses = [known if known is not None else self.status.status(c.serial_hex, ca_id)
                     for c, known in zip(cert_ids, memo, strict=True)]
-        this, nxt = from_epoch(this_update), from_epoch(next_update)
         if len(cert_ids) == 1 and cert_ids[0].canonical:
-            return statuses, sign_single(
-                cert_id=cert_ids[0], status=statuses[0], certs_field=signer.certs_field,
-                certificate=signer.pyca_certificate, key=signer.key, this_update=this,
-                next_update=nxt, nonce=nonce_value)
+            cert_id, status = cert_ids[0], statuses[0]
+            return statuses, self.templates.sign(
+                (signer.key_hash, signer.serial, cert_id.der, status,
+                 len(nonce_value) if nonce_value is not None else 0),
+                signer.key, this_update, next_update, nonce_value,
+                partial(sign_single, cert_id=cert_id, status=status,
+                        certs_field=signer.certs_field, certificate=signer.pyca_certificate,
+                        key=signer.key, this_update=from_epoch(this_update),
+                        next_update=from_epoch(next_update), nonce=nonce_value))
+        this, nxt = from_epoch(this_update), from_epoch(next_update)
         return statuses, sign_response(
             answers=[Answer(c.der, s) for c, s in zip(cert_ids, statuses, strict=True)],
             responder_key_hash=signer.key_hash, key=signer.key,
