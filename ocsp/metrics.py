@@ -48,6 +48,12 @@ SIGNING = Histogram(
     "Time to build and sign one response on the worker pool; RSA-2048 costs about 0.25 ms",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+ENCODED = Counter(  # on the signing threads, once per answer beside SIGNING: the locked kind
+    "jpki_ocsp_encoded_total",
+    "Single-CertID answers by how they were encoded: template (ocsp/template.py: only times,"
+    " CertID, nonce and signature new) or pyca (the first of each kind, or any doubt)",
+    ["by"],
+)
 RESPONSE_AGE = Gauge(
     "jpki_ocsp_response_age_seconds",
     "Age (now - thisUpdate) of the oldest pre-signed response (sampled each minute); stays"

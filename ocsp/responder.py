@@ -266,9 +266,10 @@ class Responder:
         if len(cert_ids) == 1 and cert_ids[0].canonical:
             cert_id, status = cert_ids[0], statuses[0]
             return statuses, self.templates.sign(
-                (signer.key_hash, signer.serial, cert_id.der, status,
+                (signer.key_hash, signer.serial, status.state, status.revoked_at,
+                 status.reason, len(cert_id.der),
                  len(nonce_value) if nonce_value is not None else 0),
-                signer.key, this_update, next_update, nonce_value,
+                signer.key, cert_id.der, this_update, next_update, nonce_value,
                 partial(sign_single, cert_id=cert_id, status=status,
                         certs_field=signer.certs_field, certificate=signer.pyca_certificate,
                         key=signer.key, this_update=from_epoch(this_update),

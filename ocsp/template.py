@@ -6,10 +6,12 @@ pyca's builder holds it ~30 µs per answer to encode, plus the Python around it;
 removed the live path measured 0.95-1.0 of the raw sign rate instead of 0.73 (bench-ocsp,
 interleaved runs). A template holds it for a few µs.
 
-How: for one (signer, CertID, status, nonce length), every answer pyca would build differs
-only in the contents of three fixed-length fields (producedAt, thisUpdate, nextUpdate: always
-`YYYYMMDDHHMMSSZ`, whole seconds) and of the nonce, and then in the signature over
-tbsResponseData (always the modulus length for RSA). No length and no header changes. So the
+How: for one signer, status, CertID length and nonce length, every answer pyca would build
+differs only in the contents of the CertID, of three fixed-length times (producedAt,
+thisUpdate, nextUpdate: always `YYYYMMDDHHMMSSZ`, whole seconds) and of the nonce, and then in
+the signature over tbsResponseData (always the modulus length for RSA). No length and no header
+changes. So a handful of templates (good and unknown, per signer and hash algorithm) serve
+every certificate; a revoked one has its own (its revocation time is in the answer). So the
 first answer is built by pyca (and served); its bytes are cut around those fields; later
 answers write the new values into the same places, sign the new tbsResponseData with the same
 key, padding and hash that pyca's builder uses, and put it back together. Nothing is encoded
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from asn1crypto import ocsp as asn1_ocsp
@@ -31,7 +33,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from ca.keybackend import PrivateKey
+from ocsp import metrics
 
+_BY_TEMPLATE = metrics.ENCODED.labels("template")
+_BY_PYCA = metrics.ENCODED.labels("pyca")
 _TIME_TAG = b"\x18\x0f"  # GeneralizedTime, 15 octets: YYYYMMDDHHMMSSZ
 _PADDING = padding.PKCS1v15()
 _HASH = hashes.SHA256()
@@ -56,20 +61,24 @@ class ResponseTemplate:
     tbs: bytes  # tbsResponseData as pyca encoded it
     middle: bytes  # signatureAlgorithm and the BIT STRING's header, up to the signature
     tail: bytes  # after the signature: the `certs` field
+    cert_id_at: int  # the SingleResponse's CertID
+    cert_id_length: int
     now_at: tuple[int, int]  # producedAt, thisUpdate: both "now" (pyca's own stamp may differ)
     next_at: int  # nextUpdate
     nonce_length: int  # 0: no nonce; else it ends tbsResponseData
     signature_length: int
 
-    def render(self, key: PrivateKey, this_update: int, next_update: int,
+    def render(self, key: PrivateKey, cert_id: bytes, this_update: int, next_update: int,
                nonce: bytes | None) -> bytes | None:
         """The answer for these values, or None if they do not fit this template."""
-        if (len(nonce) if nonce is not None else 0) != self.nonce_length:
+        if (len(nonce) if nonce is not None else 0) != self.nonce_length \
+                or len(cert_id) != self.cert_id_length:
             return None
         now, nxt = generalized_time(this_update), generalized_time(next_update)
         if len(now) != 15 or len(nxt) != 15:  # years past 9999: pyca decides
             return None
         tbs = bytearray(self.tbs)
+        tbs[self.cert_id_at:self.cert_id_at + len(cert_id)] = cert_id
         for offset in self.now_at:
             tbs[offset:offset + 15] = now
         tbs[self.next_at:self.next_at + 15] = nxt
@@ -82,9 +91,9 @@ class ResponseTemplate:
         return b"".join((self.head, tbs_der, self.middle, signature, self.tail))
 
 
-def cut(response: bytes, this_update: int, next_update: int,
+def cut(response: bytes, cert_id: bytes, this_update: int, next_update: int,
         nonce: bytes | None) -> ResponseTemplate | None:
-    """Cut pyca's answer (signed at these values) into a template; None at any doubt."""
+    """Cut pyca's answer (signed for these values) into a template; None at any doubt."""
     try:
         basic = asn1_ocsp.OCSPResponse.load(response)["response_bytes"]["response"].parsed
         tbs = basic["tbs_response_data"].dump()
@@ -100,27 +109,34 @@ def cut(response: bytes, this_update: int, next_update: int,
     signature_start = response.index(signature)
     if signature_start < tbs_end:
         return None
-    # producedAt comes first in tbsResponseData, then thisUpdate, then nextUpdate. Each value
-    # must be found exactly where it is expected and nowhere else (a revocationTime or a nonce
-    # with the same bytes makes the places ambiguous: no template).
+    # producedAt comes first in tbsResponseData, then the CertID, thisUpdate and nextUpdate,
+    # and the nonce ends it. Each must be found exactly once where expected and nowhere else,
+    # and no two may overlap (a revocationTime or a nonce with the same bytes as a time would
+    # make the places ambiguous): else no template.
     values = [_TIME_TAG + generalized_time(t) for t in (produced_at, this_update, next_update)]
     found = {value: _all(tbs, value) for value in values}
     expected = {value: values.count(value) for value in values}
     if values[2] in values[:2] or any(len(found[v]) != n for v, n in expected.items()):
         return None
-    places = sorted(offset for offsets in found.values() for offset in offsets)
-    nonce_length = 0
+    times = sorted(offset for offsets in found.values() for offset in offsets)
+    cert_id_at = _all(tbs, cert_id)
+    if len(cert_id_at) != 1:
+        return None
+    slots = sorted([(offset, offset + len(values[0])) for offset in times]
+                   + [(cert_id_at[0], cert_id_at[0] + len(cert_id))])
     if nonce is not None:
         if not tbs.endswith(_nonce_header(len(nonce)) + nonce):
             return None
-        nonce_length = len(nonce)
-        if places[-1] + len(values[0]) > len(tbs) - nonce_length:
-            return None
+        slots.append((len(tbs) - len(nonce), len(tbs)))
+    if [start for start, _ in slots] != [times[0], cert_id_at[0], *times[1:]] + (
+            [len(tbs) - len(nonce)] if nonce is not None else []) or any(
+            end > start for (_, end), (start, _) in zip(slots, slots[1:], strict=False)):
+        return None
     return ResponseTemplate(
         head=response[:tbs_start], tbs=tbs, middle=response[tbs_end:signature_start],
-        tail=response[signature_start + len(signature):],
-        now_at=(places[0] + 2, places[1] + 2), next_at=places[2] + 2,
-        nonce_length=nonce_length, signature_length=len(signature))
+        tail=response[signature_start + len(signature):], cert_id_at=cert_id_at[0],
+        cert_id_length=len(cert_id), now_at=(times[0] + 2, times[1] + 2), next_at=times[2] + 2,
+        nonce_length=len(nonce) if nonce is not None else 0, signature_length=len(signature))
 
 
 def _all(data: bytes, needle: bytes) -> list[int]:
@@ -133,16 +149,19 @@ def _all(data: bytes, needle: bytes) -> list[int]:
 
 
 class Templates:
-    """Templates per (signer, CertID, status, nonce length), shared by the signing threads.
+    """Templates per (signer, status, CertID length, nonce length), shared by the signing
+    threads.
 
-    Bounded (cleared when full: a template costs one pyca build to make again). Reads and
-    writes are single dict operations, atomic under the GIL; two threads cutting the same
-    template at once cut the same bytes.
+    A few per signer (good and unknown, by CertID and nonce length), and one per revoked
+    certificate asked about. Bounded: cleared when full (a template costs one pyca build to
+    make again). Reads and writes are single dict operations, atomic under the GIL; two
+    threads cutting the same template at once cut the same bytes.
     """
 
-    def __init__(self, limit: int = 20_000) -> None:
+    def __init__(self, limit: int = 4096) -> None:
         self.limit = limit
         self._by_key: dict[tuple[object, ...], ResponseTemplate] = {}
+        self._tails: dict[bytes, bytes] = {}  # one copy of each signer's `certs` field
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -153,25 +172,32 @@ class Templates:
     def put(self, key: tuple[object, ...], template: ResponseTemplate) -> None:
         if len(self._by_key) >= self.limit:
             self._by_key.clear()
-        self._by_key[key] = template
+            self._tails.clear()
+        tail = self._tails.setdefault(template.tail, template.tail)
+        self._by_key[key] = replace(template, tail=tail)
 
     def clear(self) -> None:
         self._by_key.clear()
+        self._tails.clear()
 
-    def sign(self, key: tuple[object, ...], private_key: PrivateKey, this_update: int,
-             next_update: int, nonce: bytes | None, build: Callable[[], bytes]) -> bytes:
+    def sign(self, key: tuple[object, ...], private_key: PrivateKey, cert_id: bytes,
+             this_update: int, next_update: int, nonce: bytes | None,
+             build: Callable[[], bytes]) -> bytes:
         """The answer from the template under `key`; else `build()` (pyca), cut for next time.
 
-        `key` must name everything but the times and the nonce's bytes that the answer
-        depends on: signer (key and certificate), CertID, status, nonce length.
+        `key` must name everything the answer depends on but the CertID, the times and the
+        nonce's bytes: the signer (key and certificate), the status, the CertID's and the
+        nonce's lengths.
         """
         template = self._by_key.get(key)
         if template is not None:
-            der = template.render(private_key, this_update, next_update, nonce)
+            der = template.render(private_key, cert_id, this_update, next_update, nonce)
             if der is not None:
+                _BY_TEMPLATE.inc()
                 return der
+        _BY_PYCA.inc()
         der = build()
-        made = cut(der, this_update, next_update, nonce)
+        made = cut(der, cert_id, this_update, next_update, nonce)
         if made is not None:
             self.put(key, made)
         return der

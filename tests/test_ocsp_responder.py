@@ -319,6 +319,33 @@ def test_healthz_and_metrics(env: Env) -> None:
         assert name in text
 
 
+def _encoded(env: Env) -> dict[str, float]:
+    with urllib.request.urlopen(env.daemon.url + "/metrics") as response:
+        lines = response.read().decode().splitlines()
+    return {by: float(line.rsplit(" ", 1)[1]) for line in lines for by in ("template", "pyca")
+            if line.startswith(f'jpki_ocsp_encoded_total{{by="{by}"}}')}
+
+
+def test_live_answers_from_templates_verify_for_every_certificate(env: Env) -> None:
+    """Nonce answers after the first of a kind are re-issued from a template of pyca's
+    encoding (ocsp/template.py): openssl verifies each, for other certificates too, with its
+    own fresh nonce echoed and the right status."""
+    before = _encoded(env)
+    cases = [("signature-g1", "sign", 1), ("authentication-g1", "auth", 1),
+             ("signature-g2", "sign", 2), ("authentication-g2", "auth", 2)]
+    for index, (name, kind, generation) in enumerate(cases):
+        for _ in range(2):  # the first may be pyca's, the second is a template's
+            text = assert_verified(query(env, "-issuer", env.ca(kind, generation), "-cert",
+                                         str(env.certs[name][0])))
+            assert status_line(env, name, "good") in text
+            assert "nonce" not in text.lower()  # no "WARNING: no nonce", no nonce mismatch
+        serial = f"0x{index + 1}cdef0123"
+        text = assert_verified(query(env, "-issuer", env.ca(kind, generation), "-serial", serial))
+        assert f"{serial}: unknown" in text
+    after = _encoded(env)
+    assert after["template"] - before.get("template", 0) >= len(cases)
+
+
 def test_a_generation_created_while_serving_is_answered_at_once(env: Env) -> None:
     """`jpki ca rotate` in another process: the daemon loads the new issuer and its signer."""
     rotated = jpki(env.data_dir, "ca", "rotate", "--kind", "authentication")

@@ -77,20 +77,25 @@ def test_rendered_answers_are_pycas_answers_byte_for_byte(
         parts: tuple[Signer, Signer, int, int], status: Status, nonce_length: int | None,
         algorithm: str) -> None:
     signer, _, serial, _ = parts
-    cert_id = make_cert_id(_issuer(signer), algorithm, serial)
+    issuer = _issuer(signer)
+    # The template is cut from an answer about another certificate (a serial of the same
+    # length), made a day ago with another validity and another nonce...
+    other = make_cert_id(issuer, algorithm, serial ^ 0x5A5A5A5A5A)
     first_nonce = bytes(range(1, 1 + nonce_length)) if nonce_length else None
-    # The template is cut from an answer made a day ago, with another validity and nonce...
     made_at = int(datetime.now(UTC).timestamp()) - 24 * HOUR
-    template = cut(pyca(signer, cert_id, status, made_at, made_at + 2 * HOUR, first_nonce),
-                   made_at, made_at + 2 * HOUR, first_nonce)
+    template = cut(pyca(signer, other, status, made_at, made_at + 2 * HOUR, first_nonce),
+                   other.der, made_at, made_at + 2 * HOUR, first_nonce)
     assert template is not None
-    # ...and rendered now, for other values: pyca makes exactly the same bytes.
+    # ...and rendered now for this certificate: pyca makes exactly the same bytes.
+    cert_id = make_cert_id(issuer, algorithm, serial)
     nonce = bytes(reversed(range(100, 100 + nonce_length))) if nonce_length else None
     now, expected = now_pyca(signer, cert_id, status, 24 * HOUR, nonce)
-    assert template.render(signer.key, now, now + 24 * HOUR, nonce) == expected
-    # A nonce of another length does not fit: no answer rather than a wrong one.
-    other = b"x" * ((nonce_length or 0) + 1)
-    assert template.render(signer.key, now, now + HOUR, other) is None
+    assert template.render(signer.key, cert_id.der, now, now + 24 * HOUR, nonce) == expected
+    # A nonce or a CertID of another length does not fit: no answer rather than a wrong one.
+    longer = b"x" * ((nonce_length or 0) + 1)
+    assert template.render(signer.key, cert_id.der, now, now + HOUR, longer) is None
+    wider = make_cert_id(issuer, algorithm, 1 << 170)  # a 22-octet serial
+    assert template.render(signer.key, wider.der, now, now + HOUR, nonce) is None
 
 
 def _issuer(signer: Signer) -> Issuer:
@@ -105,10 +110,11 @@ def test_the_rendered_answer_verifies_under_the_responder_key(
     status = Status("good", "authentication")
     made_at = int(datetime.now(UTC).timestamp()) - 3 * HOUR
     template = cut(pyca(signer, cert_id, status, made_at, made_at + HOUR, b"a" * 20),
-                   made_at, made_at + HOUR, b"a" * 20)
+                   cert_id.der, made_at, made_at + HOUR, b"a" * 20)
     assert template is not None
     this_update = made_at + 1234
-    der = template.render(signer.key, this_update, this_update + 5 * HOUR, b"b" * 20)
+    der = template.render(signer.key, cert_id.der, this_update, this_update + 5 * HOUR,
+                          b"b" * 20)
     assert der is not None
     response = pyca_ocsp.load_der_ocsp_response(der)
     signer.key.public_key().verify(response.signature, response.tbs_response_bytes,
@@ -128,14 +134,19 @@ def test_ambiguous_answers_are_never_templated(parts: tuple[Signer, Signer, int,
     now = int(datetime.now(UTC).timestamp())
     # A revocation time in the same second as thisUpdate: which of the two is which?
     status = Status("revoked", "signature", from_epoch(now), Reason.keyCompromise)
-    assert cut(pyca(signer, cert_id, status, now, now + HOUR, None), now, now + HOUR,
-               None) is None
+    assert cut(pyca(signer, cert_id, status, now, now + HOUR, None), cert_id.der, now,
+               now + HOUR, None) is None
     # A nonce that spells out the time field.
     spelled = b"\x18\x0f" + generalized_time(now)
-    assert cut(pyca(signer, cert_id, Status("good", "signature"), now, now + HOUR, spelled),
-               now, now + HOUR, spelled) is None
+    good = Status("good", "signature")
+    assert cut(pyca(signer, cert_id, good, now, now + HOUR, spelled), cert_id.der, now,
+               now + HOUR, spelled) is None
+    # A CertID that is not the one answered.
+    elsewhere = make_cert_id(_issuer(signer), "sha1", serial + 1)
+    assert cut(pyca(signer, cert_id, good, now, now + HOUR, None), elsewhere.der, now,
+               now + HOUR, None) is None
     # Not an answer at all.
-    assert cut(b"\x30\x03\x0a\x01\x01", now, now + HOUR, None) is None
+    assert cut(b"\x30\x03\x0a\x01\x01", cert_id.der, now, now + HOUR, None) is None
 
 
 def test_templates_are_kept_per_key_and_bounded(parts: tuple[Signer, Signer, int, int]) -> None:
@@ -150,15 +161,17 @@ def test_templates_are_kept_per_key_and_bounded(parts: tuple[Signer, Signer, int
         return pyca(signer, cert_id, status, now, now + HOUR, nonce)
 
     now = int(datetime.now(UTC).timestamp()) - 3 * HOUR  # pyca's producedAt differs: still cut
-    first = templates.sign(("k", 5), signer.key, now, now + HOUR, b"12345",
+    first = templates.sign(("k", 5), signer.key, cert_id.der, now, now + HOUR, b"12345",
                            lambda: built(now, b"12345"))
-    second = templates.sign(("k", 5), signer.key, now + 1, now + 1 + HOUR, b"54321",
-                            lambda: built(now + 1, b"54321"))
+    second = templates.sign(("k", 5), signer.key, cert_id.der, now + 1, now + 1 + HOUR,
+                            b"54321", lambda: built(now + 1, b"54321"))
     assert calls == [now] and len(templates) == 1  # the second came from the template
     assert ocsp.OCSPResponse.load(first).basic_ocsp_response["tbs_response_data"][
         "responses"][0]["this_update"].native == from_epoch(now)
     assert ocsp.OCSPResponse.load(second).basic_ocsp_response["tbs_response_data"][
         "responses"][0]["this_update"].native == from_epoch(now + 1)
-    templates.sign(("k", 2), signer.key, now, now + HOUR, b"12", lambda: built(now, b"12"))
-    templates.sign(("k", 3), signer.key, now, now + HOUR, b"123", lambda: built(now, b"123"))
+    templates.sign(("k", 2), signer.key, cert_id.der, now, now + HOUR, b"12",
+                   lambda: built(now, b"12"))
+    templates.sign(("k", 3), signer.key, cert_id.der, now, now + HOUR, b"123",
+                   lambda: built(now, b"123"))
     assert len(templates) == 1  # full at 2: cleared, then the newest kept
