@@ -13,7 +13,7 @@ DEB_PACKAGES := openssl:openssl softhsm2-util:softhsm2
 
 BENCH_OCSP_PACKAGES := wrk golang-cfssl
 
-.PHONY: help deps venv run init serve test lint audit-verify clean bench-ocsp bench-crl rotate-keys \
+.PHONY: help deps venv run init serve signer test lint audit-verify clean bench-ocsp bench-crl rotate-keys \
         rotate-ca rotate-ocsp retire-ca ca-status renew-signers crl invoice
 
 help: ## list the targets
@@ -38,11 +38,14 @@ venv: deps $(BIN)/jpki ## create the virtualenv and install the project
 init: venv ## create a development data directory (CA keys, passphrase file) if there is none
 	$(JPKI) init
 
-run: init ## set up everything and start the daemon on 127.0.0.1
+run: init ## set up everything and start both processes (signer + serve) on 127.0.0.1
+	$(JPKI) run
+
+serve: ## start only the network daemon (no CA keys; no set-up)
 	$(JPKI) serve
 
-serve: ## start the daemon (no set-up)
-	$(JPKI) serve
+signer: ## start only the CA signing process (CRLs, responder certificates; no set-up)
+	$(JPKI) signer
 
 test: venv ## set up everything and run lint and the tests
 	$(BIN)/ruff check .

@@ -68,11 +68,11 @@ def ours_child(data_dir: Path) -> None:
     """
     sys.path.insert(0, str(REPO))
     from ca.kinds import CertKind
-    from crl.generator import from_settings
     from jpki.context import Context
+    from jpki.wiring import crl_generator
 
     context = Context.load(CONFIG, data_dir)
-    generator = from_settings(context.store, context.keys, context.clock, context.settings,
+    generator = crl_generator(context.store, context.keys, context.clock, context.settings,
                               start_method="fork")  # as `jpki crl generate` does
     started = time.perf_counter()
     published = generator.run(kind=CertKind.SIGNATURE)

@@ -6,6 +6,8 @@ token and whose private_bytes() refuses, so a key never leaves its backend. pyca
 accept such a subclass and call its `sign()`, which keeps one signing path for both.
 
 A `BackendSpec` is plain data (picklable), so CRL worker processes can open their own backend.
+It names the key role (CA keys or responder keys) *and* the process that opens it: the process
+that faces the network (`serve`) can never open the CA keys (ca/keyaccess.py decides).
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 PrivateKey = rsa.RSAPrivateKey
 Role = Literal["ca", "ocsp"]
+# The security context of the process that opens a backend (README, "Two roles"):
+# `signer` (the long-running CA process) and `operator` (a short-lived CLI command) may open CA
+# keys; `serve` (the process that faces the network) may open responder keys only.
+Holder = Literal["signer", "serve", "operator"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,7 @@ class BackendSpec:
     kind: Literal["file", "pkcs11"]
     data_dir: Path
     role: Role
+    holder: Holder = "operator"
     passphrase_env: str = "JPKI_CA_PASSPHRASE"
     passphrase_file: str = "ca-passphrase"
     pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
@@ -59,13 +66,3 @@ def fingerprint(public_key: rsa.RSAPublicKey) -> str:
     """SHA-256 of the SubjectPublicKeyInfo DER, as `openssl pkey -pubout | sha256sum` shows."""
     der = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     return "SHA256:" + hashlib.sha256(der).hexdigest()
-
-
-def open_backend(spec: BackendSpec) -> KeyBackend:
-    if spec.kind == "pkcs11":
-        from ca.pkcs11store import PKCS11KeyStore  # python-pkcs11 only where it is configured
-
-        return PKCS11KeyStore(spec)
-    from ca.keystore import FileKeyStore
-
-    return FileKeyStore(spec)

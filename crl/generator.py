@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from ca import authority
 from ca.authority import CAGeneration
@@ -36,9 +35,6 @@ from registry import municipalities
 from registry.clock import Clock, epoch
 from registry.errors import InvalidInput, NotFound
 from registry.store import Store
-
-if TYPE_CHECKING:
-    from jpki.settings import Settings
 
 log = logging.getLogger("jpki.crl.generator")
 # progress(done, total, label)
@@ -108,8 +104,12 @@ class Generator:
         return row is not None
 
     def run(self, kind: CertKind | None = None, partition: str | None = None,
-            progress: Progress | None = None) -> list[Published]:
+            progress: Progress | None = None,
+            scopes: dict[int, frozenset[str]] | None = None) -> list[Published]:
         """Generate and publish; all CRLs of the run share one thisUpdate.
+
+        `scopes` (an urgent run after revocations, crl/urgent.py) limits the run to those CA
+        generations, publishing only the named partitions and each generation's full CRL.
 
         Runs are serialised by a lock file in the data directory: the daemon's daily run and
         an operator's `jpki crl generate` never interleave their numbers (a run that reserved
@@ -120,24 +120,31 @@ class Generator:
         with lock_path.open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                return self._run(kind, partition, progress)
+                return self._run(kind, partition, progress, scopes)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _run(self, kind: CertKind | None, partition: str | None,
-             progress: Progress | None) -> list[Published]:
+             progress: Progress | None,
+             scopes: dict[int, frozenset[str]] | None) -> list[Published]:
         now = self.clock().replace(microsecond=0)
         generations = self.live_generations(now, kind)
-        if not generations:
+        if scopes is not None:
+            generations = [ca for ca in generations if ca.id in scopes]
+            if not generations:
+                return []  # revocations under generations no longer live: nothing to publish
+        elif not generations:
             raise NotFound("no live CA generation to generate CRLs for; run `jpki init`")
-        plan = []
+        plan: list[tuple[CAGeneration, list[str], frozenset[str] | None]] = []
         for ca in generations:
             known = entries.partitions(self.store, ca.id)
             if partition is not None and partition not in known:
                 raise InvalidInput(f"{partition} is not a partition of {ca.label}",
                                    field="partition")
-            plan.append((ca, known))
-        total = sum(len(parts) + 1 for _ca, parts in plan)
+            only = (scopes[ca.id] if scopes is not None
+                    else frozenset([partition]) if partition is not None else None)
+            plan.append((ca, known, only))
+        total = sum(len(parts) + 1 for _ca, parts, _only in plan)
         counter = [0]
 
         def step(label: str) -> None:
@@ -148,17 +155,17 @@ class Generator:
         if progress:
             progress(0, total, "")
         results: list[Published] = []
-        for ca, known in plan:
-            results += self._generation(ca, known, partition, now, step)
+        for ca, known, only in plan:
+            results += self._generation(ca, known, only, now, step)
         return results
 
-    def _generation(self, ca: CAGeneration, known: list[str], only: str | None,
+    def _generation(self, ca: CAGeneration, known: list[str], only: frozenset[str] | None,
                     now: datetime, step: Callable[[str], None]) -> list[Published]:
         started = time.perf_counter()
         next_update = builder.next_update(now, self.policy.grace_hours, ca.not_after)
         jobs = []
         for code in known:
-            publish = only is None or code == only
+            publish = only is None or code in only
             municipality = self._municipality(ca, code) if publish else None
             jobs.append(PartitionJob(code, self.cutoff(now), now, next_update,
                                      1 if publish and municipality else 0, municipality,
@@ -218,15 +225,3 @@ class Generator:
         ) as pool:
             yield from pool.map(partitions.sign_in_worker, jobs, chunksize=1)
 
-
-def from_settings(store: Store, keys: KeyBackend, clock: Clock, settings: Settings, *,
-                  start_method: str = "spawn") -> Generator:
-    """Wire a generator from the settings; the CLI and the daemon both call this."""
-    policy = CRLPolicy(base_url=settings.server.public_base_url,
-                       grace_hours=settings.crl.grace_hours,
-                       lookback_days=settings.crl.lookback_days,
-                       workers=settings.crl.workers,
-                       parallel_threshold=settings.crl.parallel_threshold,
-                       start_method=start_method)
-    publisher = Publisher(store, settings.data_dir, clock, settings.crl.versions_kept)
-    return Generator(store, keys, clock, policy, publisher)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ca import authority
 from ca.authority import CAGeneration
-from ca.keybackend import BackendSpec, PrivateKey, open_backend
+from ca.keyaccess import open_backend
+from ca.keybackend import BackendSpec, PrivateKey
 from crl import assembly, builder, entries
 from registry.municipalities import Municipality
 from registry.store import Store

@@ -6,15 +6,17 @@ Built lazily so that `jpki --help` or a bad flag never opens the database.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 from ca.issuance import IssuancePolicy, Issuer
-from ca.keybackend import BackendSpec, KeyBackend, Role, open_backend
+from ca.keyaccess import open_backend
+from ca.keybackend import BackendSpec, Holder, KeyBackend, Role
 from fees.tariff import Tariff, load_tariff
 from jpki.settings import REPO_CONFIGS, Settings, load_settings
 from registry.clock import Clock, system_clock
+from registry.errors import ConfigError
 from registry.store import Store
 
 
@@ -31,11 +33,18 @@ def default_config() -> Path | None:
 class Context:
     settings: Settings
     clock: Clock = field(default=system_clock)
+    # The security context of this process (ca/keybackend.py `Holder`): `jpki serve` runs as
+    # "serve" and can never open a CA key; `jpki signer` and operator commands may.
+    holder: Holder = "operator"
 
     @classmethod
     def load(cls, config: Path | None, data_dir: Path | None, clock: Clock = system_clock
              ) -> Context:
         return cls(load_settings(config if config else default_config(), data_dir), clock)
+
+    def as_holder(self, holder: Holder) -> Context:
+        """The same settings and clock in another security context (nothing opened is shared)."""
+        return replace(self, holder=holder)
 
     @property
     def data_dir(self) -> Path:
@@ -48,12 +57,25 @@ class Context:
     def key_spec(self, role: Role) -> BackendSpec:
         """The key backend of CA keys or of OCSP responder keys (each its own passphrase)."""
         keys = self.settings.keys
-        secret = self.settings.ca if role == "ca" else self.settings.ocsp
-        return BackendSpec(kind=keys.backend, data_dir=self.data_dir, role=role,
-                           passphrase_env=secret.passphrase_env,
-                           passphrase_file=secret.passphrase_file,
-                           pkcs11_module=keys.pkcs11_module, pkcs11_token=keys.pkcs11_token,
-                           pkcs11_pin_env=keys.pkcs11_pin_env)
+        if role == "ca":
+            return BackendSpec(kind=keys.backend, data_dir=self.data_dir, role=role,
+                               holder=self.holder,
+                               passphrase_env=self.settings.ca.passphrase_env,
+                               passphrase_file=self.settings.ca.passphrase_file,
+                               pkcs11_module=keys.pkcs11_module, pkcs11_token=keys.pkcs11_token,
+                               pkcs11_pin_env=keys.pkcs11_pin_env)
+        if (keys.responder_backend == "pkcs11" and keys.backend == "pkcs11"
+                and keys.responder_pkcs11_token == keys.pkcs11_token):
+            # PKCS#11 logs in per token: the responder's login would open the CA keys too.
+            raise ConfigError("keys.responder_pkcs11_token: must not be the CA keys' token"
+                              f" ({keys.pkcs11_token!r}); the serving daemon logs into it")
+        return BackendSpec(kind=keys.responder_backend, data_dir=self.data_dir, role=role,
+                           holder=self.holder,
+                           passphrase_env=self.settings.ocsp.passphrase_env,
+                           passphrase_file=self.settings.ocsp.passphrase_file,
+                           pkcs11_module=keys.pkcs11_module,
+                           pkcs11_token=keys.responder_pkcs11_token,
+                           pkcs11_pin_env=keys.responder_pkcs11_pin_env)
 
     @cached_property
     def keys(self) -> KeyBackend:

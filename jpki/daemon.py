@@ -1,6 +1,8 @@
 """`jpki serve`: the composition root of the HTTP surfaces.
 
-Each role contributes its routes; this module only wires them and runs the server. The aiohttp
+Each role contributes its routes; this module only wires them and runs the server. It runs in
+the `serve` security context: it opens the responder keys only, never a CA key (the backend
+refuses, ca/keyaccess.py); CRLs and responder certificates come from `jpki signer`. The aiohttp
 access log is off (it halves throughput, PEERS.md); roles log what matters themselves, with
 serials and verifier ids, never the 4 facts.
 """
@@ -24,26 +26,48 @@ from jpki.context import Context
 from linkage import web as linkage_web
 from linkage.service import LinkageService
 from ocsp import web as ocsp_web
+from ocsp.web import ServingOptions
 from revocation import web as events_web
 
 log = logging.getLogger("jpki.daemon")
 CONTEXT = web.AppKey("context", Context)
 METER = web.AppKey("meter", LedgerMeter)
 # Roles append checks returning {name: problem}; healthy stays exactly {"status": "ok"}.
+# A failure (a live generation nobody can answer for) is 503; a warning (a CRL that missed its
+# run, a responder certificate due for renewal: the signer is down) is 200 "degraded", since
+# everything already published is still served.
 HEALTH_CHECKS = web.AppKey("health_checks", list)
+HEALTH_WARNINGS = web.AppKey("health_warnings", list)
+
+
+def serving_options(context: Context) -> ServingOptions:
+    ocsp = context.settings.ocsp
+    return ServingOptions(
+        hash_algorithms=ocsp.hash_algorithms, cache_limit=ocsp.cache_limit,
+        presign_limit=ocsp.presign_limit, sign_workers=ocsp.sign_workers,
+        sign_queue_limit=ocsp.sign_queue_limit, allow_anonymous=ocsp.allow_anonymous,
+        response_validity_hours=ocsp.response_validity_hours,
+        refresh_fraction=ocsp.refresh_fraction, read_timeout_seconds=ocsp.read_timeout_seconds,
+        max_body_bytes=context.settings.server.max_body_bytes,
+        check_minutes=ocsp.renew_check_minutes, renew_before_days=ocsp.renew_before_days)
 
 
 def build_app(context: Context) -> web.Application:
+    context = context.as_holder("serve")  # from here on, no CA key can be opened
     settings = context.settings
     app = web.Application(client_max_size=settings.server.max_body_bytes)
     app[CONTEXT] = context
     app[HEALTH_CHECKS] = []
+    app[HEALTH_WARNINGS] = []
     app[ARRIVALS] = Arrivals()  # shared by the listener and the OCSP freshness proof
 
     async def healthz(request: web.Request) -> web.Response:
         problems = {k: v for check in app[HEALTH_CHECKS] for k, v in check().items()}
         if problems:
-            return web.json_response({"status": "degraded", "problems": problems}, status=503)
+            return web.json_response({"status": "failing", "problems": problems}, status=503)
+        warnings = {k: v for check in app[HEALTH_WARNINGS] for k, v in check().items()}
+        if warnings:
+            return web.json_response({"status": "degraded", "problems": warnings})
         return web.json_response({"status": "ok"})
 
     async def metrics(request: web.Request) -> web.Response:
@@ -65,8 +89,13 @@ def build_app(context: Context) -> web.Application:
     app.add_routes(linkage_web.routes(context.store, linkage, meter))
 
     app[ocsp_web.METER] = OCSPMeter(meter)
-    app[HEALTH_CHECKS].append(ocsp_web.setup(app, context))
-    crl_service.attach(app, context, CRLDownloadMeter(meter, context.store, context.clock))
+    failures, warnings = ocsp_web.setup(app, context.data_dir, context.responder_keys,
+                                        context.clock, serving_options(context))
+    app[HEALTH_CHECKS].append(failures)
+    app[HEALTH_WARNINGS].append(warnings)
+    app[HEALTH_WARNINGS].append(crl_service.attach(
+        app, context.data_dir, context.clock, settings.crl.daily_time,
+        CRLDownloadMeter(meter, context.store, context.clock)))
     return app
 
 

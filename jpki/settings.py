@@ -53,6 +53,12 @@ class KeysSettings(_Section):
     pkcs11_token: str = "jpki"
     # The token's user PIN is read from this environment variable, never from a file.
     pkcs11_pin_env: str = "JPKI_PKCS11_PIN"
+    # OCSP responder keys: the process that faces the network opens them, so they never share
+    # a PKCS#11 token (or its PIN) with the CA keys. "file": PKCS#8 under ocsp.passphrase_*
+    # (the default, whatever `backend` is); "pkcs11": their own token below.
+    responder_backend: Literal["file", "pkcs11"] = "file"
+    responder_pkcs11_token: str = "jpki-ocsp"
+    responder_pkcs11_pin_env: str = "JPKI_OCSP_PKCS11_PIN"
 
 
 class IssuanceSettings(_Section):
@@ -92,7 +98,8 @@ class OCSPSettings(_Section):
     # Responder keys are encrypted under their own passphrase, not the CA one.
     passphrase_env: str = "JPKI_OCSP_PASSPHRASE"
     passphrase_file: str = "ocsp-passphrase"
-    # The daemon renews responder certificates itself when it can read the CA key.
+    # `jpki signer` renews responder certificates renew_before_days ahead of expiry, checking
+    # every renew_check_minutes; the serving daemon picks the new ones up without a restart.
     auto_renew: bool = True
     renew_check_minutes: int = Field(60, ge=1, le=24 * 60)
     # nextUpdate - thisUpdate of every response (RFC 5019 §2.2.4).
@@ -144,8 +151,12 @@ class CRLSettings(_Section):
     # parallel_threshold entries not encoded yet (starting the workers costs about 0.5 s).
     workers: int = Field(0, ge=0, le=64)
     parallel_threshold: int = Field(50_000, ge=0)
-    # Whether the daemon runs the daily schedule (the CLI can always generate on demand).
+    # Whether `jpki signer` runs the daily schedule (the CLI can always generate on demand).
     schedule_enabled: bool = True
+    # After a revocation commits, `jpki signer` re-issues the CRLs that list it (its partition
+    # and the full CRL) within this many seconds; revocations seen within the first quarter of
+    # it share one run (the rest is the run's own time budget).
+    urgent_delay_seconds: float = Field(60, ge=1, le=24 * 3600)
 
     @field_validator("daily_time")
     @classmethod
@@ -155,6 +166,13 @@ class CRLSettings(_Section):
                 and int(minutes) < 60 and len(minutes) == 2):
             raise ValueError("must be HH:MM (JST), e.g. 03:00")
         return f"{int(hours):02d}:{minutes}"
+
+
+class SignerSettings(_Section):
+    """`jpki signer`, the only long-running process that holds CA keys (no network port)."""
+
+    # How often it looks for committed changes (one `PRAGMA data_version` when nothing changed).
+    poll_seconds: float = Field(1.0, gt=0, le=60)
 
 
 class RegistrySettings(_Section):
@@ -174,6 +192,7 @@ class Settings(_Section):
     linkage: LinkageSettings = LinkageSettings()
     ocsp: OCSPSettings = OCSPSettings()
     crl: CRLSettings = CRLSettings()
+    signer: SignerSettings = SignerSettings()
     source: str = Field("<defaults>", exclude=True)
 
     def with_data_dir(self, data_dir: Path | None) -> Settings:

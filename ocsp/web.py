@@ -11,16 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from aiohttp import web
 
-from ca import responders
 from ca.keybackend import KeyBackend
-from ca.responders import ResponderPolicy
 from httpapi.arrivals import ARRIVALS
-from jpki.context import Context
 from ocsp import metrics
 from ocsp.auth import VerifierDirectory
 from ocsp.cache import PresignedCache
@@ -44,26 +42,25 @@ PURPOSE_HEADER = "JPKI-Check-Purpose"
 NO_CACHE = {"Content-Type": CONTENT_TYPE, "Cache-Control": "no-cache, no-store"}
 
 
-def responder_keys(context: Context) -> KeyBackend:
-    return context.responder_keys
+@dataclass(frozen=True)
+class ServingOptions:
+    """What the responder needs from the settings (`jpki serve` builds it)."""
 
-
-def responder_policy(context: Context) -> ResponderPolicy:
-    ocsp = context.settings.ocsp
-    return ResponderPolicy(validity_days=ocsp.responder_validity_days,
-                           renew_before_days=ocsp.renew_before_days,
-                           key_size=context.settings.ca.key_size)
-
-
-def renew_signers(data_dir: Path, ca_keys: KeyBackend, keys: KeyBackend, clock: Clock,
-                  policy: ResponderPolicy, *, force: bool = False, actor: str) -> list[str]:
-    """Issue missing or expiring responder certificates; its own connection (runs in a thread)."""
-    store = Store.open(data_dir)
-    try:
-        issued = responders.ensure(store, ca_keys, keys, clock, policy, force=force, actor=actor)
-        return [format(r.certificate.serial_number, "x") for r in issued]
-    finally:
-        store.close()
+    hash_algorithms: tuple[str, ...] = ("sha1", "sha256")
+    cache_limit: int = 200000
+    presign_limit: int = 10000
+    sign_workers: int = 2
+    sign_queue_limit: int = 256
+    allow_anonymous: bool = False
+    response_validity_hours: float = 24
+    refresh_fraction: float = 0.5
+    read_timeout_seconds: float = 10
+    max_body_bytes: int = 16384
+    # How often the background loop refreshes stale answers and reads signer expiry.
+    check_minutes: int = 60
+    # A responder certificate this close to its notAfter makes /healthz say degraded: the
+    # signer renews it that far ahead, so reaching it means the signer is not running.
+    renew_before_days: int = 7
 
 
 def _headers(reply: Reply, now: int) -> dict[str, str]:
@@ -136,60 +133,45 @@ class OCSPHandler:
         return web.Response(body=reply.der, headers=headers)
 
 
-def setup(app: web.Application, context: Context) -> Callable[[], dict[str, str]]:
-    """Wire the responder into `jpki serve`: routes, start-up, background work, health."""
-    settings = context.settings.ocsp
-    clock = context.clock
-    keys = responder_keys(context)
-    handler = OCSPHandler(None, clock, settings.read_timeout_seconds,
-                          context.settings.server.max_body_bytes)
+def setup(app: web.Application, data_dir: Path, keys: KeyBackend, clock: Clock,
+          options: ServingOptions) -> tuple[Callable[[], dict[str, str]],
+                                            Callable[[], dict[str, str]]]:
+    """Wire the responder into `jpki serve`: routes, start-up, background work, health.
+
+    `keys` holds the delegated responder keys only. Responder certificates are issued and
+    renewed by `jpki signer` (it holds the CA keys); the index below picks new ones up from
+    the registry without a restart. Returns (failures, warnings) for /healthz.
+    """
+    handler = OCSPHandler(None, clock, options.read_timeout_seconds, options.max_body_bytes)
 
     async def start(app: web.Application) -> None:
-        if settings.auto_renew:
-            await _renew(app)
-        store = Store.open(context.data_dir)
+        store = Store.open(data_dir)
         responder = Responder(
             store=store,
-            issuers=IssuerIndex(store, keys, settings.hash_algorithms),
-            cache=PresignedCache(settings.cache_limit),
-            signer=LiveSigner(settings.sign_workers, settings.sign_queue_limit),
-            directory=VerifierDirectory(store, settings.allow_anonymous),
+            issuers=IssuerIndex(store, keys, options.hash_algorithms),
+            cache=PresignedCache(options.cache_limit),
+            signer=LiveSigner(options.sign_workers, options.sign_queue_limit),
+            directory=VerifierDirectory(store, options.allow_anonymous),
             meter=app.get(METER) or NoMeter(),
             clock=clock,
-            policy=AnswerPolicy(timedelta(hours=settings.response_validity_hours),
-                                settings.refresh_fraction, frozenset(settings.hash_algorithms)),
+            policy=AnswerPolicy(timedelta(hours=options.response_validity_hours),
+                                options.refresh_fraction, frozenset(options.hash_algorithms)),
             arrivals=app.get(ARRIVALS),
         )
         app[RESPONDER] = responder
         handler.responder = responder
-        responder.spawn(responder.presign(settings.presign_limit, ("sha1",)))
+        responder.spawn(responder.presign(options.presign_limit, ("sha1",)))
         responder.spawn(_periodic(app))
-
-    async def _renew(app: web.Application) -> None:
-        """Renew responder certificates when the CA key is readable here (design: see README)."""
-        try:
-            issued = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: renew_signers(context.data_dir, context.keys, keys, clock,
-                                            responder_policy(context), actor="daemon"))
-            if issued:
-                log.info("OCSP responder certificates renewed: %s", ", ".join(issued))
-        except Exception as exc:  # no CA passphrase here: operators renew with the CLI
-            log.warning("OCSP responder renewal not possible in the daemon: %s", exc)
 
     async def _periodic(app: web.Application) -> None:
         while True:
-            await asyncio.sleep(min(60.0, settings.renew_check_minutes * 60))
+            await asyncio.sleep(min(60.0, options.check_minutes * 60))
             responder = app[RESPONDER]
             now = clock()
             for issuer in responder.issuers.issuers:
                 if issuer.signer is not None:
                     metrics.SIGNER_SECONDS_LEFT.labels(issuer.ca.label).set(
                         (issuer.signer.not_after - now).total_seconds())
-            if settings.auto_renew and any(
-                    responders.needs_renewal(i.signer.not_after if i.signer else None, now,
-                                             responder_policy(context))
-                    for i in responder.issuers.issuers if i.ca.not_after > now):
-                await _renew(app)
             responder.refresh()
             await responder.refresh_stale()
             metrics.RESPONSE_AGE.set(responder.oldest_age())
@@ -201,15 +183,30 @@ def setup(app: web.Application, context: Context) -> Callable[[], dict[str, str]
             await responder.close()
             responder.store.close()
 
-    def health() -> dict[str, str]:
+    def failures() -> dict[str, str]:
         responder = app.get(RESPONDER)
         if responder is None:
             return {"ocsp": "not started"}
         return {f"ocsp signer {label}": problem
                 for label, problem in responder.issuers.problems(clock()).items()}
 
+    def warnings() -> dict[str, str]:
+        responder = app.get(RESPONDER)
+        if responder is None:
+            return {}
+        now = clock()
+        # The signer renews within check_minutes of entering the window; past that, it is late.
+        soon = (timedelta(days=options.renew_before_days)
+                - timedelta(minutes=options.check_minutes))
+        return {f"ocsp signer {issuer.ca.label}":
+                f"responder certificate {issuer.signer.serial} expires"
+                f" {issuer.signer.not_after.isoformat()}; renewal is overdue (is `jpki signer`"
+                " running?)"
+                for issuer in responder.issuers.issuers
+                if issuer.signer is not None and issuer.ca.not_after > now
+                and now < issuer.signer.not_after <= now + soon}
+
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
     app.add_routes([web.post("/ocsp", handler.post), web.get(r"/ocsp/{request:.+}", handler.get)])
-    return health
-
+    return failures, warnings

@@ -196,3 +196,30 @@ def revoke(store: Store, clock: Clock, serial: str, reason: Reason, *, actor: st
                      detail=detail)
         store.after_commit(lambda: hub.publish(serial, "revoked"))
         return require(store, serial)
+
+
+def last_change(store: Store) -> int:
+    """The sequence number of the newest committed state change (0: none yet)."""
+    row = store.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM state_changes").fetchone()
+    return int(row[0])
+
+
+def changed_scopes(store: Store, after_seq: int = 0, committed_since: int | None = None
+                   ) -> tuple[int, set[tuple[int, str]]]:
+    """The (CA generation id, CRL partition) of every state change after `after_seq`.
+
+    `committed_since` (epoch seconds) narrows the changes to those committed at or after it:
+    what a CRL signer that was down must catch up on. Returns the newest sequence seen too.
+    """
+    sql = ("SELECT s.seq, c.ca_id, c.partition FROM state_changes s"
+           " JOIN certificates c ON c.serial = s.serial WHERE s.seq > ?")
+    params: tuple[int, ...] = (after_seq,)
+    if committed_since is not None:
+        sql += " AND s.at >= ?"
+        params += (committed_since,)
+    last = after_seq
+    scopes: set[tuple[int, str]] = set()
+    for seq, ca_id, partition in store.conn.execute(sql + " ORDER BY s.seq", params):
+        last = max(last, int(seq))
+        scopes.add((int(ca_id), str(partition)))
+    return last, scopes

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -107,6 +108,70 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+
+
+class Signer:
+    """`jpki signer` as a real subprocess (it listens on no port: readiness is its log line)."""
+
+    def __init__(self, data_dir: Path, config: Path = CONFIG,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self.env = {**os.environ, **(extra_env or {})}
+        self.log = data_dir.parent / "signer.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> Signer:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "jpki.cli", "signer", "--config", str(self.config),
+                 "--data-dir", str(self.data_dir)],
+                stdout=log, stderr=log, env=self.env, cwd=REPO)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"signer exited with {self.process.returncode}: "
+                                   + self.log.read_text())
+            if "signer running" in self.log.read_text():
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("signer did not come up: " + self.log.read_text())
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+def softhsm_tokens(tmp: Path, tokens: dict[str, str]) -> dict[str, str]:
+    """Fresh SoftHSM2 tokens {label: user PIN} in a token directory of our own.
+
+    Returns the environment that points SoftHSM2 at it (SOFTHSM2_CONF); the PINs are the
+    caller's to hand out, each to the process that may log into that token.
+    """
+    import pytest
+
+    if shutil.which("softhsm2-util") is None or not Path(SOFTHSM_MODULE).exists():
+        pytest.skip("SoftHSM2 is not installed (`make test` installs the softhsm2 package)")
+    directory = tmp / "tokens"
+    directory.mkdir()
+    conf = tmp / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {directory}\nobjectstore.backend = file\n"
+                    "log.level = ERROR\n", encoding="utf-8")
+    env = {"SOFTHSM2_CONF": str(conf)}
+    for label, pin in tokens.items():
+        made = subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label,
+                               "--so-pin", "12345678", "--pin", pin], capture_output=True,
+                              text=True, env={**os.environ, **env}, timeout=60)
+        assert made.returncode == 0, made.stderr
+    return env
 
 
 ISSUE_DEFAULTS = {

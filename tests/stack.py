@@ -17,7 +17,7 @@ from ca.bootstrap import initialise
 from jpki.context import Context
 from jpki.daemon import build_app
 from jpki.settings import load_settings
-from ocsp.web import responder_keys, responder_policy
+from jpki.wiring import responder_policy
 from registry.clock import FrozenClock
 from tests.helpers import CONFIG, free_port
 
@@ -40,8 +40,8 @@ class Stack:
         self.renew_signers()
 
     def renew_signers(self) -> None:
-        responders.ensure(self.context.store, self.context.keys, responder_keys(self.context),
-                          self.clock, responder_policy(self.context))
+        responders.ensure(self.context.store, self.context.keys, self.context.responder_keys,
+                          self.clock, responder_policy(self.context.settings))
 
     async def ocsp(self, ca_pem: Path, serial: str, token: str, *extra: str) -> str:
         """The real `openssl ocsp` client against this stack, verifying at the frozen time.
@@ -75,8 +75,8 @@ def frozen_context(data_dir: Path, now: datetime) -> tuple[Context, FrozenClock]
                municipalities_csv=settings.registry.municipalities_csv,
                key_size=settings.ca.key_size, years=settings.ca.validity_years)
     # responder certificates valid at the frozen time, as `jpki init` issues them
-    responders.ensure(context.store, context.keys, responder_keys(context), clock,
-                      responder_policy(context))
+    responders.ensure(context.store, context.keys, context.responder_keys, clock,
+                      responder_policy(context.settings))
     return context, clock
 
 

@@ -17,6 +17,8 @@ def test_init_twice_changes_nothing_and_says_so(data_dir: Path) -> None:
 
 
 def test_daemon_serves_healthz_and_ca_listing(daemon: Daemon) -> None:
+    generated = jpki(daemon.data_dir, "crl", "generate")  # what `jpki signer` does at start
+    assert generated.code == 0, generated.err
     with urlopen(daemon.url + "/healthz") as response:
         assert json.load(response) == {"status": "ok"}
     with urlopen(daemon.url + "/ca/") as response:

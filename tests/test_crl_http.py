@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 
 from jpki.commands.crl import ProgressBar
-from tests.helpers import Daemon, jpki
+from tests.helpers import Daemon, Signer, jpki
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -81,15 +81,25 @@ def test_identified_downloads_are_metered_free(data_dir: Path) -> None:
         ("crl_download", 1, 0)]
 
 
-def test_daemon_publishes_missing_crls_at_start(daemon: Daemon) -> None:
-    deadline = time.monotonic() + 30
-    status = 0
-    while time.monotonic() < deadline:
-        status = get(daemon.url + "/crl/sign/g1/full.crl")[0]
-        if status == 200 and get(daemon.url + "/crl/auth/g1/full.crl")[0] == 200:
-            break
-        time.sleep(0.1)
-    assert status == 200
+def test_signer_publishes_missing_crls_at_start(daemon: Daemon) -> None:
+    """A fresh data directory has no CRLs: serve says so; the signer publishes them at once."""
+    assert get(daemon.url + "/crl/sign/g1/full.crl")[0] == 404
+    status, _, body = get(daemon.url + "/healthz")
+    health = json.loads(body)
+    assert status == 200 and health["status"] == "degraded"
+    assert "no CRL published yet" in health["problems"]["crl signature g1"]
+    signer = Signer(daemon.data_dir).start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = get(daemon.url + "/crl/sign/g1/full.crl")[0]
+            if status == 200 and get(daemon.url + "/crl/auth/g1/full.crl")[0] == 200:
+                break
+            time.sleep(0.1)
+        assert status == 200
+        assert json.loads(get(daemon.url + "/healthz")[2]) == {"status": "ok"}
+    finally:
+        signer.stop()
 
 
 def test_cli_generate_partition_and_populate(data_dir: Path) -> None:

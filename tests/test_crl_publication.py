@@ -14,11 +14,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ca import authority
 from ca.kinds import CertKind
 from crl import builder, synthetic
-from crl.generator import Generator, from_settings
+from crl.generator import Generator
 from crl.publisher import FULL
 from crl.schedule import DailyRunner, DailySchedule
 from jpki.context import Context
 from jpki.settings import load_settings
+from jpki.wiring import crl_generator
 from registry import certificates, municipalities
 from registry.clock import JST, FrozenClock, epoch, from_epoch
 from registry.errors import Conflict
@@ -47,7 +48,7 @@ def ctx(data_dir: Path, clock: FrozenClock) -> Context:
 
 @pytest.fixture
 def generator(ctx: Context) -> Generator:
-    return from_settings(ctx.store, ctx.keys, ctx.clock, ctx.settings)
+    return crl_generator(ctx.store, ctx.keys, ctx.clock, ctx.settings)
 
 
 def load(generator: Generator, kind: CertKind, partition: str) -> x509.CertificateRevocationList:
@@ -223,9 +224,9 @@ def test_worker_pool_publishes_the_same_crls(ctx: Context, clock: FrozenClock,
     path gives: same entries per partition, full CRL = union of the partitions."""
     synthetic.populate(ctx.store, clock, residents=400, revoked_fraction=0.5,
                        kinds=[CertKind.SIGNATURE])
-    serial = from_settings(ctx.store, ctx.keys, clock, ctx.settings)
+    serial = crl_generator(ctx.store, ctx.keys, clock, ctx.settings)
     inline = {(p.kind, p.partition): p.entries for p in serial.run(kind=CertKind.SIGNATURE)}
-    pooled_generator = from_settings(ctx.store, ctx.keys, clock, ctx.settings,
+    pooled_generator = crl_generator(ctx.store, ctx.keys, clock, ctx.settings,
                                      start_method=start_method)
     pooled_generator.policy = replace(pooled_generator.policy, workers=2, parallel_threshold=0)
     clock.advance(timedelta(minutes=1))

@@ -10,11 +10,10 @@ import pytest
 
 from ca import authority, responders, rotation
 from ca.kinds import CertKind
-from crl.generator import from_settings
 from jpki.context import Context
 from jpki.settings import load_settings
+from jpki.wiring import crl_generator, responder_policy
 from ocsp.issuers import IssuerIndex, cert_id_hashes
-from ocsp.web import responder_policy
 from registry.clock import FrozenClock, from_epoch
 from registry.errors import ConfigError, Conflict, JPKIError
 from tests.helpers import CONFIG, issue_args, jpki
@@ -59,10 +58,10 @@ def test_retire_after_the_last_expiry_archives_the_key(context: Context, rotated
         rotation.retire(context.store, context.keys, context.responder_keys, later,
                         CertKind.SIGNATURE, 1, operator="dave", reason="again")
     # It no longer signs: no CRLs, no responder certificate, not in the OCSP index.
-    generator = from_settings(context.store, context.keys, later, context.settings)
+    generator = crl_generator(context.store, context.keys, later, context.settings)
     assert old.id not in [ca.id for ca in generator.live_generations(later())]
     renewed = responders.ensure(context.store, context.keys, context.responder_keys, later,
-                                responder_policy(context), force=True)
+                                responder_policy(context.settings), force=True)
     assert old.id not in [record.ca_id for record in renewed]
     index = IssuerIndex(context.store, context.responder_keys, ("sha1",))
     index.reload_if_changed()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -30,11 +29,20 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
-from tests.helpers import CONFIG, REPO, Daemon, free_port, issue_args, openssl
+from tests.helpers import (
+    CONFIG,
+    REPO,
+    SOFTHSM_MODULE,
+    Daemon,
+    free_port,
+    issue_args,
+    openssl,
+    softhsm_tokens,
+)
 
 LINT = Path(sys.executable).parent / "lint_pkix_cert"
-SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 PIN = "4711"
+OCSP_PIN = "8152"
 MAX_QUERIES = 5000  # the background load is bounded whatever happens
 
 
@@ -47,6 +55,9 @@ def _config(tmp: Path, backend: str) -> Path:
                         f'tariff_file = "{REPO / "configs" / "tariff.toml"}"')
     text = text.replace('backend = "file"', f'backend = "{backend}"')
     text = text.replace('pkcs11_token = "jpki"', 'pkcs11_token = "jpki-test"')
+    text = text.replace('responder_backend = "file"', f'responder_backend = "{backend}"')
+    text = text.replace('responder_pkcs11_token = "jpki-ocsp"',
+                        'responder_pkcs11_token = "jpki-test-ocsp"')
     # CRLs with entries not encoded yet are signed by worker processes: with the token too
     text = text.replace("parallel_threshold = 50000", "parallel_threshold = 1")
     path = tmp / f"{backend}.toml"
@@ -55,20 +66,9 @@ def _config(tmp: Path, backend: str) -> Path:
 
 
 def _softhsm(tmp: Path) -> dict[str, str]:
-    """A fresh SoftHSM2 token of our own (its own token directory and configuration)."""
-    if shutil.which("softhsm2-util") is None or not Path(SOFTHSM_MODULE).exists():
-        pytest.skip("SoftHSM2 is not installed (`make test` installs the softhsm2 package)")
-    tokens = tmp / "tokens"
-    tokens.mkdir()
-    conf = tmp / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\n"
-                    "log.level = ERROR\n", encoding="utf-8")
-    env = {"SOFTHSM2_CONF": str(conf), "JPKI_PKCS11_PIN": PIN}
-    made = subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "jpki-test",
-                           "--so-pin", "12345678", "--pin", PIN], capture_output=True,
-                          text=True, env={**os.environ, **env}, timeout=60)
-    assert made.returncode == 0, made.stderr
-    return env
+    """The CA keys' token and the responder keys' own token (never the same one)."""
+    env = softhsm_tokens(tmp, {"jpki-test": PIN, "jpki-test-ocsp": OCSP_PIN})
+    return {**env, "JPKI_PKCS11_PIN": PIN, "JPKI_OCSP_PKCS11_PIN": OCSP_PIN}
 
 
 @dataclass
@@ -161,7 +161,10 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     site.jpki("revoke", site.outputs["revoked"]["signature"]["serial"], "--reason",
               "keyCompromise")
     site.token = site.json("verifier", "add", "bank")["token"]
-    site.daemon = Daemon(site.data_dir, free_port(), extra_env=env, config=site.config).start()
+    # The serving daemon is never given the CA token's PIN (it opens responder keys only).
+    serve_env = {k: v for k, v in env.items() if k != "JPKI_PKCS11_PIN"}
+    site.daemon = Daemon(site.data_dir, free_port(), extra_env=serve_env,
+                         config=site.config).start()
     old_root = site.fetch("/ca/sign/g1.pem", "sign-g1.pem")
     old_cert = Path(site.outputs["old"]["signature"]["certificate"])
     try:
@@ -372,17 +375,19 @@ def test_private_keys_stay_in_their_backend(site: Site) -> None:
         "import pkcs11, sys\n"
         "from pkcs11 import Attribute, ObjectClass\n"
         f"lib = pkcs11.lib({SOFTHSM_MODULE!r})\n"
-        "with lib.get_token(token_label='jpki-test').open(user_pin=sys.argv[1]) as s:\n"
+        "with lib.get_token(token_label=sys.argv[1]).open(user_pin=sys.argv[2]) as s:\n"
         "    keys = list(s.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}))\n"
         "    print(len(keys), all(k[Attribute.SENSITIVE] and not k[Attribute.EXTRACTABLE]"
         " for k in keys))\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe, PIN], capture_output=True, text=True,
-                            env={**os.environ, **site.env}, timeout=60)
-    assert result.returncode == 0, result.stderr
-    count, protected = result.stdout.split()
-    assert int(count) == 3 + 5  # 3 CA keys; responders: 3 at rotation time + 2 rotated
-    assert protected == "True"
+    # 3 CA keys on the CA token; the responders' 5 (3 at rotation time + 2 rotated) on theirs
+    for token, pin, expected in (("jpki-test", PIN, 3), ("jpki-test-ocsp", OCSP_PIN, 5)):
+        result = subprocess.run([sys.executable, "-c", probe, token, pin], capture_output=True,
+                                text=True, env={**os.environ, **site.env}, timeout=60)
+        assert result.returncode == 0, result.stderr
+        count, protected = result.stdout.split()
+        assert int(count) == expected
+        assert protected == "True"
 
 
 def test_sighup_reloads_without_dropping_connections(site: Site) -> None:

@@ -16,6 +16,7 @@ from ca.kinds import CertKind
 from httpapi.arrivals import Arrivals
 from jpki.context import Context
 from jpki.settings import load_settings
+from jpki.wiring import responder_policy
 from ocsp.auth import VerifierDirectory
 from ocsp.cache import PresignedCache
 from ocsp.errors import TryLater, Unauthorized
@@ -25,7 +26,6 @@ from ocsp.presign import make_cert_id
 from ocsp.responder import Responder, ResponderPolicy
 from ocsp.signing import LiveSigner
 from ocsp.watch import RegistryWatch
-from ocsp.web import responder_keys, responder_policy
 from registry import certificates
 from registry.clock import FrozenClock
 from registry.reasons import Reason
@@ -50,7 +50,7 @@ def build(data_dir: Path, clock: FrozenClock, *, anonymous: bool = True,
     context = Context(load_settings(CONFIG, data_dir), clock)
     store = Store.open(data_dir)
     return Responder(
-        store=store, issuers=IssuerIndex(store, responder_keys(context), ("sha1", "sha256")),
+        store=store, issuers=IssuerIndex(store, context.responder_keys, ("sha1", "sha256")),
         cache=PresignedCache(1000), signer=LiveSigner(2, queue_limit),
         directory=VerifierDirectory(store, anonymous), meter=meter or NoMeter(),  # type: ignore[arg-type]
         clock=clock,
@@ -125,7 +125,7 @@ async def test_stale_answers_are_resigned_and_next_update_respects_the_signer(
 
 
 def test_responder_certificates_are_renewed_before_expiry(context: Context) -> None:
-    keys, policy = responder_keys(context), responder_policy(context)
+    keys, policy = context.responder_keys, responder_policy(context.settings)
     assert responders.ensure(context.store, context.keys, keys, context.clock, policy) == []
     later = FrozenClock(datetime.now(UTC) + timedelta(days=policy.validity_days
                                                      - policy.renew_before_days + 1))

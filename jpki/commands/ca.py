@@ -14,10 +14,9 @@ import sys
 
 from ca import authority, responders, rotation
 from ca.kinds import CertKind
-from crl.generator import from_settings
 from jpki.context import Context
 from jpki.output import print_json
-from ocsp.web import responder_policy
+from jpki.wiring import crl_generator, responder_policy
 from registry.clock import from_epoch
 from registry.errors import JPKIError
 from revocation.compromise import revoke_generation
@@ -120,12 +119,12 @@ def cmd_rotate(context: Context, args: argparse.Namespace) -> int:
     published = 0
     try:
         signers = responders.ensure(context.store, context.keys, context.responder_keys,
-                                    context.clock, responder_policy(context),
+                                    context.clock, responder_policy(context.settings),
                                     actor=args.operator, kinds=frozenset(kinds))
     except JPKIError as exc:
         warnings.append(f"responder certificate not issued ({exc}); run `jpki ocsp rotate`")
     try:
-        generator = from_settings(context.store, context.keys, context.clock,
+        generator = crl_generator(context.store, context.keys, context.clock,
                                   context.settings, start_method="fork")
         published = sum(len(generator.run(kind=kind)) for kind in kinds)
     except JPKIError as exc:

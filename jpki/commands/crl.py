@@ -9,9 +9,9 @@ from typing import TextIO
 
 from ca.kinds import CertKind
 from crl import synthetic
-from crl.generator import from_settings
 from jpki.context import Context
 from jpki.output import print_json
+from jpki.wiring import crl_generator
 
 
 class ProgressBar:
@@ -68,7 +68,7 @@ def cmd_generate(context: Context, args: argparse.Namespace) -> int:
     kind = CertKind.from_short(args.kind) if args.kind else None
     # The CLI is single-threaded: its worker processes may be forked (they open their own
     # registry connection and never use the inherited one).
-    generator = from_settings(context.store, context.keys, context.clock, context.settings,
+    generator = crl_generator(context.store, context.keys, context.clock, context.settings,
                               start_method="fork")
     bar = ProgressBar(sys.stderr, "CRLs")
     started = time.perf_counter()

@@ -10,7 +10,7 @@ from ca.kinds import CertKind
 from jpki.commands.ca import add_operator_options
 from jpki.context import Context
 from jpki.output import print_json
-from ocsp.web import responder_keys, responder_policy
+from jpki.wiring import responder_policy
 from registry import verifiers
 from registry.errors import InvalidInput
 
@@ -93,8 +93,8 @@ def cmd_verifier_list(context: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_renew_signers(context: Context, args: argparse.Namespace) -> int:
-    issued = responders.ensure(context.store, context.keys, responder_keys(context),
-                               context.clock, responder_policy(context), force=args.force,
+    issued = responders.ensure(context.store, context.keys, context.responder_keys,
+                               context.clock, responder_policy(context.settings), force=args.force,
                                actor=args.operator, reason=args.reason if args.force else None)
     print_json({"issued": _issued(issued)})
     return 0
@@ -102,8 +102,8 @@ def cmd_renew_signers(context: Context, args: argparse.Namespace) -> int:
 
 def cmd_rotate(context: Context, args: argparse.Namespace) -> int:
     kinds = None if args.kind == "all" else frozenset({CertKind.from_short(args.kind)})
-    issued = responders.ensure(context.store, context.keys, responder_keys(context),
-                               context.clock, responder_policy(context), force=True,
+    issued = responders.ensure(context.store, context.keys, context.responder_keys,
+                               context.clock, responder_policy(context.settings), force=True,
                                actor=args.operator, reason=args.reason, kinds=kinds)
     print_json({"issued": _issued(issued)})
     return 0

@@ -1,4 +1,4 @@
-"""Operator set-up commands: init, municipalities import, audit verify, serve."""
+"""Operator set-up commands: init, municipalities import, audit verify."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ca.bootstrap import initialise
 from jpki.commands.ca import add_operator_options
 from jpki.context import Context
 from jpki.output import print_json
-from ocsp.web import responder_keys, responder_policy
+from jpki.wiring import responder_policy
 from registry import audit, municipalities
 
 
@@ -37,12 +37,6 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
                              help="check the hash chain and name the first broken row")
     ver.set_defaults(handler=cmd_audit_verify)
 
-    serve = subparsers.add_parser("serve", parents=[parent],
-                                  help="run the daemon (HTTP on the configured host and port)")
-    serve.add_argument("--host", help="override server.host")
-    serve.add_argument("--port", type=int, help="override server.port")
-    serve.set_defaults(handler=cmd_serve)
-
 
 def cmd_init(context: Context, args: argparse.Namespace) -> int:
     settings = context.settings
@@ -50,7 +44,7 @@ def cmd_init(context: Context, args: argparse.Namespace) -> int:
         context.store, context.keys, context.clock,
         municipalities_csv=settings.registry.municipalities_csv,
         key_size=settings.ca.key_size, years=settings.ca.validity_years,
-        responder=(responder_keys(context), responder_policy(context)),
+        responder=(context.responder_keys, responder_policy(context.settings)),
         actor=args.operator, reason=args.reason,
     )
     print_json({
@@ -75,9 +69,3 @@ def cmd_audit_verify(context: Context, args: argparse.Namespace) -> int:
                 "problem": report.problem})
     return 0 if report.ok else 1
 
-
-def cmd_serve(context: Context, args: argparse.Namespace) -> int:
-    from jpki.daemon import serve
-
-    serve(context, host=args.host, port=args.port)
-    return 0
