@@ -17,6 +17,7 @@ same key, same serial) certified by the other generation's key; RFC 5280 §4.1.2
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,13 +26,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ca import authority
+from ca import authority, responders
 from ca.authority import CAGeneration
 from ca.keybackend import KeyBackend, PrivateKey
 from ca.kinds import CertKind
+from ca.responders import ResponderPolicy, ResponderRecord
 from registry import audit
 from registry.clock import Clock, epoch, from_epoch
-from registry.errors import Conflict
+from registry.errors import Conflict, JPKIError
 from registry.store import Store
 
 NEW_WITH_OLD = "new_with_old"
@@ -186,3 +188,42 @@ def retire(store: Store, keys: KeyBackend, responder_keys: KeyBackend, clock: Cl
                              "old_key": ca.fingerprint, "new_key": None,
                              "archived_as": archived})
     return authority.by_id(store, ca.id)
+
+
+@dataclass(frozen=True)
+class CompletedRotation:
+    """What `rotate_kinds` did: the new generations, their responders, the CRLs published."""
+
+    rotations: list[Rotation]
+    responders: list[ResponderRecord]
+    crls_published: int
+    warnings: list[str]
+
+
+def rotate_kinds(store: Store, keys: KeyBackend, responder_keys: KeyBackend, clock: Clock,
+                 kinds: list[CertKind], *, key_size: int, years: int,
+                 responder_policy: ResponderPolicy,
+                 publish_crls: Callable[[CertKind], int], operator: str,
+                 reason: str) -> CompletedRotation:
+    """Rotate each kind, then complete the rotation: responder certificates and CRLs.
+
+    Once a generation has committed, what follows completes it and must not make an operator
+    run the rotation again (that would create yet another generation): a failure of a
+    completing step is returned as a warning with its remedy, and `jpki signer` publishes any
+    missing CRL when it next looks.
+    """
+    rotations = [rotate(store, keys, clock, kind, key_size=key_size, years=years,
+                        operator=operator, reason=reason) for kind in kinds]
+    warnings = []
+    signers: list[ResponderRecord] = []
+    published = 0
+    try:
+        signers = responders.ensure(store, keys, responder_keys, clock, responder_policy,
+                                    actor=operator, kinds=frozenset(kinds))
+    except JPKIError as exc:
+        warnings.append(f"responder certificate not issued ({exc}); run `jpki ocsp rotate`")
+    try:
+        published = sum(publish_crls(kind) for kind in kinds)
+    except JPKIError as exc:
+        warnings.append(f"CRLs not published ({exc}); run `jpki crl generate`")
+    return CompletedRotation(rotations, signers, published, warnings)

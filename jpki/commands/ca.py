@@ -12,13 +12,12 @@ import os
 import re
 import sys
 
-from ca import authority, responders, rotation
+from ca import rotation
+from ca import status as ca_status
 from ca.kinds import CertKind
 from jpki.context import Context
 from jpki.output import print_json
 from jpki.wiring import crl_generator, responder_policy
-from registry.clock import from_epoch
-from registry.errors import JPKIError
 from revocation.compromise import revoke_generation
 
 OPERATOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -98,43 +97,27 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 def cmd_rotate(context: Context, args: argparse.Namespace) -> int:
     kinds = list(CertKind) if args.kind == "all" else [CertKind.from_short(args.kind)]
-    created = []
-    for kind in kinds:
-        done = rotation.rotate(context.store, context.keys, context.clock, kind,
-                               key_size=context.settings.ca.key_size,
-                               years=context.settings.ca.validity_years,
-                               operator=args.operator, reason=args.reason)
-        created.append({
-            "kind": kind.value, "generation": done.new.generation, "key_id": done.new.key_id,
-            "fingerprint": done.new.fingerprint, "previous": done.old.label,
+    generator = crl_generator(context.store, context.keys, context.clock, context.settings,
+                              start_method="fork")
+    done = rotation.rotate_kinds(
+        context.store, context.keys, context.responder_keys, context.clock, kinds,
+        key_size=context.settings.ca.key_size, years=context.settings.ca.validity_years,
+        responder_policy=responder_policy(context.settings),
+        publish_crls=lambda kind: len(generator.run(kind=kind)),
+        operator=args.operator, reason=args.reason)
+    for warning in done.warnings:
+        print(f"jpki ca rotate: warning: {warning}", file=sys.stderr)
+    print_json({
+        "created": [{
+            "kind": r.new.kind.value, "generation": r.new.generation, "key_id": r.new.key_id,
+            "fingerprint": r.new.fingerprint, "previous": r.old.label,
             "links": [{"direction": link.direction,
                        "serial": format(link.certificate.serial_number, "x")}
-                      for link in done.links],
-        })
-    # The rotation has committed: what follows completes it, and must not make an operator
-    # run it again (that would create yet another generation). A failure is reported, with
-    # its remedy, and the daemon's catch-up run publishes missing CRLs anyway.
-    warnings = []
-    signers: list[responders.ResponderRecord] = []
-    published = 0
-    try:
-        signers = responders.ensure(context.store, context.keys, context.responder_keys,
-                                    context.clock, responder_policy(context.settings),
-                                    actor=args.operator, kinds=frozenset(kinds))
-    except JPKIError as exc:
-        warnings.append(f"responder certificate not issued ({exc}); run `jpki ocsp rotate`")
-    try:
-        generator = crl_generator(context.store, context.keys, context.clock,
-                                  context.settings, start_method="fork")
-        published = sum(len(generator.run(kind=kind)) for kind in kinds)
-    except JPKIError as exc:
-        warnings.append(f"CRLs not published ({exc}); run `jpki crl generate`")
-    for warning in warnings:
-        print(f"jpki ca rotate: warning: {warning}", file=sys.stderr)
-    print_json({"created": created,
-                "responder_certificates": [format(r.certificate.serial_number, "x")
-                                           for r in signers],
-                "crls_published": published, "warnings": warnings})
+                      for link in r.links],
+        } for r in done.rotations],
+        "responder_certificates": [format(r.certificate.serial_number, "x")
+                                   for r in done.responders],
+        "crls_published": done.crls_published, "warnings": done.warnings})
     return 0
 
 
@@ -148,30 +131,8 @@ def cmd_retire(context: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_status(context: Context, args: argparse.Namespace) -> int:
-    now = context.clock()
-    items = []
-    for ca in authority.generations(context.store):
-        covered = rotation.coverage(context.store, ca.id, now)
-        responder = responders.latest(context.store, ca.id)
-        items.append({
-            "kind": ca.kind.value,
-            "generation": ca.generation,
-            "current": authority.current(context.store, ca.kind).id == ca.id,
-            "state": "retired" if ca.retired else "expired" if ca.not_after <= now else "live",
-            "serial": format(ca.serial, "x"),
-            "key_id": ca.key_id,
-            "fingerprint": ca.fingerprint,
-            "not_before": ca.certificate.not_valid_before_utc.isoformat(),
-            "not_after": ca.not_after.isoformat(),
-            "unexpired_certificates": covered.unexpired,
-            "live_certificates": covered.live,
-            "last_certificate_expiry": from_epoch(covered.last_expiry).isoformat()
-            if covered.last_expiry else None,
-            "responder_serial": format(responder.certificate.serial_number, "x")
-            if responder else None,
-            "responder_not_after": responder.not_after.isoformat() if responder else None,
-            "retired_at": from_epoch(ca.retired_at).isoformat() if ca.retired_at else None,
-        })
+    items = [status.to_json() for status in ca_status.generations(context.store,
+                                                                 context.clock())]
     links = [{"kind": link.kind.value, "direction": link.direction,
               "serial": format(link.certificate.serial_number, "x"),
               "not_after": link.certificate.not_valid_after_utc.isoformat()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 from ca.issuance import IssueRequest
@@ -14,6 +14,7 @@ from registry.clock import epoch
 from registry.errors import InvalidInput
 from registry.facts import Facts
 from registry.reasons import Reason
+from revocation import backdating
 
 
 def _resident_flags(parser: argparse.ArgumentParser) -> None:
@@ -120,28 +121,13 @@ def cmd_show(context: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_revocation_time(text: str, now: datetime, window: timedelta) -> int:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput("must be an ISO 8601 time with offset", field="at") from None
-    if moment.tzinfo is None:
-        raise InvalidInput("must carry a UTC offset", field="at")
-    if moment > now:
-        raise InvalidInput("is in the future", field="at")
-    if now - moment > window:
-        raise InvalidInput(f"is further back than the back-dating window ({window})",
-                           field="at")
-    return epoch(moment)
-
-
 def cmd_revoke(context: Context, args: argparse.Namespace) -> int:
     serial = certificates.normalise_serial(args.serial)
     reason = Reason.parse(args.reason)
     revoked_at = None
     if args.at:
         window = timedelta(hours=context.settings.revocation.backdate_window_hours)
-        revoked_at = parse_revocation_time(args.at, context.clock(), window)
+        revoked_at = backdating.revocation_time(args.at, context.clock(), window)
     record = certificates.revoke(context.store, context.clock, serial, reason,
                                  actor="operator", revoked_at=revoked_at, cause="operator")
     print_json(record.to_json(epoch(context.clock())))
