@@ -13,7 +13,7 @@ DEB_PACKAGES := openssl:openssl softhsm2-util:softhsm2
 
 BENCH_OCSP_PACKAGES := wrk golang-cfssl
 
-.PHONY: help deps venv run init serve signer test lint audit-verify clean bench-ocsp bench-crl rotate-keys \
+.PHONY: help deps venv run init serve signer test lint audit-verify clean bench-ocsp bench-crl bench-crl-urgent rotate-keys \
         rotate-ca rotate-ocsp retire-ca ca-status renew-signers crl invoice
 
 help: ## list the targets
@@ -99,3 +99,6 @@ invoice: init ## last month's invoices (MONTH=YYYY-MM to choose)
 
 bench-crl: venv ## full-CRL generation vs openssl ca -gencrl, 1,000,000 revoked (not in test)
 	$(BIN)/python bench/crl_bench.py
+
+bench-crl-urgent: venv ## revocation -> CRL served, through jpki signer + jpki serve (DELAY=60 N=20)
+	$(BIN)/python bench/crl_urgent_bench.py --delay $${DELAY:-60} -n $${N:-20}
