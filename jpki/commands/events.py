@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import IO, Any
 
 from jpki.context import Context
 from jpki.output import print_json
@@ -38,11 +39,14 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 def cmd_events_apply(context: Context, args: argparse.Namespace) -> int:
     applier = EventApplier(context.store, context.clock)
+    # Bytes, decoded line by line: a line that is not UTF-8 is rejected alone (defect 5).
+    stdin: IO[Any] = getattr(sys.stdin, "buffer", sys.stdin)  # text if stdin was replaced
+    source: IO[Any]
     if args.file == "-":
-        source = sys.stdin
+        source = stdin
     else:
         try:
-            source = Path(args.file).open(encoding="utf-8")  # noqa: SIM115 - closed below
+            source = Path(args.file).open("rb")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise InvalidInput(f"cannot read {args.file}: {exc.strerror}", field="file") from None
     rejected = 0
@@ -52,7 +56,7 @@ def cmd_events_apply(context: Context, args: argparse.Namespace) -> int:
             rejected += outcome.status == "rejected"
             print_json(outcome.to_json())
     finally:
-        if source is not sys.stdin:
+        if source is not stdin:
             source.close()
     return 2 if rejected else 0
 
