@@ -75,7 +75,8 @@ def build_app(context: Context) -> web.Application:
 
     app.add_routes([web.get("/healthz", healthz), web.get("/metrics", metrics)])
     app.add_routes(ca_web.routes(context.store, settings.server.public_base_url))
-    events_web.setup(app, context.data_dir, context.clock, settings.events.max_body_bytes)
+    events_web.setup(app, context.data_dir, context.clock, settings.events.max_body_bytes,
+                     settings.ocsp.read_timeout_seconds)
 
     meter = LedgerMeter(context.data_dir, context.tariff)
     app[METER] = meter
@@ -85,7 +86,8 @@ def build_app(context: Context) -> web.Application:
 
     app.on_cleanup.append(close_meter)
     linkage = LinkageService(context.store, context.clock,
-                             timedelta(minutes=settings.linkage.check_window_minutes))
+                             timedelta(minutes=settings.linkage.check_window_minutes),
+                             frozenset(settings.linkage.age_thresholds))
     app.add_routes(linkage_web.routes(context.store, linkage, meter))
 
     app[ocsp_web.METER] = OCSPMeter(meter)

@@ -86,6 +86,19 @@ class LinkageSettings(_Section):
     # Linkage and age answers require a validity check of the same certificate by the same
     # verifier within this window (DOMAIN.md: free, "but only after a validity check").
     check_window_minutes: int = Field(10, ge=1, le=24 * 60)
+    # The only `at_least` values /linkage/v1/age answers (issue 14, defect 9): with any
+    # threshold allowed, bisecting thresholds day by day reveals the exact date of birth.
+    # Defaults: 15 (signature certificate), 18 (majority), 20 (alcohol, tobacco), 65 (pension).
+    age_thresholds: tuple[int, ...] = (15, 18, 20, 65)
+
+    @field_validator("age_thresholds")
+    @classmethod
+    def _few_ages(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or len(value) > 16 or len(set(value)) != len(value):
+            raise ValueError("must list 1-16 distinct ages")
+        if any(not 0 < age <= 150 for age in value):
+            raise ValueError("every age must be between 1 and 150")
+        return tuple(sorted(value))
 
 
 class OCSPSettings(_Section):

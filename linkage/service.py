@@ -39,10 +39,12 @@ class Answer:
 
 
 class LinkageService:
-    def __init__(self, store: Store, clock: Clock, check_window: timedelta) -> None:
+    def __init__(self, store: Store, clock: Clock, check_window: timedelta,
+                 age_thresholds: frozenset[int] = frozenset({15, 18, 20, 65})) -> None:
         self.store = store
         self.clock = clock
         self.check_window = check_window
+        self.age_thresholds = age_thresholds
 
     # -- preconditions -------------------------------------------------------------------
 
@@ -152,12 +154,20 @@ class LinkageService:
                       "latest_facts_newer", record.serial)
 
     def age(self, verifier: Verifier, serial: str, at_least_text: str | None) -> Answer:
-        try:
-            at_least = int(at_least_text or "")
-        except ValueError:
-            raise InvalidInput("must be a whole number of years", field="at_least") from None
-        if not 0 <= at_least <= 150:
-            raise InvalidInput("must be between 0 and 150", field="at_least")
+        """Whether the holder is at least one of the configured ages, nothing more.
+
+        Only `linkage.age_thresholds` are answered: with a free threshold, asking again each
+        day with bisected values reveals the exact date of birth (issue 14, defect 9), which
+        the age service exists to withhold.
+        """
+        allowed = ", ".join(str(age) for age in sorted(self.age_thresholds))
+        text = at_least_text or ""
+        # Checked as text first: int() of a 5,000-digit string raises, of " 18" succeeds.
+        if not (text.isascii() and text.isdigit() and len(text) <= 3):
+            raise InvalidInput(f"must be one of {allowed}", field="at_least")
+        at_least = int(text)
+        if at_least not in self.age_thresholds:
+            raise InvalidInput(f"must be one of {allowed}", field="at_least")
         record = self._certificate(serial)
         self._consent(record, verifier, "age")
         self._recent_check(record, verifier)

@@ -13,6 +13,10 @@ import secrets
 from registry.errors import InvalidInput
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# What a revoked credential's hash column holds. A digest is 64 hex digits, so no token can
+# ever match it; the random tail keeps the column's unique index satisfied. Revocation thus
+# needs no schema change, and every lookup by digest refuses the old token with no extra check.
+REVOKED_PREFIX = "revoked-"
 
 
 def new_token(prefix: str) -> str:
@@ -21,6 +25,15 @@ def new_token(prefix: str) -> str:
 
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def revoked_marker() -> str:
+    """A value for the hash column that no token digests to (see REVOKED_PREFIX)."""
+    return REVOKED_PREFIX + secrets.token_hex(16)
+
+
+def is_revoked(stored_hash: str) -> bool:
+    return stored_hash.startswith(REVOKED_PREFIX)
 
 
 def check_name(name: str, *, field: str = "name") -> str:

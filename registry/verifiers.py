@@ -54,6 +54,49 @@ def add(store: Store, clock: Clock, name: str, *, actor: str = "operator") -> tu
     return Verifier(cursor.lastrowid or 0, name), token
 
 
+def _credential(store: Store, name: str) -> tuple[Verifier, str]:
+    row = store.one("SELECT id, name, token_hash FROM verifiers WHERE name = ?",
+                    (check_name(name),))
+    if row is None:
+        raise NotFound(f"no verifier named {name}", field="name")
+    return Verifier(row["id"], row["name"]), row["token_hash"]
+
+
+def rotate_token(store: Store, clock: Clock, name: str, *, actor: str,
+                 reason: str | None = None) -> str:
+    """Replace a verifier's token; return the new one (shown once). The old one stops working
+    at the daemon's next request: linkage and CRL look tokens up on every request, the OCSP
+    responder reloads its directory whenever the registry changed (ocsp/watch.py)."""
+    with store.transaction() as conn:
+        verifier, stored = _credential(store, name)
+        if tokens.is_revoked(stored):
+            raise Conflict(f"verifier {name} is revoked; register a new verifier instead",
+                           field="name")
+        token = tokens.new_token("vf")
+        conn.execute("UPDATE verifiers SET token_hash = ? WHERE id = ?",
+                     (token_hash(token), verifier.id))
+        audit.append(store, clock, actor=actor, action="verifier.token.rotate",
+                     detail={"verifier": name, "reason": reason})
+    return token
+
+
+def revoke(store: Store, clock: Clock, name: str, *, actor: str,
+           reason: str | None = None) -> Verifier:
+    """Withdraw a verifier: its token and its request-signing certificates stop identifying it.
+
+    The row stays (its ledger rows and consents refer to it); the name cannot be reused.
+    """
+    with store.transaction() as conn:
+        verifier, stored = _credential(store, name)
+        if tokens.is_revoked(stored):
+            raise Conflict(f"verifier {name} is already revoked", field="name")
+        conn.execute("UPDATE verifiers SET token_hash = ? WHERE id = ?",
+                     (tokens.revoked_marker(), verifier.id))
+        audit.append(store, clock, actor=actor, action="verifier.revoke",
+                     detail={"verifier": name, "reason": reason})
+    return verifier
+
+
 def require(store: Store, name: str) -> Verifier:
     row = store.one("SELECT id, name FROM verifiers WHERE name = ?", (check_name(name),))
     if row is None:
@@ -92,10 +135,11 @@ def add_signer(store: Store, clock: Clock, name: str, certificate: x509.Certific
 
 def list_all(store: Store) -> list[dict[str, object]]:
     rows = store.query(
-        "SELECT v.id, v.name, COUNT(s.fingerprint) AS signers FROM verifiers v"
-        " LEFT JOIN verifier_signers s ON s.verifier_id = v.id GROUP BY v.id ORDER BY v.name"
-    )
-    return [dict(row) for row in rows]
+        "SELECT v.id, v.name, COUNT(s.fingerprint) AS signers,"
+        " v.token_hash LIKE ? AS revoked FROM verifiers v"
+        " LEFT JOIN verifier_signers s ON s.verifier_id = v.id GROUP BY v.id ORDER BY v.name",
+        (tokens.REVOKED_PREFIX + "%",))
+    return [{**row, "revoked": bool(row["revoked"])} for row in rows]
 
 
 @dataclass(frozen=True)
@@ -112,7 +156,10 @@ def snapshot(store: Store) -> Credentials:
     by_token = {row["token_hash"]: verifiers[row["id"]]
               for row in store.query("SELECT id, token_hash FROM verifiers")}
     signers = {row["fingerprint"]: verifiers[row["verifier_id"]]
-               for row in store.query("SELECT fingerprint, verifier_id FROM verifier_signers")}
+               for row in store.query(
+                   "SELECT s.fingerprint, s.verifier_id FROM verifier_signers s"
+                   " JOIN verifiers v ON v.id = s.verifier_id WHERE v.token_hash NOT LIKE ?",
+                   (tokens.REVOKED_PREFIX + "%",))}
     return Credentials(by_token, signers)
 
 

@@ -22,6 +22,7 @@ from registry import audit, certificates, municipalities, residents
 from registry.clock import Clock, epoch
 from registry.errors import Conflict, InvalidInput, JPKIError, NotFound
 from registry.facts import Facts
+from registry.logtext import untrusted
 from registry.store import Store
 from revocation.jsonlines import BadLine
 from revocation.policy import EVENT_TYPES, REVOCATION_POLICY, Rule, Scope
@@ -71,8 +72,25 @@ class Outcome:
 
 
 def body_hash(raw: dict[str, Any]) -> str:
+    """SHA-256 of the canonical body: the idempotency check of replays.
+
+    Called only on a validated event (known keys, strings that are UTF-8 encodable): a lone
+    surrogate here would raise UnicodeEncodeError (issue 14, defect 5).
+    """
     canonical = json.dumps(raw, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _unicode_text(raw: dict[str, Any]) -> None:
+    """Refuse a string with a lone surrogate (JSON allows "\\ud800", UTF-8 does not): it would
+    fail the body hash and every SQLite bind of it."""
+    for key, value in raw.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInput("is not Unicode text (a lone surrogate)",
+                                   field=key) from None
 
 
 def _text(raw: dict[str, Any], key: str) -> str:
@@ -85,16 +103,30 @@ def _text(raw: dict[str, Any], key: str) -> str:
 
 
 def parse_event(raw: Any, clock: Clock) -> Event:
-    """Validate one event object; every failure names its field."""
+    """Validate one event object; every failure names its field.
+
+    Whatever the decoder let through, a failure here is an InvalidInput for this event only:
+    a rejection, never an exception that would fail the rest of a batch (issue 14, defect 5).
+    """
+    try:
+        return _parse_event(raw, clock)
+    except (ValueError, TypeError, RecursionError, UnicodeError) as exc:
+        raise InvalidInput(f"cannot be read ({type(exc).__name__})", field="event") from None
+
+
+def _parse_event(raw: Any, clock: Clock) -> Event:
     if isinstance(raw, BadLine):
-        raise InvalidInput(raw.message, field="event")
+        raise InvalidInput(raw.message, field=raw.field)
     if not isinstance(raw, dict):
         raise InvalidInput("an event must be a JSON object", field="event")
     unknown = sorted(set(raw) - KNOWN_FIELDS)
     if unknown:
-        raise InvalidInput("unknown field", field=unknown[0])
+        # The key is the sender's text: echoed escaped, so neither a log line nor the CLI's
+        # output can be forged or broken by it (defect 11).
+        raise InvalidInput("unknown field", field=untrusted(unknown[0]))
+    _unicode_text(raw)
     event_id = _text(raw, "event_id")
-    if not EVENT_ID.match(event_id):
+    if not EVENT_ID.fullmatch(event_id):
         raise InvalidInput("must be 1-128 printable ASCII characters", field="event_id")
     resident_id = _text(raw, "resident_id")
     kind = _text(raw, "type")
@@ -119,7 +151,7 @@ def parse_event(raw: Any, clock: Clock) -> Event:
             address_alt=raw.get("address_alt"), today=clock().date(),
         )
     else:
-        present = [key for key in FACT_FIELDS if key in raw]
+        present = [key for key in (*FACT_FIELDS, "name_alt", "address_alt") if key in raw]
         if present:
             raise InvalidInput(f"only a change event carries facts, not {kind}",
                                field=present[0])
@@ -155,10 +187,12 @@ class EventApplier:
             outcome = self._apply(parse_event(raw, self.clock), actor)
         except JPKIError as exc:
             event_id = raw.get("event_id") if isinstance(raw, dict) else None
-            outcome = Outcome("rejected", event_id if isinstance(event_id, str) else None,
-                              error=str(exc), error_field=exc.field or "event",
-                              http_status=exc.http_status)
-            log.warning("event rejected location=%s field=%s", location, exc.field)
+            if not (isinstance(event_id, str) and EVENT_ID.fullmatch(event_id)):
+                event_id = None  # echo only an id that passed validation
+            outcome = Outcome("rejected", event_id, error=str(exc),
+                              error_field=exc.field or "event", http_status=exc.http_status)
+            log.warning("event rejected location=%s field=%s", location,
+                        untrusted(exc.field))
         outcome.location = location
         return outcome
 

@@ -1,15 +1,18 @@
 """POST /registry/events: the resident register's feed into the daemon.
 
 Authenticated with an operator's Bearer token. The body is one event object or an array of
-them, read with its own size limit (events batches are larger than OCSP requests). Each event
-is applied in its own transaction on a dedicated connection in a worker thread, so fsync never
-blocks the event loop, and the response is sent only after every commit: a 2xx means durable.
+them, read with its own size limit (events batches are larger than OCSP requests) and within
+`read_timeout` seconds, like every body the daemon reads (README, "Slow clients"): a client
+that dribbles its body gets 408 and the connection is closed. Each event is applied in its own
+transaction on a dedicated connection in a worker thread, so fsync never blocks the event loop,
+and the response is sent only after every commit: a 2xx means durable. A body that is JSON but
+holds bad events (huge numbers, deep nesting, lone surrogates) is still a batch: each bad
+event is rejected at its index and the others apply (207).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from registry import operators, tokens
 from registry.clock import Clock
 from registry.store import Store
 from revocation.events import EventApplier, Outcome
+from revocation.jsonlines import decode_body
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes | None:
@@ -38,10 +42,12 @@ async def read_limited(request: web.Request, limit: int) -> bytes | None:
 
 
 class EventsEndpoint:
-    def __init__(self, data_dir: Path, clock: Clock, max_body_bytes: int) -> None:
+    def __init__(self, data_dir: Path, clock: Clock, max_body_bytes: int,
+                 read_timeout: float) -> None:
         self.data_dir = data_dir
         self.clock = clock
         self.max_body_bytes = max_body_bytes
+        self.read_timeout = read_timeout
         # One writer thread with its own connection: events are serialised, like the register.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events")
         self._store: Store | None = None
@@ -64,18 +70,26 @@ class EventsEndpoint:
                                               request.headers.get("Authorization"))
         if operator is None:
             return problem(401, "Unauthorized", "an operator Bearer token is required")
-        body = await read_limited(request, self.max_body_bytes)
+        try:
+            async with asyncio.timeout(self.read_timeout):  # slow clients (slowloris)
+                body = await read_limited(request, self.max_body_bytes)
+        except TimeoutError:
+            # The rest of the body may never come: answer, then close rather than keep a
+            # connection whose next request would start mid-body.
+            response = problem(408, "Request Timeout",
+                               f"the body did not arrive within {self.read_timeout:g} s")
+            response.force_close()
+            return response
         if body is None:
             return problem(413, "Payload Too Large",
                             f"the body exceeds {self.max_body_bytes} bytes; send smaller batches")
         try:
-            parsed = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            single, parsed = decode_body(body)
+        except ValueError as exc:
             return problem(400, "Bad Request", f"the body is not JSON: {exc}")
-        single = not isinstance(parsed, list)
         items: list[tuple[str | None, Any]] = (
-            [(None, parsed)] if single else [(f"index {i}", item) for i, item in
-                                             enumerate(parsed)]
+            [(None, parsed[0])] if single else [(f"index {i}", item) for i, item in
+                                                enumerate(parsed)]
         )
         outcomes = await loop.run_in_executor(self.executor, self._apply, items,
                                               f"operator:{operator}")
@@ -94,7 +108,8 @@ class EventsEndpoint:
             self._store.close()
 
 
-def setup(app: web.Application, data_dir: Path, clock: Clock, max_body_bytes: int) -> None:
-    endpoint = EventsEndpoint(data_dir, clock, max_body_bytes)
+def setup(app: web.Application, data_dir: Path, clock: Clock, max_body_bytes: int,
+          read_timeout: float = 10.0) -> None:
+    endpoint = EventsEndpoint(data_dir, clock, max_body_bytes, read_timeout)
     app.router.add_post("/registry/events", endpoint.handle)
     app.on_cleanup.append(endpoint.close)

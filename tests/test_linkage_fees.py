@@ -166,15 +166,33 @@ async def test_counterpart_latest_facts_and_age(stack: Stack, tmp_path: Path) ->
     grant(stack, "r1", bank, "age")
     new_auth = renewed.issued[CertKind.AUTHENTICATION].serial
     await validity_check(stack, bank, new_auth, CertKind.AUTHENTICATION)
-    status, body = await stack.get(f"/linkage/v1/age/{new_auth}?at_least=36", token)
+    status, body = await stack.get(f"/linkage/v1/age/{new_auth}?at_least=65", token)
     assert status == 200 and body["result"] is False  # 35 since 2025-12-31 (born 1990-12-31)
     stack.set(datetime(2026, 12, 31, 0, 5, tzinfo=JST))
     await validity_check(stack, bank, new_auth, CertKind.AUTHENTICATION)
-    status, body = await stack.get(f"/linkage/v1/age/{new_auth}?at_least=36", token)
+    status, body = await stack.get(f"/linkage/v1/age/{new_auth}?at_least=20", token)
     # Exactly these three keys: no date of birth (a hex serial may itself contain "1990").
-    assert body == {"serial": new_auth, "at_least": 36, "result": True}
+    assert body == {"serial": new_auth, "at_least": 20, "result": True}
     assert "1990-12-31" not in str(body)
     assert (await stack.get(f"/linkage/v1/age/{new_auth}?at_least=x", token))[0] == 400
+
+
+async def test_age_answers_only_the_configured_thresholds(stack: Stack, tmp_path: Path) -> None:
+    """Issue 14, defect 9: a free threshold lets a verifier bisect the date of birth."""
+    bank, token = verifier(stack, "bank")
+    pair = issue(stack, tmp_path, "r1")
+    auth = pair.issued[CertKind.AUTHENTICATION].serial
+    grant(stack, "r1", bank, "age")
+    await validity_check(stack, bank, auth, CertKind.AUTHENTICATION)
+    for allowed in (15, 18, 20, 65):
+        status, body = await stack.get(f"/linkage/v1/age/{auth}?at_least={allowed}", token)
+        assert status == 200 and body["result"] is (allowed <= 35), body
+    for refused in ("35", "36", "0", "19", "150", "-18", "18.0", "+18", " 18",
+                    "9" * 5000, ""):
+        status, body = await stack.get(f"/linkage/v1/age/{auth}?at_least={refused}", token)
+        assert status == 400, (refused[:20], status)
+        assert body["field"] == "at_least"
+        assert "15, 18, 20, 65" in body["detail"]
 
 
 async def test_invoice_across_the_promotion_boundary(stack: Stack, tmp_path: Path) -> None:

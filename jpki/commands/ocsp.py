@@ -35,6 +35,23 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     signer.set_defaults(handler=cmd_verifier_add_signer)
     lst = ver_sub.add_parser("list", parents=[parent], help="list verifiers")
     lst.set_defaults(handler=cmd_verifier_list)
+    rotate_token = ver_sub.add_parser(
+        "rotate-token", parents=[parent], help="replace a verifier's token; prints it once",
+        description="Print {\"verifier\": NAME, \"token\": TOKEN}. A running daemon refuses"
+        " the old token from its next request on (OCSP, linkage, CRL downloads).",
+    )
+    rotate_token.add_argument("name")
+    add_operator_options(rotate_token, "token rotation")
+    rotate_token.set_defaults(handler=cmd_verifier_rotate_token)
+    revoke = ver_sub.add_parser(
+        "revoke", parents=[parent],
+        help="withdraw a verifier: its token and request-signing certificates stop working",
+        description="A running daemon refuses the verifier from its next request on. The"
+        " verifier's ledger rows stay; its name cannot be registered again.",
+    )
+    revoke.add_argument("name")
+    add_operator_options(revoke, "verifier withdrawn")
+    revoke.set_defaults(handler=cmd_verifier_revoke)
 
     ocsp = subparsers.add_parser("ocsp", parents=[parent], help="OCSP responder certificates")
     ocsp_sub = ocsp.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -89,6 +106,20 @@ def cmd_verifier_add_signer(context: Context, args: argparse.Namespace) -> int:
 
 def cmd_verifier_list(context: Context, args: argparse.Namespace) -> int:
     print_json({"verifiers": verifiers.list_all(context.store)})
+    return 0
+
+
+def cmd_verifier_rotate_token(context: Context, args: argparse.Namespace) -> int:
+    token = verifiers.rotate_token(context.store, context.clock, args.name,
+                                   actor=args.operator, reason=args.reason)
+    print_json({"verifier": args.name, "token": token})
+    return 0
+
+
+def cmd_verifier_revoke(context: Context, args: argparse.Namespace) -> int:
+    verifiers.revoke(context.store, context.clock, args.name, actor=args.operator,
+                     reason=args.reason)
+    print_json({"verifier": args.name, "revoked": True})
     return 0
 
 
