@@ -41,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
                                   help="run the daemon (HTTP on the configured host and port)")
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument("--metrics-listen", metavar="HOST:PORT",
+                       help='override server.metrics_listen ("" turns /metrics off)')
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -79,5 +81,5 @@ def cmd_audit_verify(context: Context, args: argparse.Namespace) -> int:
 def cmd_serve(context: Context, args: argparse.Namespace) -> int:
     from jpki.daemon import serve
 
-    serve(context, host=args.host, port=args.port)
+    serve(context, host=args.host, port=args.port, metrics_listen=args.metrics_listen)
     return 0
