@@ -227,6 +227,7 @@ def main() -> int:
         configs = REPO / "configs"
         config.write_text((configs / "default.toml").read_text()
                           .replace("allow_anonymous = false", "allow_anonymous = true")
+                          .replace('metrics_listen = "127.0.0.1:9108"', 'metrics_listen = ""')
                           .replace("sign_workers = 2", f"sign_workers = {opts.sign_workers}")
                           .replace('"municipalities.csv"', f'"{configs / "municipalities.csv"}"')
                           .replace('"tariff.toml"', f'"{configs / "tariff.toml"}"'))

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ca import lint
 from ca.keybackend import KeyBackend, PrivateKey, fingerprint
 from ca.kinds import CertKind, ca_name
 from registry import audit
@@ -80,24 +80,31 @@ def _add_years(moment: datetime, years: int) -> datetime:
         return moment.replace(year=moment.year + years, day=28)
 
 
-def build_ca_certificate(kind: CertKind, key: PrivateKey, now: datetime,
-                         years: int) -> x509.Certificate:
+def ca_certificate_builder(kind: CertKind, public_key: rsa.RSAPublicKey, now: datetime,
+                           years: int) -> x509.CertificateBuilder:
+    """The self-signed CA certificate of `public_key`, unsigned (ca/lint.py signs it)."""
     name = ca_name(kind)
     not_before = now.replace(microsecond=0) - timedelta(minutes=5)
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     return (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(_add_years(not_before, years))
         .add_extension(CA_CONSTRAINTS, critical=True)
         .add_extension(CA_KEY_USAGE, critical=True)
-        .add_extension(ski, critical=False)
-        .sign(key, hashes.SHA256())
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
+
+
+def build_ca_certificate(kind: CertKind, key: PrivateKey, now: datetime,
+                         years: int) -> x509.Certificate:
+    def builder_for(public_key: rsa.RSAPublicKey) -> x509.CertificateBuilder:
+        return ca_certificate_builder(kind, public_key, now, years)
+
+    return lint.sign_self_signed(builder_for, key, f"{kind.value} CA certificate")
 
 
 def _from_row(row: dict) -> CAGeneration:
@@ -168,6 +175,11 @@ def create_generation(store: Store, keys: KeyBackend, clock: Clock, kind: CertKi
                     " WHERE kind = ?", (kind.value,))
     generation = int(row["last"] if row else 0) + 1
     previous = current(store, kind) if generation > 1 else None
+    # Lint before the key exists, for the backend writes a key as it makes it (ca/lint.py);
+    # build_ca_certificate lints again, which costs a few ms once per generation.
+    lint.rehearse_self_signed(lambda public_key: ca_certificate_builder(kind, public_key,
+                                                                        clock(), years),
+                              key_size, f"{kind.value} CA certificate")
     # A random suffix: a rotation rolled back after the key was made leaves that key unused
     # (never reused), and the retry gets a fresh name.
     key_file, key = keys.generate(f"{kind.short}-g{generation}-{secrets.token_hex(4)}",

@@ -15,10 +15,10 @@ from datetime import datetime
 
 from asn1crypto import core
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID, ObjectIdentifier
 
+from ca import lint
 from ca.authority import CAGeneration
 from ca.keybackend import PrivateKey
 from ca.kinds import CertKind
@@ -189,4 +189,4 @@ def build_leaf(request: LeafRequest, ca: CAGeneration, ca_key: PrivateKey, *, se
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(request.public_key),
                        critical=False)
     )
-    return builder.sign(ca_key, hashes.SHA256())
+    return lint.sign(builder, ca_key, f"{kind.value} certificate")

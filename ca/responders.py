@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ca import authority
+from ca import authority, lint
 from ca.authority import CAGeneration
 from ca.keybackend import KeyBackend, PrivateKey, fingerprint
 from ca.kinds import CertKind
@@ -65,9 +64,10 @@ def responder_name(ca: CAGeneration) -> x509.Name:
     )
 
 
-def build_responder_certificate(ca: CAGeneration, ca_key: PrivateKey, public_key: rsa.RSAPublicKey,
-                                now: datetime, days: int, serial: int | None = None
-                                ) -> x509.Certificate:
+def responder_certificate_builder(ca: CAGeneration, public_key: rsa.RSAPublicKey,
+                                  now: datetime, days: int, serial: int | None = None
+                                  ) -> x509.CertificateBuilder:
+    """The responder certificate of `public_key` under `ca`, unsigned (ca/lint.py signs it)."""
     not_before = now.replace(microsecond=0) - timedelta(minutes=5)
     not_after = min(not_before + timedelta(days=days), ca.not_after)
     return (
@@ -91,8 +91,14 @@ def build_responder_certificate(ca: CAGeneration, ca_key: PrivateKey, public_key
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
         .add_extension(x509.OCSPNoCheck(), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .sign(ca_key, hashes.SHA256())
     )
+
+
+def build_responder_certificate(ca: CAGeneration, ca_key: PrivateKey, public_key: rsa.RSAPublicKey,
+                                now: datetime, days: int, serial: int | None = None
+                                ) -> x509.Certificate:
+    return lint.sign(responder_certificate_builder(ca, public_key, now, days, serial), ca_key,
+                     f"OCSP responder certificate of {ca.label}")
 
 
 def _record(row: dict) -> ResponderRecord:
@@ -114,6 +120,11 @@ def issue(store: Store, ca_keys: KeyBackend, responder_keys: KeyBackend, clock: 
     ca_key = ca.private_key(ca_keys)  # first: no responder key is made for a locked CA key
     serial_number = x509.random_serial_number()
     serial = format(serial_number, "x")
+    # Lint before the responder key exists: the backend writes a key as it makes it.
+    stand_in = lint.stand_in_key(policy.key_size).public_key()
+    lint.rehearse(responder_certificate_builder(ca, stand_in, clock(), policy.validity_days,
+                                                serial_number),
+                  ca_key.key_size, f"OCSP responder certificate of {ca.label}")
     key_file, key = responder_keys.generate(f"responder-{ca.label}-{serial}", policy.key_size)
     now = clock()
     certificate = build_responder_certificate(ca, ca_key, key.public_key(), now,

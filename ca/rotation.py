@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ca import authority, responders
+from ca import authority, lint, responders
 from ca.authority import CAGeneration
 from ca.keybackend import KeyBackend, PrivateKey
 from ca.kinds import CertKind
@@ -57,9 +57,9 @@ class Rotation:
     links: list[LinkCertificate]
 
 
-def build_link(*, subject: CAGeneration, issuer: CAGeneration, issuer_key: PrivateKey,
-               not_before: datetime, not_after: datetime) -> x509.Certificate:
-    """`subject`'s public key certified by `issuer`'s key: a self-issued CA certificate."""
+def link_builder(*, subject: CAGeneration, issuer: CAGeneration, not_before: datetime,
+                 not_after: datetime) -> x509.CertificateBuilder:
+    """`subject`'s public key to be certified by `issuer`'s key, unsigned (ca/lint.py signs)."""
     public_key = subject.certificate.public_key()
     assert isinstance(public_key, rsa.RSAPublicKey)
     return (
@@ -75,8 +75,45 @@ def build_link(*, subject: CAGeneration, issuer: CAGeneration, issuer_key: Priva
         .add_extension(x509.SubjectKeyIdentifier(bytes.fromhex(subject.key_id)), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier(bytes.fromhex(issuer.key_id), None, None),
                        critical=False)
-        .sign(issuer_key, hashes.SHA256())
     )
+
+
+def build_link(*, subject: CAGeneration, issuer: CAGeneration, issuer_key: PrivateKey,
+               not_before: datetime, not_after: datetime) -> x509.Certificate:
+    """`subject`'s public key certified by `issuer`'s key: a self-issued CA certificate."""
+    return lint.sign(link_builder(subject=subject, issuer=issuer, not_before=not_before,
+                                  not_after=not_after),
+                     issuer_key, f"link certificate {issuer.label} -> {subject.label}")
+
+
+def _link_windows(old: CAGeneration, new: CAGeneration
+                  ) -> dict[str, tuple[CAGeneration, CAGeneration, datetime, datetime]]:
+    """Per direction: (subject, issuer, notBefore, notAfter) of the link certificate."""
+    return {
+        NEW_WITH_OLD: (new, old, new.certificate.not_valid_before_utc,
+                       min(old.not_after, new.not_after)),
+        OLD_WITH_NEW: (old, new, old.certificate.not_valid_before_utc, old.not_after),
+    }
+
+
+def _rehearse(old: CAGeneration, clock: Clock, *, key_size: int, years: int) -> None:
+    """Lint both links before the new key is made (ca/lint.py; create_generation lints the
+    new CA certificate the same way).
+
+    The new generation is stood in for by the stand-in key, so a refusal leaves no key file
+    or token object behind, and the real keys sign nothing here.
+    """
+    stand_in = lint.stand_in_key(key_size)
+    certificate = authority.ca_certificate_builder(
+        old.kind, stand_in.public_key(), clock(), years).sign(stand_in, hashes.SHA256())
+    new = CAGeneration(0, old.kind, old.generation + 1, certificate,
+                       authority.key_id(stand_in.public_key()).hex(), "")
+    for subject, issuer, not_before, not_after in _link_windows(old, new).values():
+        issuer_key = issuer.certificate.public_key()
+        assert isinstance(issuer_key, rsa.RSAPublicKey)
+        lint.rehearse(link_builder(subject=subject, issuer=issuer, not_before=not_before,
+                                   not_after=not_after),
+                      issuer_key.key_size, f"link certificate {issuer.label} -> {subject.label}")
 
 
 def _link_from_row(row: dict) -> LinkCertificate:
@@ -120,18 +157,17 @@ def rotate(store: Store, keys: KeyBackend, clock: Clock, kind: CertKind, *, key_
     """
     old = authority.current(store, kind)
     old_key = old.private_key(keys)  # before any change: a locked-away key stops us here
+    _rehearse(old, clock, key_size=key_size, years=years)
     with store.transaction():
         new = authority.create_generation(store, keys, clock, kind, key_size=key_size,
                                           years=years, actor=operator, reason=reason)
-        new_with_old = build_link(
-            subject=new, issuer=old, issuer_key=old_key,
-            not_before=new.certificate.not_valid_before_utc,
-            not_after=min(old.not_after, new.not_after))
-        old_with_new = build_link(
-            subject=old, issuer=new, issuer_key=new.private_key(keys),
-            not_before=old.certificate.not_valid_before_utc, not_after=old.not_after)
-        made = [_record_link(store, clock, kind, NEW_WITH_OLD, old, new, new_with_old, operator),
-                _record_link(store, clock, kind, OLD_WITH_NEW, old, new, old_with_new, operator)]
+        signers = {old.id: old_key, new.id: new.private_key(keys)}
+        made = []
+        for direction, (subject, issuer, not_before, not_after) in _link_windows(old,
+                                                                                 new).items():
+            link = build_link(subject=subject, issuer=issuer, issuer_key=signers[issuer.id],
+                              not_before=not_before, not_after=not_after)
+            made.append(_record_link(store, clock, kind, direction, old, new, link, operator))
     return Rotation(old, new, made)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 
 from aiohttp import web
@@ -129,12 +130,15 @@ def protocol_factory(server: web.Server, timeout: float,
 
 
 async def listen(runner: web.BaseRunner, host: str, port: int, *, request_timeout: float,
-                 arrivals: Arrivals | None = None) -> asyncio.Server:
+                 arrivals: Arrivals | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> asyncio.Server:
     """Serve `runner` (set up) on host:port with the header deadline; what TCPSite does.
 
     The caller closes the returned server before `runner.cleanup()`, which then shuts the
     open connections down as usual. `arrivals` is bumped on every segment received
-    (httpapi/arrivals.py).
+    (httpapi/arrivals.py). With `ssl_context` the listener speaks TLS; the TLS handshake,
+    which comes before the protocol sees the connection, gets the same `request_timeout`
+    (asyncio's default is 60 s: a slowloris could stall there instead).
     """
     server = runner.server
     if server is None:
@@ -148,4 +152,5 @@ async def listen(runner: web.BaseRunner, host: str, port: int, *, request_timeou
     arrivals.counting = True
     return await asyncio.get_running_loop().create_server(
         protocol_factory(server, request_timeout, arrivals), host, port,
-        reuse_address=True, backlog=128)
+        reuse_address=True, backlog=128, ssl=ssl_context,
+        ssl_handshake_timeout=request_timeout if ssl_context is not None else None)

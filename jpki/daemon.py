@@ -15,14 +15,15 @@ import signal
 from datetime import timedelta
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ca import web as ca_web
 from crl import service as crl_service
 from fees.meter import CRLDownloadMeter, LedgerMeter, OCSPMeter
 from httpapi import deadline
 from httpapi.arrivals import ARRIVALS, Arrivals
+from jpki import listeners
 from jpki.context import Context
+from jpki.settings import ServerSettings
 from linkage import web as linkage_web
 from linkage.service import LinkageService
 from ocsp import web as ocsp_web
@@ -70,10 +71,8 @@ def build_app(context: Context) -> web.Application:
             return web.json_response({"status": "degraded", "problems": warnings})
         return web.json_response({"status": "ok"})
 
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app.add_routes([web.get("/healthz", healthz), web.get("/metrics", metrics)])
+    app.on_response_prepare.append(listeners.plain_server_header)
+    app.add_routes([web.get("/healthz", healthz)])  # /metrics: listeners.metrics_app() only
     app.add_routes(ca_web.routes(context.store, settings.server.public_base_url))
     events_web.setup(app, context.data_dir, context.clock, settings.events.max_body_bytes,
                      settings.ocsp.read_timeout_seconds)
@@ -116,7 +115,9 @@ def reload(app: web.Application) -> None:
         log.exception("reload failed; still serving with the previous keys")
 
 
-async def run(context: Context, host: str, port: int) -> None:
+async def run(context: Context, host: str, port: int, server: ServerSettings) -> None:
+    tls = listeners.tls_context(server)  # first: a bad TLS file stops start-up early
+    listeners.plain_default_server_header()
     app = build_app(context)
     timeouts = context.settings.ocsp
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
@@ -125,10 +126,13 @@ async def run(context: Context, host: str, port: int) -> None:
     # Not TCPSite: the listener wraps each connection in the request-header deadline.
     listener = await deadline.listen(runner, host, port,
                                      request_timeout=timeouts.request_timeout_seconds,
-                                     arrivals=app[ARRIVALS])
+                                     arrivals=app[ARRIVALS], ssl_context=tls)
+    metrics = await listeners.start_metrics(server)
     bound = listener.sockets[0].getsockname() if listener.sockets else (host, port)
-    log.info("serving on http://%s:%s (data dir %s)", bound[0], bound[1], context.data_dir)
-    print(f"jpki: serving on http://{bound[0]}:{bound[1]}", flush=True)
+    scheme = "https" if tls else "http"
+    log.info("serving on %s://%s:%s (data dir %s)", scheme, bound[0], bound[1],
+             context.data_dir)
+    print(f"jpki: serving on {scheme}://{bound[0]}:{bound[1]}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -137,12 +141,17 @@ async def run(context: Context, host: str, port: int) -> None:
     await stop.wait()
     log.info("shutting down")
     listener.close()
+    if metrics is not None:
+        await metrics.cleanup()
     await runner.cleanup()
 
 
-def serve(context: Context, host: str | None = None, port: int | None = None) -> None:
+def serve(context: Context, host: str | None = None, port: int | None = None,
+          metrics_listen: str | None = None) -> None:
     server = context.settings.server
-    main = run(context, host or server.host, port if port is not None else server.port)
+    if metrics_listen is not None:
+        server = listeners.with_metrics_listen(server, metrics_listen)
+    main = run(context, host or server.host, port if port is not None else server.port, server)
     try:
         import uvloop  # PEERS.md: +20-28% on plain HTTP paths
     except ImportError:

@@ -10,7 +10,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from registry.errors import ConfigError
 
@@ -26,6 +33,13 @@ class ServerSettings(_Section):
     port: int = Field(8080, ge=0, le=65535)
     public_base_url: str = "http://127.0.0.1:8080"
     max_body_bytes: int = Field(16384, ge=1024, le=16 * 1024 * 1024)
+    # Prometheus /metrics on its own listener, "host:port" ("" disables it). Never on the
+    # public port: the metrics name verifiers and count the yen billed to them.
+    metrics_listen: str = "127.0.0.1:9108"
+    # TLS on the public port (PEM files; the key unencrypted, mode 0600): bearer tokens must
+    # not travel in clear unless a proxy in front terminates TLS. Both or neither.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
     @field_validator("public_base_url")
     @classmethod
@@ -33,6 +47,28 @@ class ServerSettings(_Section):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError('must be "host:port" (e.g. "127.0.0.1:9108") or "" (off)')
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        return self
+
+    def metrics_address(self) -> tuple[str, int] | None:
+        """(host, port) of the metrics listener, None when it is off; "[::1]:9108" works."""
+        if not self.metrics_listen:
+            return None
+        host, _, port = self.metrics_listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class CASettings(_Section):
@@ -215,7 +251,8 @@ class Settings(_Section):
         return self.model_copy(update={"data_dir": data_dir})
 
 
-RELATIVE_PATHS = (("registry", "municipalities_csv"), ("fees", "tariff_file"))
+RELATIVE_PATHS = (("registry", "municipalities_csv"), ("fees", "tariff_file"),
+                  ("server", "tls_cert_file"), ("server", "tls_key_file"))
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -61,25 +62,39 @@ def free_port() -> int:
 
 
 class Daemon:
-    """`jpki serve` as a real subprocess on 127.0.0.1."""
+    """`jpki serve` as a real subprocess on 127.0.0.1, /metrics on a second free port.
+
+    With `tls_ca` (the CA of the configured server.tls_cert_file) the public port speaks
+    https and the start-up probe verifies the server certificate against that CA.
+    """
 
     def __init__(self, data_dir: Path, port: int | None = None,
-                 extra_env: dict[str, str] | None = None, config: Path = CONFIG) -> None:
+                 extra_env: dict[str, str] | None = None, config: Path = CONFIG,
+                 tls_ca: Path | None = None) -> None:
         self.data_dir = data_dir
         self.config = config
         self.port = port or free_port()
+        # a free port per daemon, not the default 9108: test runs share the machine
+        self.metrics_listen = f"127.0.0.1:{free_port()}"
         self.env = {**os.environ, **(extra_env or {})}
         self.process: subprocess.Popen[bytes] | None = None
+        self.ssl = ssl.create_default_context(cafile=str(tls_ca)) if tls_ca else None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """The metrics listener (server.metrics_listen): /metrics is not on the public port."""
+        return f"http://{self.metrics_listen}/metrics"
 
     def start(self, timeout: float = 20.0) -> Daemon:
         log = open(self.data_dir / f"daemon-{self.port}.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "jpki.cli", "serve", "--config", str(self.config),
-             "--data-dir", str(self.data_dir), "--host", "127.0.0.1", "--port", str(self.port)],
+             "--data-dir", str(self.data_dir), "--host", "127.0.0.1", "--port", str(self.port),
+             "--metrics-listen", self.metrics_listen],
             stdout=log, stderr=log, env=self.env, cwd=REPO,
         )
         deadline = time.monotonic() + timeout
@@ -88,7 +103,8 @@ class Daemon:
                 raise RuntimeError(f"daemon exited with {self.process.returncode}: "
                                    + (self.data_dir / f"daemon-{self.port}.log").read_text())
             try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1,
+                                            context=self.ssl) as response:
                     if response.status == 200:
                         return self
             except OSError:

@@ -54,7 +54,7 @@ def test_crl_served_with_cache_headers_and_304(data_dir: Path) -> None:
         status, fresh, _ = get(server.url + "/crl/sign/g1/13104.crl",
                                {"If-None-Match": headers["ETag"]})
         assert status == 200 and fresh["ETag"] != headers["ETag"]
-        status, _, body = get(server.url + "/metrics")
+        status, _, body = get(server.metrics_url)
         text = body.decode()
         assert 'jpki_crl_entries{generation="1",kind="signature",partition="13104"}' in text
         assert "jpki_crl_age_seconds" in text and "jpki_crl_size_bytes" in text

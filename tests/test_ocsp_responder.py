@@ -312,7 +312,7 @@ def test_pkilint_finds_no_error_in_good_revoked_and_unknown(env: Env) -> None:
 def test_healthz_and_metrics(env: Env) -> None:
     with urllib.request.urlopen(env.daemon.url + "/healthz") as response:
         assert response.read() == b'{"status": "ok"}'
-    with urllib.request.urlopen(env.daemon.url + "/metrics") as response:
+    with urllib.request.urlopen(env.daemon.metrics_url) as response:
         text = response.read().decode()
     for name in ("jpki_ocsp_requests_total", "jpki_ocsp_cache_total",
                  "jpki_ocsp_signing_seconds", "jpki_ocsp_response_age_seconds"):
@@ -320,7 +320,7 @@ def test_healthz_and_metrics(env: Env) -> None:
 
 
 def _encoded(env: Env) -> dict[str, float]:
-    with urllib.request.urlopen(env.daemon.url + "/metrics") as response:
+    with urllib.request.urlopen(env.daemon.metrics_url) as response:
         lines = response.read().decode().splitlines()
     return {by: float(line.rsplit(" ", 1)[1]) for line in lines for by in ("template", "pyca")
             if line.startswith(f'jpki_ocsp_encoded_total{{by="{by}"}}')}

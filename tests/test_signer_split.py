@@ -327,7 +327,8 @@ def test_jpki_run_starts_both_and_ctrl_c_stops_both(data_dir: Path) -> None:
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "jpki.cli", "run", "--config", str(CONFIG), "--data-dir",
-             str(data_dir), "--host", "127.0.0.1", "--port", str(port)],
+             str(data_dir), "--host", "127.0.0.1", "--port", str(port), "--metrics-listen",
+             f"127.0.0.1:{free_port()}"],
             stdout=log, stderr=log, cwd=REPO, start_new_session=True)
     try:
         deadline = time.monotonic() + 30
@@ -358,7 +359,7 @@ def test_jpki_run_reports_a_child_that_dies(data_dir: Path) -> None:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "jpki.cli", "run", "--config", str(CONFIG), "--data-dir",
-         str(data_dir), "--host", "127.0.0.1", "--port", str(port)],
+         str(data_dir), "--host", "127.0.0.1", "--port", str(port), "--metrics-listen", ""],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, start_new_session=True)
     try:
         deadline = time.monotonic() + 30

@@ -75,7 +75,7 @@ def test_half_a_request_line_is_closed_while_others_are_served(slow_daemon: Daem
         assert [healthz(slow_daemon) for _ in range(5)] == [200] * 5
         assert closed_by_server(slow)
     assert healthz(slow_daemon) == 200
-    with urllib.request.urlopen(slow_daemon.url + "/metrics", timeout=BOUND) as response:
+    with urllib.request.urlopen(slow_daemon.metrics_url, timeout=BOUND) as response:
         metrics = response.read().decode()
     closed = [line for line in metrics.splitlines()
               if line.startswith("jpki_http_request_deadline_closed_total ")]

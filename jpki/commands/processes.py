@@ -17,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
         " private key: CRLs and responder certificates come from `jpki signer`.")
     serve.add_argument("--host", help="override server.host")
     serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument("--metrics-listen", metavar="HOST:PORT",
+                       help='override server.metrics_listen ("" turns /metrics off)')
     serve.set_defaults(handler=cmd_serve)
 
     signer = subparsers.add_parser(
@@ -34,13 +36,15 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
         " exits, the other is stopped and the exit is reported (exit code 1).")
     run.add_argument("--host", help="override server.host")
     run.add_argument("--port", type=int, help="override server.port")
+    run.add_argument("--metrics-listen", metavar="HOST:PORT",
+                     help='override server.metrics_listen ("" turns /metrics off)')
     run.set_defaults(handler=cmd_run)
 
 
 def cmd_serve(context: Context, args: argparse.Namespace) -> int:
     from jpki.daemon import serve
 
-    serve(context, host=args.host, port=args.port)
+    serve(context, host=args.host, port=args.port, metrics_listen=args.metrics_listen)
     return 0
 
 
@@ -62,7 +66,8 @@ def cmd_run(context: Context, args: argparse.Namespace) -> int:
     if settings.source != "<defaults>":
         common = ["--config", settings.source, *common]
     serve_args = ([] if args.host is None else ["--host", args.host]) + (
-        [] if args.port is None else ["--port", str(args.port)])
+        [] if args.port is None else ["--port", str(args.port)]) + (
+        [] if args.metrics_listen is None else ["--metrics-listen", args.metrics_listen])
     secrets = [settings.ca.passphrase_env]
     if settings.keys.backend == "pkcs11":
         secrets.append(settings.keys.pkcs11_pin_env)

@@ -68,4 +68,3 @@ def cmd_audit_verify(context: Context, args: argparse.Namespace) -> int:
     print_json({"ok": report.ok, "rows": report.rows, "first_broken_row": report.first_broken,
                 "problem": report.problem})
     return 0 if report.ok else 1
-
