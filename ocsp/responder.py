@@ -83,12 +83,17 @@ class Responder:
         self._background: set[asyncio.Task[None]] = set()
         self._epoch_now = epoch_reader(clock)
         self.templates = Templates()
-        self._unsubscribe = hub.subscribe(self._on_change)
+        # Revocations commit on worker threads too (POST /registry/events); the cache and the
+        # background tasks belong to this loop, so the hub hands changes over to it
+        # (call_soon_threadsafe). Built in the app's on_startup, i.e. on the serving loop.
+        self._unsubscribe = hub.subscribe(self._on_change, asyncio.get_running_loop())
         issuers.reload_if_changed()
 
     # -- freshness -------------------------------------------------------------------------
     def _on_change(self, serial: str, status: str) -> None:
-        """In-process revocations (registry.notify.hub): drop at once, re-sign in background."""
+        """In-process revocations (registry.notify.hub), on this responder's loop: drop at
+        once, re-sign in background. The hub schedules it before the committing request's
+        answer, so whoever was told "revoked" finds the cached answer gone."""
         self._invalidate((serial,))
 
     def _invalidate(self, serials: tuple[str, ...]) -> None:
