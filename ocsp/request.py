@@ -113,6 +113,10 @@ def _cert_id(request: ocsp.Request, allowed: frozenset[str]) -> CertID:
     algorithm = req_cert["hash_algorithm"]["algorithm"].native
     if algorithm not in allowed:
         raise MalformedRequest(f"CertID hash algorithm {algorithm} is not supported")
+    # RFC 5754 §2: parameters absent or NULL. Read now: the CertID is echoed in the answer,
+    # where asn1crypto would parse them only while encoding it (an internal error then).
+    if req_cert["hash_algorithm"]["parameters"].native is not None:
+        raise MalformedRequest("CertID hash algorithm parameters are neither absent nor NULL")
     name_hash = req_cert["issuer_name_hash"].native
     key_hash = req_cert["issuer_key_hash"].native
     size = DIGEST_SIZES[algorithm]

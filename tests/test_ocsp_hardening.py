@@ -34,7 +34,7 @@ from ca.kinds import CertKind
 from jpki.context import Context
 from ocsp import web as ocsp_web
 from ocsp.auth import SignerKeyPolicy
-from ocsp.errors import ERROR_RESPONSES, Unauthorized
+from ocsp.errors import ERROR_RESPONSES, MalformedRequest, Unauthorized
 from ocsp.presign import make_cert_id
 from ocsp.responder import Responder
 from registry.clock import FrozenClock
@@ -374,3 +374,26 @@ def test_anonymous_bad_input_is_4xx_counted_and_not_logged(daemon: Daemon) -> No
     log = (daemon.data_dir / f"daemon-{daemon.port}.log").read_text()
     for problem in ("Traceback", "ERROR", "Error handling request", "malformed", "bad "):
         assert problem not in log, log
+
+
+async def test_cert_id_hash_parameters_other_than_null_are_malformed(
+        data_dir: Path, tmp_path: Path) -> None:
+    """Found by tests/test_fuzz_ocsp.py: a CertID's hash parameters were parsed only when the
+    answer echoing it was encoded, so a [0] or an OCTET STRING there was an internalError
+    with a traceback on the several-CertID (asn1crypto) path."""
+    responder = build(data_dir, FrozenClock(datetime.now(UTC)))
+    try:
+        issuer = next(i for i in responder.issuers.issuers if i.ca.kind is CertKind.SIGNATURE)
+        cert_ids = [ocsp.CertId.load(make_cert_id(issuer, "sha1", serial).der)
+                    for serial in (0x10, 0x11)]
+        der = ocsp.OCSPRequest({"tbs_request": {"request_list": [
+            {"req_cert": cert_id} for cert_id in cert_ids]}}).dump()
+        null_sha1 = bytes.fromhex("06052b0e03021a0500")
+        assert der.count(null_sha1) == 2
+        for parameters in ("0700", "a000", "0400", "3000"):
+            bad = der.replace(null_sha1, null_sha1[:-2] + bytes.fromhex(parameters), 1)
+            with pytest.raises(MalformedRequest):
+                await responder.answer(bad, None)
+        assert (await responder.answer(der, None)).outcome == "multi"
+    finally:
+        await responder.close()
