@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from ocsp import metrics
@@ -90,13 +90,12 @@ class SignerKey:
                   epoch(certificate.not_valid_after_utc))
         try:
             key = certificate.public_key()
-        except (ValueError, TypeError) as exc:  # UnsupportedAlgorithm is a ValueError
+        except (ValueError, UnsupportedAlgorithm) as exc:  # a key type pyca cannot load
             return cls(None, f"unreadable public key: {exc}", *window)
         refusal = policy.refusal(key)
-        if refusal is not None or not isinstance(key, (rsa.RSAPublicKey,
-                                                       ec.EllipticCurvePublicKey)):
-            return cls(None, refusal, *window)
-        return cls(key, None, *window)
+        if refusal is None and isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+            return cls(key, None, *window)
+        return cls(None, refusal or "unsupported key type", *window)
 
 
 def verify_request_signature(key: SignerPublicKey, signature: RequestSignature) -> None:
