@@ -77,10 +77,13 @@ def routes(store: Store, base_url: str) -> list[web.RouteDef]:
                 return _certificate_response(item.certificate, request.match_info["fmt"])
         raise web.HTTPNotFound()
 
+    # A generation number is bounded in the route itself: more digits than any generation
+    # would ever have is a 404 here, never an int SQLite cannot bind (OverflowError) or one
+    # Python refuses to parse (over 4,300 digits, ValueError).
     return [
         web.get("/ca/", listing),
-        web.get(r"/ca/{kind}/g{generation:\d+}.{fmt:der|pem}", certificate),
-        web.get(r"/ca/{kind}/g{old:\d+}-g{new:\d+}-{direction:new-with-old|old-with-new}"
+        web.get(r"/ca/{kind}/g{generation:\d{1,9}}.{fmt:der|pem}", certificate),
+        web.get(r"/ca/{kind}/g{old:\d{1,9}}-g{new:\d{1,9}}-{direction:new-with-old|old-with-new}"
                 r".{fmt:der|pem}", link),
     ]
 

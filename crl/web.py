@@ -109,4 +109,6 @@ def routes(data_dir: Path, clock: Clock, meter: DownloadMeter | None = None
             return web.Response(status=304, headers=headers)
         return web.Response(body=served.body, content_type=CONTENT_TYPE, headers=headers)
 
-    return [web.get(r"/crl/{kind}/g{generation:\d+}/{name:\d{5}|full}.crl", serve)]
+    # The generation's digits are bounded: a 300-digit one made a file name too long for
+    # os.stat (500). The CRL files' names are exactly these, nothing else is looked up.
+    return [web.get(r"/crl/{kind}/g{generation:\d{1,9}}/{name:\d{5}|full}.crl", serve)]

@@ -32,6 +32,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from httpapi.arrivals import Arrivals
+from httpapi.badinput import ClientErrorLogger
 
 log = logging.getLogger("jpki.http")
 CLOSED = Counter(
@@ -124,7 +125,12 @@ def protocol_factory(server: web.Server, timeout: float,
     loop = asyncio.get_running_loop()
 
     def factory() -> RequestDeadline:
-        return RequestDeadline(server(), timeout, loop, arrivals)
+        handler = server()
+        # requests aiohttp's parser refuses: counted and logged at debug, not one ERROR
+        # traceback each (httpapi/badinput.py). The slot is typed Logger; aiohttp calls only
+        # debug() and exception() on it, which ClientErrorLogger provides.
+        handler.logger = ClientErrorLogger(handler.logger)  # type: ignore[assignment]
+        return RequestDeadline(handler, timeout, loop, arrivals)
 
     return factory
 

@@ -71,3 +71,10 @@ SIGNER_SECONDS_LEFT = Gauge(
     ["ca"],
 )
 QUEUE = Gauge("jpki_ocsp_sign_queue", "Signatures in flight or queued on the live pool")
+SIGNED_REQUESTS = LoopCounter(
+    "jpki_ocsp_signed_requests",
+    "Signed OCSP requests by verdict: verified, or refused before any signature work"
+    " (unregistered, expired, key_refused: outside the signer key policy), bad_signature, or"
+    " try_later (verification pool full); a rise in unregistered is someone probing",
+    ("verdict",),
+)

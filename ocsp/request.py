@@ -3,6 +3,10 @@
 asn1crypto parses requests with several CertIDs, which pyca refuses (PEERS.md); `strict=True`
 refuses trailing garbage. Every field is read here, inside one try, so that a lazily parsed
 field can never raise later, deep inside a source.
+
+A request signature is decoded here but never verified: its cost is chosen by the sender (a
+16,384-bit modulus with a 64-bit exponent costs 5.7 ms, fifteen plain requests), so `auth.py`
+first looks the certificate up among the registered signers and checks its key.
 """
 
 from __future__ import annotations
@@ -15,9 +19,7 @@ from dataclasses import dataclass
 from asn1crypto import core, ocsp
 from asn1crypto import parser as asn1_parser
 from cryptography import x509 as pyca_x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp as pyca_ocsp
 
 from ocsp.errors import MalformedRequest, Unauthorized
@@ -27,6 +29,8 @@ HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
 }
+# RFC 6960 §4.1.2 leaves the signature algorithm open; these are the ones auth.py verifies.
+SIGNATURE_ALGORITHMS = frozenset({"rsassa_pkcs1v15", "ecdsa"})
 MAX_NONCE = 128  # RFC 9654 §2.1: 1..128 octets; responders reject anything else
 MAX_CERT_IDS = 64
 # AlgorithmIdentifier DER with NULL parameters, as pyca writes them in a CertID.
@@ -59,11 +63,26 @@ class CertID:
 
 
 @dataclass(frozen=True)
+class RequestSignature:
+    """A request's optionalSignature (RFC 6960 §4.1.2), decoded and NOT verified.
+
+    Whoever sent it chose the key in `certificate`; auth.py decides whether it is worth a
+    verification (a registered signer, a key inside the policy) and verifies off the loop.
+    """
+
+    certificate: bytes  # DER of the first of `certs`: the certificate that claims to sign
+    algorithm: str  # asn1crypto's signature_algo: one of SIGNATURE_ALGORITHMS
+    hash_algorithm: str  # a key of HASHES
+    value: bytes
+    signed_data: bytes  # the DER of tbsRequest, as received
+
+
+@dataclass(frozen=True)
 class ParsedRequest:
     cert_ids: tuple[CertID, ...]
     nonce: bytes | None  # the extnValue contents (an OCTET STRING), echoed as received
     nonce_value: bytes | None  # the nonce itself (inside that OCTET STRING)
-    signer_certificate: bytes | None  # DER of the certificate whose signature verified
+    signature: RequestSignature | None  # a signed request's signature, not yet verified
 
     @property
     def cacheable(self) -> bool:
@@ -94,6 +113,10 @@ def _cert_id(request: ocsp.Request, allowed: frozenset[str]) -> CertID:
     algorithm = req_cert["hash_algorithm"]["algorithm"].native
     if algorithm not in allowed:
         raise MalformedRequest(f"CertID hash algorithm {algorithm} is not supported")
+    # RFC 5754 §2: parameters absent or NULL. Read now: the CertID is echoed in the answer,
+    # where asn1crypto would parse them only while encoding it (an internal error then).
+    if req_cert["hash_algorithm"]["parameters"].native is not None:
+        raise MalformedRequest("CertID hash algorithm parameters are neither absent nor NULL")
     name_hash = req_cert["issuer_name_hash"].native
     key_hash = req_cert["issuer_key_hash"].native
     size = DIGEST_SIZES[algorithm]
@@ -123,31 +146,29 @@ def _nonce(tbs: ocsp.TBSRequest) -> tuple[bytes, bytes] | None:
     return nonce
 
 
-def _verify_signature(request: ocsp.OCSPRequest) -> bytes:
-    """A signed request (RFC 6960 §4.1.2): return the DER of the certificate that signed it."""
+def _signature(request: ocsp.OCSPRequest) -> RequestSignature:
+    """A signed request (RFC 6960 §4.1.2): its parts, checked for shape only (no key work).
+
+    The certificate goes through pyca's parser, which reads the structure and keeps the key
+    as bytes: a certificate pyca cannot read (a bad version raises InvalidVersion, which is no
+    ValueError) is malformed here rather than an internal error later.
+    """
     signature = request["optional_signature"]
     certs = signature["certs"]
     if not certs:
         raise Unauthorized("signed request without its signer certificate")
-    signer = certs[0]
     algorithm = signature["signature_algorithm"]
-    digest = HASHES.get(algorithm.hash_algo)
-    if digest is None:
-        raise MalformedRequest(f"unsupported request signature hash {algorithm.hash_algo}")
-    data = request["tbs_request"].dump()
-    sig = signature["signature"].native
+    kind, hash_algorithm = algorithm.signature_algo, algorithm.hash_algo
+    if kind not in SIGNATURE_ALGORITHMS or hash_algorithm not in HASHES:
+        raise MalformedRequest(f"unsupported request signature algorithm {kind}/{hash_algorithm}")
+    certificate = bytes(certs[0].dump())
     try:
-        public_key = pyca_x509.load_der_x509_certificate(signer.dump()).public_key()
-        kind = algorithm.signature_algo
-        if isinstance(public_key, rsa.RSAPublicKey) and kind == "rsassa_pkcs1v15":
-            public_key.verify(sig, data, padding.PKCS1v15(), digest())
-        elif isinstance(public_key, ec.EllipticCurvePublicKey) and kind == "ecdsa":
-            public_key.verify(sig, data, ec.ECDSA(digest()))
-        else:
-            raise MalformedRequest("unsupported request signature algorithm")
-    except InvalidSignature:
-        raise Unauthorized("request signature does not verify") from None
-    return bytes(signer.dump())
+        pyca_x509.load_der_x509_certificate(certificate)
+    except pyca_x509.InvalidVersion:
+        raise MalformedRequest("request signer certificate has an invalid version") from None
+    return RequestSignature(certificate, kind, hash_algorithm,
+                            bytes(signature["signature"].native),
+                            bytes(request["tbs_request"].dump()))
 
 
 _CANONICAL: dict[tuple[str, bytes, bytes, int], bytes] = {}
@@ -221,13 +242,13 @@ def parse(der: bytes, allowed: frozenset[str]) -> ParsedRequest:
             raise MalformedRequest(f"more than {MAX_CERT_IDS} CertIDs")
         cert_ids = tuple(_cert_id(item, allowed) for item in items)
         nonce = _nonce(tbs)
-        signer = None
-        if request["optional_signature"].native is not None:
-            signer = _verify_signature(request)
+        signature = None
+        if not isinstance(request["optional_signature"], core.Void):
+            signature = _signature(request)
     except (MalformedRequest, Unauthorized):
         raise
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
         raise MalformedRequest(f"undecodable request: {type(exc).__name__}") from None
     return ParsedRequest(cert_ids, nonce[0] if nonce else None, nonce[1] if nonce else None,
-                         signer)
+                         signature)
 

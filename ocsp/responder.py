@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from asn1crypto import x509 as asn1_x509
-from cryptography import x509 as pyca_x509
 
 from httpapi.arrivals import Arrivals
 from ocsp import metrics
@@ -56,14 +55,6 @@ class ResponderPolicy:
     algorithms: frozenset[str]
 
 
-def check_signer_validity(der: bytes, now: int) -> None:
-    """A registered request-signing certificate identifies its verifier only while valid."""
-    certificate = pyca_x509.load_der_x509_certificate(der)
-    if not epoch(certificate.not_valid_before_utc) <= now <= epoch(
-            certificate.not_valid_after_utc):
-        raise Unauthorized("request signer certificate is outside its validity period")
-
-
 class Responder:
     def __init__(self, *, store: Store, issuers: IssuerIndex, cache: PresignedCache,
                  signer: LiveSigner, directory: VerifierDirectory, meter: Meter, clock: Clock,
@@ -83,12 +74,22 @@ class Responder:
         self._background: set[asyncio.Task[None]] = set()
         self._epoch_now = epoch_reader(clock)
         self.templates = Templates()
-        self._unsubscribe = hub.subscribe(self._on_change)
+        # Revocations commit on worker threads too (POST /registry/events); the cache and the
+        # background tasks belong to the serving loop, so the hub hands changes over to it
+        # (call_soon_threadsafe). web.py builds the responder in on_startup, on that loop;
+        # only a responder built outside any loop (a synchronous test) is called in place.
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        self._unsubscribe = hub.subscribe(self._on_change, loop)
         issuers.reload_if_changed()
 
     # -- freshness -------------------------------------------------------------------------
     def _on_change(self, serial: str, status: str) -> None:
-        """In-process revocations (registry.notify.hub): drop at once, re-sign in background."""
+        """In-process revocations (registry.notify.hub), on this responder's loop: drop at
+        once, re-sign in background. The hub schedules it before the committing request's
+        answer, so whoever was told "revoked" finds the cached answer gone."""
         self._invalidate((serial,))
 
     def _invalidate(self, serials: tuple[str, ...]) -> None:
@@ -130,17 +131,19 @@ class Responder:
         if key is not None:  # fast path: a repeated plain request
             entry = self.cache.entries.get(key)
             if entry is not None and now < entry.refresh_at:
-                verifier = self.directory.identify(authorization, None)
+                verifier = self.directory.identify(authorization)
                 metrics.CACHE.inc("hit")
                 return await self._served(entry, verifier, now, status_confirmation)
         parsed = parse_fast(body, self.policy.algorithms) or parse(body, self.policy.algorithms)
-        if parsed.signer_certificate is not None and not authorization:
-            check_signer_validity(parsed.signer_certificate, now)
-        verifier = self.directory.identify(authorization, parsed.signer_certificate)
+        if parsed.signature is not None and not authorization:
+            # registered signer and key policy first; verified off the loop (ocsp/auth.py)
+            verifier = await self.directory.identify_signed(parsed.signature, now)
+        else:
+            verifier = self.directory.identify(authorization)
         issuer = self._issuer_of(parsed)
         if parsed.cacheable:
             cert_id = parsed.cert_ids[0]
-            if parsed.signer_certificate is None:
+            if parsed.signature is None:
                 self.cache.remember_body(body, cert_id.der)
             entry = await self._cached(cert_id, issuer, now)
             return await self._served(entry, verifier, now, status_confirmation)
@@ -366,3 +369,4 @@ class Responder:
         for task in list(self._background):
             task.cancel()
         self.signer.close()
+        self.directory.close()

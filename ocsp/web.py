@@ -19,6 +19,7 @@ from aiohttp import web
 
 from ca.keybackend import KeyBackend
 from httpapi.arrivals import ARRIVALS
+from httpapi.badinput import note
 from ocsp import metrics
 from ocsp.auth import VerifierDirectory
 from ocsp.cache import PresignedCache
@@ -40,6 +41,8 @@ METER = web.AppKey("ocsp_meter", Meter)  # the fees role replaces the default be
 # resident per verifier per calendar year.
 PURPOSE_HEADER = "JPKI-Check-Purpose"
 NO_CACHE = {"Content-Type": CONTENT_TYPE, "Cache-Control": "no-cache, no-store"}
+# The client's doing: counted in jpki_bad_requests_total{surface="ocsp"}, logged at debug.
+CLIENT_ERRORS = frozenset({"malformed_request", "unauthorized"})
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,10 @@ class OCSPHandler:
 
     def _error(self, exc: OCSPError, kind: str) -> web.Response:
         self._count(exc.status, kind)
-        log.info("OCSP %s: %s", exc.status, exc)
+        if exc.status in CLIENT_ERRORS:  # anyone can send these, at any rate: never above debug
+            note("ocsp", f"{exc.status}: {exc}")
+        else:
+            log.info("OCSP %s: %s", exc.status, exc)
         return web.Response(body=exc.der, headers=NO_CACHE)
 
     async def _answer(self, request: web.Request, body: bytes) -> web.StreamResponse:
