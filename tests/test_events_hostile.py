@@ -78,15 +78,11 @@ def log_lines(daemon: Daemon) -> list[str]:
         errors="replace").splitlines()
 
 
-# Issue 14, defect 3 (fixed on its own): a revocation through POST /registry/events runs the
-# OCSP cache's listener off its loop and logs this failure. It is not caused by the input
-# these tests send, so its records are left out of the "no traceback, no error" check.
-KNOWN_ELSEWHERE = ("state-change listener failed",)
 RECORD_START = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} ")
 
 
 def server_problems(lines: list[str]) -> list[str]:
-    """Log records at ERROR or with a traceback, whole, minus the ones named above."""
+    """Log records at ERROR or with a traceback, whole."""
     records: list[list[str]] = []
     for line in lines:
         if RECORD_START.match(line) or not records:
@@ -95,8 +91,7 @@ def server_problems(lines: list[str]) -> list[str]:
             records[-1].append(line)
     return ["\n".join(record) for record in records
             if (" ERROR " in record[0] or " CRITICAL " in record[0]
-                or any("Traceback" in line for line in record))
-            and not any(known in record[0] for known in KNOWN_ELSEWHERE)]
+                or any("Traceback" in line for line in record))]
 
 
 def check_results(results: list[dict[str, Any]]) -> None:

@@ -232,7 +232,8 @@ def test_big_key_signed_requests_are_refused_before_any_signature_work(
     text = result.stdout + result.stderr
     assert "Response verify OK" in text and "Response Verify Failure" not in text, text
     assert f"{signers.cert_pem}: good" in text, text
-    verdicts = _metric(url, "jpki_ocsp_signed_requests_total")
+    verdicts = _metric(f"http://{signers.daemon.metrics_listen}",
+                       "jpki_ocsp_signed_requests_total")
     assert verdicts.get('{verdict="unregistered"}') == 5, verdicts
     assert verdicts.get('{verdict="key_refused"}') == 5, verdicts
     assert verdicts.get('{verdict="verified"}') == 1, verdicts
@@ -368,7 +369,7 @@ def test_anonymous_bad_input_is_4xx_counted_and_not_logged(daemon: Daemon) -> No
             assert response.read() == MALFORMED
     assert _status(daemon.url + "/ocsp/%%%not-base64") == 200
     assert _status(daemon.url + "/healthz") == 200
-    counted = _metric(daemon.url, "jpki_bad_requests_total")
+    counted = _metric(f"http://{daemon.metrics_listen}", "jpki_bad_requests_total")
     assert counted.get('{surface="http"}', 0) >= len(BAD_HTTP), counted
     assert counted.get('{surface="ocsp"}', 0) >= 4, counted
     log = (daemon.data_dir / f"daemon-{daemon.port}.log").read_text()
