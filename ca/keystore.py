@@ -18,16 +18,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ca.files import write_once
 from ca.keybackend import BackendSpec, PrivateKey
+from registry.datadir import make_private_dirs, refuse_shared
 from registry.errors import ConfigError, JPKIError
 
 ARCHIVE = "archive"
 
 
 def _private(path: Path, what: str) -> None:
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise ConfigError(f"{path}: {what} has mode {mode:o}, readable by group or others;"
-                          " chmod 600 it")
+    path.stat()  # a missing file raises FileNotFoundError, which callers turn into advice
+    refuse_shared(path, what)
 
 
 class FileKeyStore:
@@ -41,7 +40,7 @@ class FileKeyStore:
         """Create the development passphrase file if no passphrase is configured; say where."""
         if os.environ.get(self.passphrase_env) or self.passphrase_path.exists():
             return None
-        self.passphrase_path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.passphrase_path.parent)
         write_once(self.passphrase_path, (secrets.token_urlsafe(32) + "\n").encode(), 0o600)
         return str(self.passphrase_path)
 
@@ -64,7 +63,7 @@ class FileKeyStore:
 
     def save(self, name: str, key: PrivateKey) -> str:
         """Write a new key once (never overwrite); return its file name relative to the store."""
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(self.directory)
         pem = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -101,7 +100,7 @@ class FileKeyStore:
         """Move the (still encrypted) key into `archive/`, out of reach of `load()`."""
         path = self._path(ref)
         target_dir = self.directory / ARCHIVE
-        target_dir.mkdir(exist_ok=True, mode=0o700)
+        make_private_dirs(target_dir)
         target = target_dir / ref
         if path.exists():
             os.link(path, target)  # fails if an archived copy exists: never replace one
