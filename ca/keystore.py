@@ -1,5 +1,9 @@
 """The file key backend: PKCS#8 PEM encrypted with a passphrase, files mode 0600.
 
+Keys are encrypted with PBES2(scrypt, AES-256-CBC) (ca/pkcs8.py says why not pyca's
+BestAvailableEncryption); each store decrypts a key once and keeps it, since a derivation
+costs about 0.2 s by design.
+
 CA keys live in `<data>/ca/` under the CA passphrase, responder keys in `<data>/ocsp/` under
 their own one, so the internet-facing responder never needs the CA passphrase. The passphrase
 comes from the environment (production) or from a 0600 file that `jpki init` creates in the
@@ -16,6 +20,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ca import pkcs8
 from ca.files import write_once
 from ca.keybackend import BackendSpec, PrivateKey
 from registry.datadir import make_private_dirs, refuse_shared
@@ -35,6 +40,7 @@ class FileKeyStore:
         self.directory = spec.data_dir / spec.role
         self.passphrase_env = spec.passphrase_env
         self.passphrase_path = spec.data_dir / spec.passphrase_file
+        self._loaded: dict[str, PrivateKey] = {}
 
     def ensure_passphrase(self) -> str | None:
         """Create the development passphrase file if no passphrase is configured; say where."""
@@ -64,11 +70,7 @@ class FileKeyStore:
     def save(self, name: str, key: PrivateKey) -> str:
         """Write a new key once (never overwrite); return its file name relative to the store."""
         make_private_dirs(self.directory)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(self.passphrase()),
-        )
+        pem = pkcs8.encrypt(key, self.passphrase(), scrypt_p=self.spec.scrypt_p)
         path = self.directory / f"{name}.key.pem"
         write_once(path, pem, 0o600)
         return path.name
@@ -80,6 +82,8 @@ class FileKeyStore:
 
     def load(self, ref: str) -> PrivateKey:
         path = self._path(ref)
+        if ref in self._loaded and path.exists():
+            return self._loaded[ref]
         try:
             _private(path, "the key file")
             data = path.read_bytes()
@@ -94,11 +98,13 @@ class FileKeyStore:
             raise JPKIError(f"cannot decrypt {path}: wrong passphrase?") from None
         if not isinstance(key, rsa.RSAPrivateKey):
             raise JPKIError(f"{path} does not hold an RSA key")
+        self._loaded[ref] = key
         return key
 
     def archive(self, ref: str) -> str:
         """Move the (still encrypted) key into `archive/`, out of reach of `load()`."""
         path = self._path(ref)
+        self._loaded.pop(ref, None)
         target_dir = self.directory / ARCHIVE
         make_private_dirs(target_dir)
         target = target_dir / ref

@@ -34,8 +34,8 @@ from crl.partitions import PartitionJob, PartitionResult, PartitionSigner
 from crl.publisher import FULL, Published, Publisher
 from registry import municipalities
 from registry.clock import Clock, epoch
-from registry.errors import InvalidInput, NotFound
 from registry.datadir import create_private_file, make_private_dirs
+from registry.errors import InvalidInput, NotFound
 from registry.store import Store
 
 if TYPE_CHECKING:

@@ -23,8 +23,8 @@ from cryptography import x509
 from ca.authority import CAGeneration
 from ca.urls import crl_full_path, crl_partition_path
 from registry.clock import Clock, epoch
-from registry.errors import Conflict
 from registry.datadir import PRIVATE_FILE, make_private_dirs
+from registry.errors import Conflict
 from registry.store import Store
 
 log = logging.getLogger("jpki.crl.publisher")

@@ -53,7 +53,7 @@ class Context:
                            passphrase_env=secret.passphrase_env,
                            passphrase_file=secret.passphrase_file,
                            pkcs11_module=keys.pkcs11_module, pkcs11_token=keys.pkcs11_token,
-                           pkcs11_pin_env=keys.pkcs11_pin_env)
+                           pkcs11_pin_env=keys.pkcs11_pin_env, scrypt_p=keys.scrypt_p)
 
     @cached_property
     def keys(self) -> KeyBackend:
@@ -75,5 +75,6 @@ class Context:
             birthdays=self.settings.issuance.birthdays,
             minimum_signature_age=self.settings.issuance.minimum_signature_age,
             key_size=self.settings.ca.key_size,
+            pkcs12_kdf_rounds=self.settings.issuance.pkcs12_kdf_rounds,
         )
         return Issuer(self.store, self.keys, self.clock, policy)
