@@ -54,7 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         context = Context.load(getattr(args, "config", None), getattr(args, "data_dir", None))
-        return handler(context, args)
+        try:
+            return handler(context, args)
+        finally:  # also after a refusal: rows committed before it get their checkpoint
+            context.seal_audit()
     except JPKIError as exc:
         print(f"jpki {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -5,17 +5,22 @@ Built lazily so that `jpki --help` or a bad flag never opens the database.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from ca import auditkey
 from ca.issuance import IssuancePolicy, Issuer
 from ca.keybackend import BackendSpec, KeyBackend, Role, open_backend
 from fees.tariff import Tariff, load_tariff
 from jpki.settings import REPO_CONFIGS, Settings, load_settings
 from registry.clock import Clock, system_clock
+from registry.errors import JPKIError
 from registry.store import Store
+
+log = logging.getLogger("jpki.audit")
 
 
 def default_config() -> Path | None:
@@ -62,6 +67,17 @@ class Context:
     @cached_property
     def responder_keys(self) -> KeyBackend:
         return open_backend(self.key_spec("ocsp"))
+
+    def seal_audit(self) -> None:
+        """After a command: sign an audit checkpoint if it appended rows and the CA key backend
+        can be opened here; otherwise say so (the rows stay covered by the hash chain only)."""
+        if "store" not in self.__dict__:
+            return
+        try:
+            auditkey.seal(self.store, self.keys, self.clock)
+        except JPKIError as exc:
+            log.warning("audit log not checkpointed (%s); run `jpki audit checkpoint` where the"
+                        " CA key backend can be opened", exc)
 
     @cached_property
     def tariff(self) -> Tariff:

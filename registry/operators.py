@@ -8,7 +8,7 @@ from registry.errors import Conflict
 from registry.store import Store
 
 
-def add(store: Store, clock: Clock, name: str) -> str:
+def add(store: Store, clock: Clock, name: str, *, actor: str) -> str:
     """Create an operator and return its token; only the hash is kept."""
     tokens.check_name(name)
     token = tokens.new_token("op")
@@ -17,7 +17,7 @@ def add(store: Store, clock: Clock, name: str) -> str:
             raise Conflict(f"operator {name} exists", field="name")
         conn.execute("INSERT INTO operators (name, token_sha256, created_at) VALUES (?, ?, ?)",
                      (name, tokens.digest(token), epoch(clock())))
-        audit.append(store, clock, actor="operator", action="operator.add",
+        audit.append(store, clock, actor=actor, action="operator.add",
                      detail={"operator": name})
     return token
 
