@@ -361,7 +361,7 @@ def test_ca_status_shows_every_generation(site: Site) -> None:
 def test_private_keys_stay_in_their_backend(site: Site) -> None:
     if site.backend == "file":
         keys = sorted((site.data_dir / "ca").glob("*.key.pem"))
-        assert len(keys) == 3
+        assert len(keys) == 3 + 1  # 3 CA keys and the audit key (ca/auditkey.py)
         for key in keys:
             assert key.stat().st_mode & 0o077 == 0
             assert b"ENCRYPTED PRIVATE KEY" in key.read_bytes()
@@ -381,7 +381,8 @@ def test_private_keys_stay_in_their_backend(site: Site) -> None:
                             env={**os.environ, **site.env}, timeout=60)
     assert result.returncode == 0, result.stderr
     count, protected = result.stdout.split()
-    assert int(count) == 3 + 5  # 3 CA keys; responders: 3 at rotation time + 2 rotated
+    # 3 CA keys, the audit key; responders: 3 at rotation time + 2 rotated
+    assert int(count) == 3 + 1 + 5
     assert protected == "True"
 
 
