@@ -1,4 +1,5 @@
-"""`jpki init`: the first generation of both CAs, the municipality table, the dev passphrase.
+"""`jpki init`: the first generation of both CAs, the municipality table, the dev passphrase,
+the audit key, and a first signed checkpoint of the audit log.
 
 Idempotent: each step checks what exists and only does what is missing, and the report says
 what was done and what was already there.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ca import authority, responders
+from ca import auditkey, authority, responders
 from ca.keybackend import KeyBackend
 from ca.kinds import CertKind
 from registry import municipalities
@@ -59,4 +60,10 @@ def initialise(store: Store, keys: KeyBackend, clock: Clock, *, municipalities_c
             report.created.append(
                 f"OCSP responder certificate {record.certificate.serial_number:x}"
                 f" for CA id {record.ca_id}")
+    created = auditkey.ensure(store, keys, clock, key_size=key_size)
+    if created:
+        report.created.append(created)
+    else:
+        report.existing.append("audit checkpoint key")
+    auditkey.seal(store, keys, clock)  # init holds the CA key: anchor what it just wrote
     return report

@@ -7,9 +7,10 @@ removed again if the transaction fails), so a failed issuance leaves nothing beh
 
 from __future__ import annotations
 
+import getpass
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ class IssuancePolicy:
     birthdays: int = 5
     minimum_signature_age: int = 15
     key_size: int = 2048
+    # PBKDF2 iterations of the residents' PKCS#12 files (ca/credentials.py explains the MAC).
+    pkcs12_kdf_rounds: int = credentials.KDF_ROUNDS
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class IssueRequest:
     auth_only: bool = False
     allow_minor_signature: bool = False
     card_expiry: date | None = None
+    # Who asked, for the audit log: the CLI passes --operator or the login name.
+    actor: str = field(default_factory=getpass.getuser)
 
 
 @dataclass(frozen=True)
@@ -171,7 +176,7 @@ class Issuer:
             for kind in kinds
         }
         auth_end = plans[CertKind.AUTHENTICATION].authentication_not_after
-        built: dict[CertKind, tuple[rsa.RSAPrivateKey, x509.Certificate, str]] = {}
+        built: dict[CertKind, tuple[x509.Certificate, str, bytes]] = {}
         for kind in kinds:
             ca = cas[kind]
             key = rsa.generate_private_key(public_exponent=65537, key_size=self.policy.key_size)
@@ -185,12 +190,18 @@ class Issuer:
                 ca, ca.private_key(self.keys), serial=x509.random_serial_number(), cn=cn,
                 base_url=self.policy.base_url, cps_uri=self.policy.cps_uri,
             )
-            built[kind] = (key, certificate, cn)
+            # The PKCS#12 KDF takes most of a second: pay it before the registry's write lock.
+            pin = request.sign_pin if kind is CertKind.SIGNATURE else request.auth_pin
+            pkcs12_file = credentials.bundle(
+                key=key, certificate=certificate, ca_certificate=ca.certificate, pin=pin or "",
+                friendly_name=f"{kind.value}-{serial_hex(certificate.serial_number)}",
+                kdf_rounds=self.policy.pkcs12_kdf_rounds)
+            built[kind] = (certificate, cn, pkcs12_file)
         return self._commit(request, municipality, cas, built, predecessors, out_dir)
 
     def _commit(self, request: IssueRequest, municipality: municipalities.Municipality,
                 cas: dict[CertKind, authority.CAGeneration],
-                built: dict[CertKind, tuple[rsa.RSAPrivateKey, x509.Certificate, str]],
+                built: dict[CertKind, tuple[x509.Certificate, str, bytes]],
                 predecessors: list[CertificateRecord], out_dir: Path) -> IssuedPair:
         issued: dict[CertKind, IssuedCertificate] = {}
         written: list[Path] = []
@@ -202,7 +213,7 @@ class Issuer:
                     residents.record(self.store, self.clock, request.resident_id, request.facts)
                 else:
                     residents.update(self.store, self.clock, request.resident_id, request.facts)
-                for kind, (_key, certificate, cn) in built.items():
+                for kind, (certificate, cn, _pkcs12) in built.items():
                     serial = serial_hex(certificate.serial_number)
                     certificates.insert(
                         self.store, serial=serial, kind=kind, ca_id=cas[kind].id,
@@ -212,7 +223,7 @@ class Issuer:
                         not_after=epoch(certificate.not_valid_after_utc), issued_at=now,
                         der=certificate.public_bytes(Encoding.DER),
                     )
-                    audit.append(self.store, self.clock, actor="operator",
+                    audit.append(self.store, self.clock, actor=request.actor,
                                  action="certificate.issue", serial=serial,
                                  detail={"kind": kind.value, "ca": cas[kind].label,
                                          "partition": municipality.code})
@@ -221,7 +232,8 @@ class Issuer:
                 for record in predecessors:
                     if record.status_at(now) == "good":
                         certificates.revoke(self.store, self.clock, record.serial,
-                                            Reason.superseded, actor="operator", cause="renewal")
+                                            Reason.superseded, actor=request.actor,
+                                            cause="renewal")
                         superseded.append(record.serial)
                     if record.kind in issued:
                         certificates.link_successor(self.store, self.clock, record.serial,
@@ -231,12 +243,9 @@ class Issuer:
                     issued[CertKind.SIGNATURE].serial if CertKind.SIGNATURE in issued else None,
                     issued[CertKind.AUTHENTICATION].serial,
                 )
-                for kind, (key, certificate, _cn) in built.items():
-                    pin = request.sign_pin if kind is CertKind.SIGNATURE else request.auth_pin
+                for kind, (certificate, _cn, pkcs12_file) in built.items():
                     files = issued[kind].files
-                    credentials.write(files, key=key, certificate=certificate,
-                                      ca_certificate=cas[kind].certificate, pin=pin or "",
-                                      friendly_name=f"{kind.value}-{issued[kind].serial}")
+                    credentials.write(files, pkcs12_file=pkcs12_file, certificate=certificate)
                     written += [files.key, files.certificate]
         except FileExistsError as exc:
             _remove(written)

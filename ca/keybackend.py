@@ -41,6 +41,7 @@ class BackendSpec:
     pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
     pkcs11_token: str = "jpki"
     pkcs11_pin_env: str = "JPKI_PKCS11_PIN"
+    scrypt_p: int = 5  # file backend: the key files' scrypt parallelisation (ca/pkcs8.py)
 
 
 class KeyBackend(Protocol):

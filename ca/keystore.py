@@ -1,5 +1,9 @@
 """The file key backend: PKCS#8 PEM encrypted with a passphrase, files mode 0600.
 
+Keys are encrypted with PBES2(scrypt, AES-256-CBC) (ca/pkcs8.py says why not pyca's
+BestAvailableEncryption); each store decrypts a key once and keeps it, since a derivation
+costs about 0.2 s by design.
+
 CA keys live in `<data>/ca/` under the CA passphrase, responder keys in `<data>/ocsp/` under
 their own one, so the internet-facing responder never needs the CA passphrase. The passphrase
 comes from the environment (production) or from a 0600 file that `jpki init` creates in the
@@ -16,18 +20,18 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ca import pkcs8
 from ca.files import write_once
 from ca.keybackend import BackendSpec, PrivateKey
+from registry.datadir import make_private_dirs, refuse_shared
 from registry.errors import ConfigError, JPKIError
 
 ARCHIVE = "archive"
 
 
 def _private(path: Path, what: str) -> None:
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise ConfigError(f"{path}: {what} has mode {mode:o}, readable by group or others;"
-                          " chmod 600 it")
+    path.stat()  # a missing file raises FileNotFoundError, which callers turn into advice
+    refuse_shared(path, what)
 
 
 class FileKeyStore:
@@ -36,12 +40,13 @@ class FileKeyStore:
         self.directory = spec.data_dir / spec.role
         self.passphrase_env = spec.passphrase_env
         self.passphrase_path = spec.data_dir / spec.passphrase_file
+        self._loaded: dict[str, PrivateKey] = {}
 
     def ensure_passphrase(self) -> str | None:
         """Create the development passphrase file if no passphrase is configured; say where."""
         if os.environ.get(self.passphrase_env) or self.passphrase_path.exists():
             return None
-        self.passphrase_path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.passphrase_path.parent)
         write_once(self.passphrase_path, (secrets.token_urlsafe(32) + "\n").encode(), 0o600)
         return str(self.passphrase_path)
 
@@ -64,12 +69,8 @@ class FileKeyStore:
 
     def save(self, name: str, key: PrivateKey) -> str:
         """Write a new key once (never overwrite); return its file name relative to the store."""
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(self.passphrase()),
-        )
+        make_private_dirs(self.directory)
+        pem = pkcs8.encrypt(key, self.passphrase(), scrypt_p=self.spec.scrypt_p)
         path = self.directory / f"{name}.key.pem"
         write_once(path, pem, 0o600)
         return path.name
@@ -81,6 +82,8 @@ class FileKeyStore:
 
     def load(self, ref: str) -> PrivateKey:
         path = self._path(ref)
+        if ref in self._loaded and path.exists():
+            return self._loaded[ref]
         try:
             _private(path, "the key file")
             data = path.read_bytes()
@@ -95,13 +98,15 @@ class FileKeyStore:
             raise JPKIError(f"cannot decrypt {path}: wrong passphrase?") from None
         if not isinstance(key, rsa.RSAPrivateKey):
             raise JPKIError(f"{path} does not hold an RSA key")
+        self._loaded[ref] = key
         return key
 
     def archive(self, ref: str) -> str:
         """Move the (still encrypted) key into `archive/`, out of reach of `load()`."""
         path = self._path(ref)
+        self._loaded.pop(ref, None)
         target_dir = self.directory / ARCHIVE
-        target_dir.mkdir(exist_ok=True, mode=0o700)
+        make_private_dirs(target_dir)
         target = target_dir / ref
         if path.exists():
             os.link(path, target)  # fails if an archived copy exists: never replace one

@@ -33,6 +33,7 @@ from crl.partitions import PartitionJob, PartitionResult, PartitionSigner
 from crl.publisher import FULL, Published, Publisher
 from registry import municipalities
 from registry.clock import Clock, epoch
+from registry.datadir import create_private_file, make_private_dirs
 from registry.errors import InvalidInput, NotFound
 from registry.store import Store
 
@@ -116,7 +117,8 @@ class Generator:
         a lower number would otherwise be refused at publication).
         """
         lock_path = self.publisher.data_dir / "crl" / ".generate.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(lock_path.parent)
+        create_private_file(lock_path)
         with lock_path.open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:

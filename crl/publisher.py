@@ -23,6 +23,7 @@ from cryptography import x509
 from ca.authority import CAGeneration
 from ca.urls import crl_full_path, crl_partition_path
 from registry.clock import Clock, epoch
+from registry.datadir import PRIVATE_FILE, make_private_dirs
 from registry.errors import Conflict
 from registry.store import Store
 
@@ -157,12 +158,14 @@ class Publisher:
                     field="idp",
                 )
         target = self.path(ca, partition)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(target.parent)  # the data directory is private (registry/datadir)
         for leftover in target.parent.glob(f".{target.name}.*.tmp"):
             leftover.unlink(missing_ok=True)  # from a run that crashed before its rename
         temporary = target.parent / f".{target.name}.{number}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        # 0600 like everything in the data directory: the daemon itself serves CRLs.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), PRIVATE_FILE)
             handle.write(der)
             handle.flush()
             os.fsync(handle.fileno())
@@ -173,7 +176,7 @@ class Publisher:
     def commit(self, staged: Staged, duration_ms: int = 0) -> Published:
         """Serve the staged CRL (atomic rename), keep it in history, record the state."""
         history = staged.target.parent / HISTORY
-        history.mkdir(exist_ok=True)
+        make_private_dirs(history)
         kept = history / f"{staged.target.name}.{staged.number}"
         kept.unlink(missing_ok=True)
         os.link(staged.temporary, kept)

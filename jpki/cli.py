@@ -54,7 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         context = Context.load(getattr(args, "config", None), getattr(args, "data_dir", None))
-        return handler(context, args)
+        try:
+            return handler(context, args)
+        finally:  # also after a refusal: rows committed before it get their checkpoint
+            # Not for the long-running processes: `serve` must never open the CA key backend
+            # (the signer checkpoints what it appended), and the signer seals as it runs.
+            if getattr(args, "seals_audit", True):
+                context.seal_audit()
     except JPKIError as exc:
         print(f"jpki {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -5,19 +5,23 @@ Built lazily so that `jpki --help` or a bad flag never opens the database.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
+from ca import auditkey
 from ca.issuance import IssuancePolicy, Issuer
 from ca.keyaccess import open_backend
 from ca.keybackend import BackendSpec, Holder, KeyBackend, Role
 from fees.tariff import Tariff, load_tariff
 from jpki.settings import REPO_CONFIGS, Settings, load_settings
 from registry.clock import Clock, system_clock
-from registry.errors import ConfigError
+from registry.errors import ConfigError, JPKIError
 from registry.store import Store
+
+log = logging.getLogger("jpki.audit")
 
 
 def default_config() -> Path | None:
@@ -63,7 +67,7 @@ class Context:
                                passphrase_env=self.settings.ca.passphrase_env,
                                passphrase_file=self.settings.ca.passphrase_file,
                                pkcs11_module=keys.pkcs11_module, pkcs11_token=keys.pkcs11_token,
-                               pkcs11_pin_env=keys.pkcs11_pin_env)
+                               pkcs11_pin_env=keys.pkcs11_pin_env, scrypt_p=keys.scrypt_p)
         if (keys.responder_backend == "pkcs11" and keys.backend == "pkcs11"
                 and keys.responder_pkcs11_token == keys.pkcs11_token):
             # PKCS#11 logs in per token: the responder's login would open the CA keys too.
@@ -75,7 +79,8 @@ class Context:
                            passphrase_file=self.settings.ocsp.passphrase_file,
                            pkcs11_module=keys.pkcs11_module,
                            pkcs11_token=keys.responder_pkcs11_token,
-                           pkcs11_pin_env=keys.responder_pkcs11_pin_env)
+                           pkcs11_pin_env=keys.responder_pkcs11_pin_env,
+                           scrypt_p=keys.scrypt_p)
 
     @cached_property
     def keys(self) -> KeyBackend:
@@ -84,6 +89,17 @@ class Context:
     @cached_property
     def responder_keys(self) -> KeyBackend:
         return open_backend(self.key_spec("ocsp"))
+
+    def seal_audit(self) -> None:
+        """After a command: sign an audit checkpoint if it appended rows and the CA key backend
+        can be opened here; otherwise say so (the rows stay covered by the hash chain only)."""
+        if "store" not in self.__dict__:
+            return
+        try:
+            auditkey.seal(self.store, self.keys, self.clock)
+        except JPKIError as exc:
+            log.warning("audit log not checkpointed (%s); run `jpki audit checkpoint` where the"
+                        " CA key backend can be opened", exc)
 
     @cached_property
     def tariff(self) -> Tariff:
@@ -97,5 +113,6 @@ class Context:
             birthdays=self.settings.issuance.birthdays,
             minimum_signature_age=self.settings.issuance.minimum_signature_age,
             key_size=self.settings.ca.key_size,
+            pkcs12_kdf_rounds=self.settings.issuance.pkcs12_kdf_rounds,
         )
         return Issuer(self.store, self.keys, self.clock, policy)

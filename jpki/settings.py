@@ -95,11 +95,18 @@ class KeysSettings(_Section):
     responder_backend: Literal["file", "pkcs11"] = "file"
     responder_pkcs11_token: str = "jpki-ocsp"
     responder_pkcs11_pin_env: str = "JPKI_OCSP_PKCS11_PIN"
+    # File backend: key files are PBES2 with scrypt N=2^14, r=8 and this p (ca/pkcs8.py); 5 is
+    # OWASP's equivalent of N=2^17, about 0.2 s per key load. Lower only in tests.
+    scrypt_p: int = Field(5, ge=1, le=16)
 
 
 class IssuanceSettings(_Section):
     birthdays: int = Field(5, ge=1, le=10)
     minimum_signature_age: int = Field(15, ge=0, le=30)
+    # PBKDF2-HMAC-SHA256 iterations of the residents' PKCS#12 files (the MAC gets twice as
+    # many, ca/credentials.py); 600,000 is OWASP's figure. Outside a card nothing else slows
+    # a PIN guess (README.md, "PINs outside a card"). Lower only in tests.
+    pkcs12_kdf_rounds: int = Field(600_000, ge=1_000, le=10_000_000)
 
 
 class RevocationSettings(_Section):
@@ -222,6 +229,9 @@ class SignerSettings(_Section):
 
     # How often it looks for committed changes (one `PRAGMA data_version` when nothing changed).
     poll_seconds: float = Field(1.0, gt=0, le=60)
+    # How often it signs an audit checkpoint over rows appended since the last one (the
+    # serving daemon's events and renewals; it cannot sign them itself: no CA key backend).
+    checkpoint_seconds: float = Field(60, ge=1, le=24 * 3600)
 
 
 class RegistrySettings(_Section):

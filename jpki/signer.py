@@ -6,7 +6,9 @@ rows, noticed through `PRAGMA data_version` on its own connection) and:
   `crl.urgent_delay_seconds` (crl/urgent.py);
 - runs the daily CRL schedule (`crl.daily_time`, JST) (crl/schedule.py);
 - renews OCSP responder certificates `ocsp.renew_before_days` ahead (ca/responders.py); the
-  serving daemon picks the new ones up from the registry without a restart.
+  serving daemon picks the new ones up from the registry without a restart;
+- signs audit checkpoints (ca/auditkey.py) over rows the serving daemon appended, every
+  `signer.checkpoint_seconds`, since only a holder of the CA key backend may.
 Each duty's failure is logged and retried on the next pass; none stops the others.
 """
 
@@ -17,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ca import authority, responders
+from ca import auditkey, authority, responders
 from ca.authority import CAGeneration
 from crl import freshness
 from crl.generator import Generator
@@ -46,6 +48,7 @@ class SignerProcess:
         self._version = -1
         self._next_daily = 0.0
         self._next_renewal = 0.0
+        self._next_checkpoint = 0.0
 
     def open(self) -> None:
         """Open the registry and check that the CA keys open, before anything is scheduled."""
@@ -98,6 +101,15 @@ class SignerProcess:
         if self.settings.ocsp.auto_renew and now >= self._next_renewal:
             self._next_renewal = now + self.settings.ocsp.renew_check_minutes * 60
             self._guard("responder renewal", self._renew)
+        if now >= self._next_checkpoint:
+            self._next_checkpoint = now + self.settings.signer.checkpoint_seconds
+            self._guard("audit checkpoint", self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        assert self.store is not None
+        sealed = auditkey.seal(self.store, self.context.keys, self.context.clock)
+        if sealed is not None:
+            log.info("audit checkpoint %d over rows up to %d", sealed.id, sealed.row_id)
 
     def _urgent_run(self) -> None:
         scopes = self.urgent.take()
@@ -140,6 +152,7 @@ class SignerProcess:
                 stop.wait(self.settings.signer.poll_seconds)
         finally:
             if self.store is not None:
+                self._guard("audit checkpoint", self._checkpoint)
                 self.store.close()
         log.info("signer stopped")
 

@@ -297,9 +297,31 @@ def _v7_key_rotation(db: sqlite_utils.Database) -> None:
                                 if_not_exists=True)
 
 
+def _v8_audit_checkpoints(db: sqlite_utils.Database) -> None:
+    """Signed checkpoints of the audit chain (registry/audit.py) and the keys that sign them.
+
+    Only the public key is stored here: verifying needs no secret; signing needs the CA key
+    backend, where the private audit key lives under the CA passphrase.
+    """
+    db["audit_keys"].create(
+        {"id": int, "key_ref": str, "public_der": bytes, "fingerprint": str, "created_at": int},
+        pk="id",
+        not_null={"key_ref", "public_der", "fingerprint", "created_at"},
+        if_not_exists=True,
+    )
+    db["audit_checkpoints"].create(
+        {"id": int, "key_id": int, "row_id": int, "head_hash": str, "at": int,
+         "signature": bytes},
+        pk="id",
+        not_null={"key_id", "row_id", "head_hash", "at", "signature"},
+        foreign_keys=[("key_id", "audit_keys", "id")],
+        if_not_exists=True,
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1_foundation, _v2_events, _v3_verifiers, _v4_fees_and_consent, _v5_ocsp_signers,
-    _v6_crl_state, _v7_key_rotation]
+    _v6_crl_state, _v7_key_rotation, _v8_audit_checkpoints]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

@@ -10,7 +10,7 @@ from registry.errors import Conflict, NotFound
 from registry.store import Store
 
 
-def add(store: Store, clock: Clock, name: str, *, actor: str = "operator") -> str:
+def add(store: Store, clock: Clock, name: str, *, actor: str) -> str:
     """Create an operator and return its token; only the hash is kept."""
     tokens.check_name(name)
     token = tokens.new_token("op")

@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlite_utils
 
+from registry import datadir
 from registry.migrations import migrate
 
 DB_NAME = "registry.db"
@@ -40,8 +41,8 @@ class Store:
 
     @classmethod
     def open(cls, data_dir: Path) -> Store:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        store = cls(data_dir / DB_NAME)
+        """Open (creating, 0700/0600) the registry; a data dir others can read is refused."""
+        store = cls(datadir.prepare(data_dir, DB_NAME))
         migrate(store.db)
         return store
 

@@ -20,7 +20,8 @@ from typing import Any
 from jpki.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIG = REPO / "configs" / "default.toml"
+# The development configuration with cheap key-file KDFs (configs/test.toml says why).
+CONFIG = REPO / "configs" / "test.toml"
 
 
 @dataclass

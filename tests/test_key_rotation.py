@@ -364,7 +364,7 @@ def test_ca_status_shows_every_generation(site: Site) -> None:
 def test_private_keys_stay_in_their_backend(site: Site) -> None:
     if site.backend == "file":
         keys = sorted((site.data_dir / "ca").glob("*.key.pem"))
-        assert len(keys) == 3
+        assert len(keys) == 3 + 1  # 3 CA keys and the audit key (ca/auditkey.py)
         for key in keys:
             assert key.stat().st_mode & 0o077 == 0
             assert b"ENCRYPTED PRIVATE KEY" in key.read_bytes()
@@ -380,8 +380,9 @@ def test_private_keys_stay_in_their_backend(site: Site) -> None:
         "    print(len(keys), all(k[Attribute.SENSITIVE] and not k[Attribute.EXTRACTABLE]"
         " for k in keys))\n"
     )
-    # 3 CA keys on the CA token; the responders' 5 (3 at rotation time + 2 rotated) on theirs
-    for token, pin, expected in (("jpki-test", PIN, 3), ("jpki-test-ocsp", OCSP_PIN, 5)):
+    # 3 CA keys and the audit key on the CA token; the responders' 5 (3 at rotation time + 2
+    # rotated) on their own
+    for token, pin, expected in (("jpki-test", PIN, 3 + 1), ("jpki-test-ocsp", OCSP_PIN, 5)):
         result = subprocess.run([sys.executable, "-c", probe, token, pin], capture_output=True,
                                 text=True, env={**os.environ, **site.env}, timeout=60)
         assert result.returncode == 0, result.stderr

@@ -36,6 +36,12 @@ def _default_operator() -> str:
     return name if OPERATOR.fullmatch(name) else "operator"
 
 
+def cli_actor(args: argparse.Namespace) -> str:
+    """Who a CLI command acts as, for the audit log: --operator, else $JPKI_OPERATOR or the
+    login name; never a fixed word, or the log could not say who did what."""
+    return getattr(args, "operator", None) or _default_operator()
+
+
 def add_operator_options(parser: argparse.ArgumentParser, default_reason: str) -> None:
     parser.add_argument("--operator", type=_operator, default=_default_operator(),
                         metavar="NAME", help="who does this, for the audit log"

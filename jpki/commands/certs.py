@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from ca.issuance import IssueRequest
+from jpki.commands.ca import cli_actor
 from jpki.context import Context
 from jpki.output import print_json
 from registry import certificates
@@ -97,6 +98,7 @@ def _request(context: Context, args: argparse.Namespace) -> IssueRequest:
         resident_id=args.resident_id, facts=facts, out_dir=args.out, sign_pin=args.sign_pin,
         auth_pin=args.auth_pin, auth_only=args.auth_only,
         allow_minor_signature=args.allow_minor_signature, card_expiry=card_expiry,
+        actor=cli_actor(args),
     )
 
 
@@ -129,6 +131,6 @@ def cmd_revoke(context: Context, args: argparse.Namespace) -> int:
         window = timedelta(hours=context.settings.revocation.backdate_window_hours)
         revoked_at = backdating.revocation_time(args.at, context.clock(), window)
     record = certificates.revoke(context.store, context.clock, serial, reason,
-                                 actor="operator", revoked_at=revoked_at, cause="operator")
+                                 actor=cli_actor(args), revoked_at=revoked_at, cause="operator")
     print_json(record.to_json(epoch(context.clock())))
     return 0

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from jpki.commands.ca import add_operator_options
+from jpki.commands.ca import add_operator_options, cli_actor
 from jpki.context import Context
 from jpki.output import print_json
 from registry import operators
@@ -69,7 +69,7 @@ def cmd_events_apply(context: Context, args: argparse.Namespace) -> int:
     rejected = 0
     try:
         for location, raw in jsonlines.read(source):
-            outcome = applier.apply(raw, actor="cli", location=location)
+            outcome = applier.apply(raw, actor=cli_actor(args), location=location)
             rejected += outcome.status == "rejected"
             print_json(outcome.to_json())
     finally:
@@ -79,7 +79,7 @@ def cmd_events_apply(context: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_operator_add(context: Context, args: argparse.Namespace) -> int:
-    token = operators.add(context.store, context.clock, args.name)
+    token = operators.add(context.store, context.clock, args.name, actor=cli_actor(args))
     print_json({"operator": args.name, "token": token})
     return 0
 

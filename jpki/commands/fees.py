@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fees import invoice
+from jpki.commands.ca import cli_actor
 from jpki.context import Context
 from jpki.output import print_json
 from registry import consents, verifiers
@@ -64,13 +65,13 @@ def cmd_consent(context: Context, args: argparse.Namespace) -> int:
     if args.action == "grant":
         items = consents.parse_items(args.items, args.service)
         grant = consents.grant(context.store, context.clock, args.resident_id, verifier,
-                               args.service, items)
+                               args.service, items, actor=cli_actor(args))
         print_json({"resident_id": args.resident_id, "verifier": verifier.name,
                     "service": grant.service, "items": list(grant.items),
                     "expires_at": grant.expires_at})
     else:
         consents.withdraw(context.store, context.clock, args.resident_id, verifier,
-                          args.service)
+                          args.service, actor=cli_actor(args))
         print_json({"resident_id": args.resident_id, "verifier": verifier.name,
                     "service": args.service, "withdrawn": True})
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ca import responders
 from ca.kinds import CertKind
-from jpki.commands.ca import add_operator_options
+from jpki.commands.ca import add_operator_options, cli_actor
 from jpki.context import Context
 from jpki.output import print_json
 from jpki.wiring import responder_policy
@@ -90,16 +90,19 @@ def cmd_verifier_add(context: Context, args: argparse.Namespace) -> int:
     if args.signer_cert:
         certificate = verifiers.load_certificate(_read_cert(args.signer_cert))
     with context.store.transaction():
-        verifier, token = verifiers.add(context.store, context.clock, args.name)
+        verifier, token = verifiers.add(context.store, context.clock, args.name,
+                                        actor=cli_actor(args))
         if certificate is not None:
-            verifiers.add_signer(context.store, context.clock, args.name, certificate)
+            verifiers.add_signer(context.store, context.clock, args.name, certificate,
+                                 actor=cli_actor(args))
     print_json({"verifier": verifier.name, "token": token})
     return 0
 
 
 def cmd_verifier_add_signer(context: Context, args: argparse.Namespace) -> int:
     certificate = verifiers.load_certificate(_read_cert(args.cert))
-    digest = verifiers.add_signer(context.store, context.clock, args.name, certificate)
+    digest = verifiers.add_signer(context.store, context.clock, args.name, certificate,
+                                  actor=cli_actor(args))
     print_json({"verifier": args.name, "signer_fingerprint": digest})
     return 0
 

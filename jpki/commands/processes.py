@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     serve.add_argument("--port", type=int, help="override server.port")
     serve.add_argument("--metrics-listen", metavar="HOST:PORT",
                        help='override server.metrics_listen ("" turns /metrics off)')
-    serve.set_defaults(handler=cmd_serve)
+    serve.set_defaults(handler=cmd_serve, seals_audit=False)
 
     signer = subparsers.add_parser(
         "signer", parents=[parent], help="run the CA's signing process (CRLs, responder certs)",
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
         " Re-issues the CRLs that list a new revocation within crl.urgent_delay_seconds, runs"
         " the daily CRL schedule (crl.daily_time, JST) and renews OCSP responder certificates"
         " ocsp.renew_before_days ahead. Stops on SIGINT or SIGTERM.")
-    signer.set_defaults(handler=cmd_signer)
+    signer.set_defaults(handler=cmd_signer, seals_audit=False)
 
     run = subparsers.add_parser(
         "run", parents=[parent], help="run signer and serve together (what `make run` does)",
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     run.add_argument("--port", type=int, help="override server.port")
     run.add_argument("--metrics-listen", metavar="HOST:PORT",
                      help='override server.metrics_listen ("" turns /metrics off)')
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(handler=cmd_run, seals_audit=False)
 
 
 def cmd_serve(context: Context, args: argparse.Namespace) -> int:
