@@ -176,7 +176,7 @@ async def test_fuzz_events_and_linkage(stack: Stack, tmp_path: Path,
         issue(stack, tmp_path, resident_id)
     sig = pair.issued[CertKind.SIGNATURE].serial
     auth = pair.issued[CertKind.AUTHENTICATION].serial
-    operator_token = operators.add(store, clock, "fuzz-feed")
+    operator_token = operators.add(store, clock, "fuzz-feed", actor="fuzz-test")
     bank, bank_token = verifiers.add(store, clock, "bank")
     TOKENS[bank.id] = bank_token
     for service in ("linkage", "age"):

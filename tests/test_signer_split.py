@@ -287,6 +287,9 @@ def test_signer_publishes_urgently_and_renews_responders(site: Site) -> None:
     log = signer.log.read_text()
     assert "urgent CRL run" in log
     assert "Traceback" not in log
+    # The rows the serving daemon appended (the event) are anchored by the signer's checkpoint.
+    verified = site.json("audit", "verify")
+    assert verified["ok"] is True and verified["last_checkpoint"]["row"] == verified["rows"]
 
 
 def _responder_serial(text: str) -> str:
