@@ -97,7 +97,8 @@ def main() -> int:
         processes.append(subprocess.Popen([*jpki, "signer"], stdout=logs, stderr=logs,
                                           cwd=REPO))
         processes.append(subprocess.Popen([*jpki, "serve", "--host", "127.0.0.1", "--port",
-                                           str(port)], stdout=logs, stderr=logs, cwd=REPO))
+                                           str(port), "--metrics-listen", ""],
+                                          stdout=logs, stderr=logs, cwd=REPO))
         base = f"http://127.0.0.1:{port}"
         for _ in range(200):
             try:

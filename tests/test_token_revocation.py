@@ -8,7 +8,9 @@ it.
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import sqlite3
 import urllib.error
 import urllib.request
@@ -25,6 +27,8 @@ from jpki.context import Context
 from tests.helpers import Daemon, jpki
 from tests.test_events_http import post
 from tests.test_revocation_events import issue
+
+LOGIN = os.environ.get("JPKI_OPERATOR") or getpass.getuser()
 
 ACTOR = "alice"
 
@@ -94,7 +98,7 @@ def test_verifier_token_rotation_and_revocation_reach_a_running_daemon(
     finally:
         daemon.stop()
     assert audit_rows(context.data_dir, "verifier.") == [
-        ("operator", "verifier.add", {"verifier": "bank"}),
+        (LOGIN, "verifier.add", {"verifier": "bank"}),  # no --operator: the login name
         (ACTOR, "verifier.token.rotate", {"verifier": "bank", "reason": "token leaked"}),
         (ACTOR, "verifier.revoke", {"verifier": "bank", "reason": "verifier withdrawn"}),
     ]
