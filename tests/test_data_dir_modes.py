@@ -49,7 +49,8 @@ def serve_once(data_dir: Path, log: Path) -> None:
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "jpki.cli", "serve", "--config", str(CONFIG), "--data-dir",
-             str(data_dir), "--host", "127.0.0.1", "--port", str(port)],
+             str(data_dir), "--host", "127.0.0.1", "--port", str(port),
+             "--metrics-listen", ""],
             stdout=out, stderr=out, cwd=REPO)
     try:
         deadline = time.monotonic() + 30
@@ -101,7 +102,7 @@ def test_a_registry_others_can_read_is_refused(data_dir: Path, target: str) -> N
     port = free_port()
     served = subprocess.run(
         [sys.executable, "-m", "jpki.cli", "serve", "--config", str(CONFIG), "--data-dir",
-         str(data_dir), "--host", "127.0.0.1", "--port", str(port)],
+         str(data_dir), "--host", "127.0.0.1", "--port", str(port), "--metrics-listen", ""],
         capture_output=True, text=True, timeout=60, cwd=REPO)
     assert served.returncode == 78, served.stderr
     assert "readable by group or others" in served.stderr and "chmod" in served.stderr
