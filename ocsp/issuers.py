@@ -45,7 +45,9 @@ class Signer:
 
 
 @dataclass(frozen=True)
-class Issuer:
+class ServedGeneration:
+    """A CA generation this responder answers for, and the delegated signer that answers."""
+
     ca: CAGeneration
     signer: Signer | None  # None when no valid responder certificate exists (healthz says so)
 
@@ -82,8 +84,8 @@ class IssuerIndex:
         self.store = store
         self.keys = keys
         self.algorithms = algorithms
-        self._by_hashes: dict[tuple[str, bytes, bytes], Issuer] = {}
-        self.issuers: list[Issuer] = []
+        self._by_hashes: dict[tuple[str, bytes, bytes], ServedGeneration] = {}
+        self.issuers: list[ServedGeneration] = []
         self._fingerprint: tuple[int, int, int] | None = None
 
     def _state(self) -> tuple[int, int, int]:
@@ -107,10 +109,10 @@ class IssuerIndex:
         state = self._state()
         if state == self._fingerprint:
             return False
-        by_hashes: dict[tuple[str, bytes, bytes], Issuer] = {}
-        issuers = []
+        by_hashes: dict[tuple[str, bytes, bytes], ServedGeneration] = {}
+        issuers: list[ServedGeneration] = []
         for ca in authority.generations(self.store, include_retired=False):
-            issuer = Issuer(ca, load_signer(self.store, self.keys, ca))
+            issuer = ServedGeneration(ca, load_signer(self.store, self.keys, ca))
             issuers.append(issuer)
             for algorithm in self.algorithms:
                 name_hash, key_hash = cert_id_hashes(ca, algorithm)
@@ -120,12 +122,12 @@ class IssuerIndex:
             f"{i.ca.label}(signer {i.signer.serial if i.signer else 'none'})" for i in issuers))
         return True
 
-    def find(self, algorithm: str, name_hash: bytes, key_hash: bytes) -> Issuer | None:
+    def find(self, algorithm: str, name_hash: bytes, key_hash: bytes) -> ServedGeneration | None:
         return self._by_hashes.get((algorithm, name_hash, key_hash))
 
     def problems(self, now: datetime) -> dict[str, str]:
         """Generations whose signer is missing or expired: what /healthz reports."""
-        result = {}
+        result: dict[str, str] = {}
         for issuer in self.issuers:
             if issuer.ca.not_after <= now:
                 continue

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 
 from asn1crypto import core, ocsp
 
-from ocsp.issuers import Issuer, cert_id_hashes
+from ocsp.issuers import ServedGeneration, cert_id_hashes
 from ocsp.request import CertID
 from registry.store import Store
 
 
-def make_cert_id(issuer: Issuer, algorithm: str, serial: int) -> CertID:
+def make_cert_id(issuer: ServedGeneration, algorithm: str, serial: int) -> CertID:
     name_hash, key_hash = cert_id_hashes(issuer.ca, algorithm)
     der = ocsp.CertId({
         "hash_algorithm": {"algorithm": algorithm, "parameters": core.Null()},
@@ -26,7 +26,7 @@ def make_cert_id(issuer: Issuer, algorithm: str, serial: int) -> CertID:
     return CertID(algorithm, name_hash, key_hash, serial, der)
 
 
-def cert_ids_for(store: Store, issuer: Issuer, algorithms: tuple[str, ...],
+def cert_ids_for(store: Store, issuer: ServedGeneration, algorithms: tuple[str, ...],
                  limit: int) -> Iterator[CertID]:
     rows = store.conn.execute(
         "SELECT serial FROM certificates WHERE ca_id = ? ORDER BY issued_at DESC LIMIT ?",

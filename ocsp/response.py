@@ -45,7 +45,7 @@ class Status:
 
 
 @dataclass(frozen=True)
-class Answer:
+class SingleAnswer:
     cert_id_der: bytes
     status: Status
 
@@ -146,7 +146,7 @@ def _with_certificates(response: bytes, certs_field: bytes) -> bytes:
     return result
 
 
-def sign_response(*, answers: list[Answer], responder_key_hash: bytes, key: PrivateKey,
+def sign_response(*, answers: list[SingleAnswer], responder_key_hash: bytes, key: PrivateKey,
                   certificate: asn1_x509.Certificate, this_update: datetime,
                   next_update: datetime, nonce_extn_value: bytes | None) -> bytes:
     """Encode and sign; `this_update` doubles as producedAt (both are "now", whole seconds)."""

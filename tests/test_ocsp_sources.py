@@ -21,10 +21,11 @@ from ocsp.auth import VerifierDirectory
 from ocsp.cache import PresignedCache
 from ocsp.errors import TryLater, Unauthorized
 from ocsp.issuers import IssuerIndex
+from ocsp.live import AnswerPolicy
 from ocsp.meter import NoMeter
 from ocsp.presign import make_cert_id
-from ocsp.responder import Responder, ResponderPolicy
-from ocsp.signing import LiveSigner
+from ocsp.responder import Responder
+from ocsp.signing import SigningPool
 from ocsp.watch import RegistryWatch
 from registry import certificates
 from registry.clock import FrozenClock
@@ -51,10 +52,10 @@ def build(data_dir: Path, clock: FrozenClock, *, anonymous: bool = True,
     store = Store.open(data_dir)
     return Responder(
         store=store, issuers=IssuerIndex(store, context.responder_keys, ("sha1", "sha256")),
-        cache=PresignedCache(1000), signer=LiveSigner(2, queue_limit),
+        cache=PresignedCache(1000), pool=SigningPool(2, queue_limit),
         directory=VerifierDirectory(store, anonymous), meter=meter or NoMeter(),  # type: ignore[arg-type]
         clock=clock,
-        policy=ResponderPolicy(timedelta(hours=24), 0.5, frozenset({"sha1", "sha256"})),
+        policy=AnswerPolicy(timedelta(hours=24), 0.5, frozenset({"sha1", "sha256"})),
         arrivals=arrivals,
     )
 
@@ -86,7 +87,7 @@ async def test_in_process_revocation_drops_the_cached_answer(data_dir: Path, iss
     serial = issued["signature"]["serial"]
     body = request_for(responder, CertKind.SIGNATURE, serial)
     first = await responder.answer(body, None)
-    assert first.outcome == "good" and first.entry is not None
+    assert first.outcome == "good" and first.cached is not None
     assert (await responder.answer(body, None)).der == first.der  # served from the cache
     certificates.revoke(context.store, clock, serial, Reason.affiliationChanged, actor="test")
     after = await responder.answer(body, None)
@@ -110,11 +111,11 @@ async def test_stale_answers_are_resigned_and_next_update_respects_the_signer(
     assert stale.der == first.der
     await asyncio.sleep(0)
     for _ in range(100):
-        entry = responder.cache.entries.get(first.entry.cert_id.der)  # type: ignore[union-attr]
+        entry = responder.cache.get(first.cached.cert_id.der)  # type: ignore[union-attr]
         if entry is not None and entry.der != first.der:
             break
         await asyncio.sleep(0.01)
-    assert entry is not None and entry.this_update > first.entry.this_update  # type: ignore[union-attr]
+    assert entry is not None and entry.this_update > first.cached.this_update  # type: ignore[union-attr]
     signer = responder.issuers.issuers[0].signer
     assert signer is not None
     clock.now = signer.not_after - timedelta(hours=1)
@@ -207,7 +208,7 @@ async def test_live_answers_read_a_memoized_status_that_a_revocation_elsewhere_d
     arrivals.count += 1
     first = await responder.answer(nonce_request(responder, CertKind.SIGNATURE, serial, b"1"),
                                    None)
-    assert first.outcome == "good" and first.entry is None  # live: nothing cached
+    assert first.outcome == "good" and first.cached is None  # live: nothing cached
     assert responder.cache.status(serial, ca_id) is not None  # memoized for the next one
     other = Store.open(data_dir)  # another connection, as `jpki revoke` would be
     try:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.x509 import ocsp as pyca_ocsp
 
 from ca.kinds import CertKind
-from ocsp.issuers import Issuer, Signer
+from ocsp.issuers import ServedGeneration, Signer
 from ocsp.presign import make_cert_id
 from ocsp.request import CertID
 from ocsp.response import Status, sign_single
@@ -98,8 +98,8 @@ def test_rendered_answers_are_pycas_answers_byte_for_byte(
     assert template.render(signer.key, wider.der, now, now + HOUR, nonce) is None
 
 
-def _issuer(signer: Signer) -> Issuer:
-    return Issuer(signer.ca, signer)
+def _issuer(signer: Signer) -> ServedGeneration:
+    return ServedGeneration(signer.ca, signer)
 
 
 def test_the_rendered_answer_verifies_under_the_responder_key(
