@@ -24,7 +24,7 @@ from email.utils import formatdate
 
 from ocsp.issuers import ServedGeneration
 from ocsp.request import CertID
-from ocsp.response import Status
+from ocsp.status import Status
 
 
 @dataclass(frozen=True)

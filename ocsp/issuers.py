@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import authority, responders
 from ca.authority import CAGeneration
-from ca.keybackend import KeyBackend, PrivateKey
-from ocsp.response import certificates_field
+from ca.keybackend import KeyBackend
+from ocsp.builder import ResponderKey
 from registry.store import Store
 
 log = logging.getLogger("jpki.ocsp")
@@ -31,11 +31,9 @@ class Signer:
     """A delegated responder: its key signs every answer about its CA generation."""
 
     ca: CAGeneration
-    certificate: asn1_x509.Certificate
-    pyca_certificate: x509.Certificate
-    key: PrivateKey
+    certificate: x509.Certificate
+    key: ResponderKey
     key_hash: bytes  # responderID byKey
-    certs_field: bytes  # the response's `certs`, encoded once
     not_after: datetime
     serial: str
 
@@ -70,9 +68,8 @@ def load_signer(store: Store, keys: KeyBackend, ca: CAGeneration) -> Signer | No
         return None
     certificate = asn1_x509.Certificate.load(record.certificate.public_bytes(Encoding.DER))
     key = keys.load(record.key_file)
-    return Signer(ca=ca, certificate=certificate, pyca_certificate=record.certificate, key=key,
+    return Signer(ca=ca, certificate=record.certificate, key=key,
                   key_hash=certificate.public_key.sha1,
-                  certs_field=certificates_field(certificate),
                   not_after=record.not_after,
                   serial=format(record.certificate.serial_number, "x"))
 

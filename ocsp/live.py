@@ -15,18 +15,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
-from asn1crypto import x509 as asn1_x509
-
+from ocsp.builder import AnswerBuilder
 from ocsp.cache import PresignedCache
 from ocsp.errors import TryLater
 from ocsp.issuers import ServedGeneration, Signer
 from ocsp.request import CertID
-from ocsp.response import SingleAnswer, Status, sign_response, sign_single
 from ocsp.signing import SigningPool
 from ocsp.source import Query, Reply
-from ocsp.status import StatusSource
-from ocsp.template import Templates
-from registry.clock import Clock, epoch, epoch_reader, from_epoch
+from ocsp.status import Status, StatusReader
+from registry.clock import Clock, epoch, epoch_reader
 
 
 @dataclass(frozen=True)
@@ -49,14 +46,14 @@ class Signed:
 
 
 class LiveSource:
-    def __init__(self, pool: SigningPool, memo: PresignedCache, statuses: StatusSource,
+    def __init__(self, pool: SigningPool, memo: PresignedCache, statuses: StatusReader,
                  clock: Clock, response_validity: timedelta) -> None:
         self.pool = pool
         self.memo = memo  # the status memo lives beside the answers it follows
         self.statuses = statuses
         self.response_validity = int(response_validity.total_seconds())
         self._epoch_now = epoch_reader(clock)
-        self.templates = Templates()
+        self.builder = AnswerBuilder()
 
     async def answer(self, query: Query) -> Reply:
         """Nonce (RFC 9654) or several CertIDs: read every status now and sign now."""
@@ -99,26 +96,10 @@ class LiveSource:
     def _sign_job(self, signer: Signer, ca_id: int, cert_ids: list[CertID],
                   memo: list[Status | None], this_update: int, next_update: int,
                   nonce: bytes | None, nonce_value: bytes | None) -> tuple[list[Status], bytes]:
-        """On the pool: statuses (memo, else the registry), then for one canonical CertID
-        (nearly every request) a template of pyca's encoding (ocsp/template.py), pyca's
-        builder the first time; asn1crypto for several CertIDs."""
+        """On the pool: statuses (memo, else the registry), then the builder."""
         statuses = [known if known is not None else self.statuses.status(c.serial_hex, ca_id)
                     for c, known in zip(cert_ids, memo, strict=True)]
-        if len(cert_ids) == 1 and cert_ids[0].canonical:
-            cert_id, status = cert_ids[0], statuses[0]
-            return statuses, self.templates.sign(
-                (signer.key_hash, signer.serial, status.state, status.revoked_at,
-                 status.reason, len(cert_id.der),
-                 len(nonce_value) if nonce_value is not None else 0),
-                signer.key, cert_id.der, this_update, next_update, nonce_value,
-                partial(sign_single, cert_id=cert_id, status=status,
-                        certs_field=signer.certs_field, certificate=signer.pyca_certificate,
-                        key=signer.key, this_update=from_epoch(this_update),
-                        next_update=from_epoch(next_update), nonce=nonce_value))
-        this, nxt = from_epoch(this_update), from_epoch(next_update)
-        return statuses, sign_response(
-            answers=[SingleAnswer(c.der, s) for c, s in zip(cert_ids, statuses, strict=True)],
-            responder_key_hash=signer.key_hash, key=signer.key,
-            # a private copy: asn1crypto parses lazily and the pool has threads
-            certificate=asn1_x509.Certificate.load(signer.certificate.dump()),
-            this_update=this, next_update=nxt, nonce_extn_value=nonce)
+        return statuses, self.builder.build(
+            key=signer.key, certificate=signer.certificate, cert_ids=cert_ids,
+            statuses=statuses, this_update=this_update, next_update=next_update, nonce=nonce,
+            nonce_value=nonce_value)

@@ -28,7 +28,7 @@ from ocsp.presigned import PresignedSource
 from ocsp.refresher import Refresher
 from ocsp.signing import SigningPool
 from ocsp.source import Query, Reply, Source
-from ocsp.status import StatusSource
+from ocsp.status import StatusReader
 from ocsp.watch import RegistryWatch
 from registry.clock import Clock, epoch_reader
 from registry.store import Store
@@ -45,7 +45,7 @@ class Responder:
         self.cache = cache
         self.pool = pool
         self.directory = directory
-        self.live = LiveSource(pool, cache, StatusSource(store.path), clock,
+        self.live = LiveSource(pool, cache, StatusReader(store.path), clock,
                                policy.response_validity)
         self.presigned = PresignedSource(self.live, cache, policy.refresh_fraction)
         self.stack: Source = DecodeSource(

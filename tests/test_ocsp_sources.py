@@ -32,7 +32,7 @@ from registry.clock import FrozenClock
 from registry.reasons import Reason
 from registry.store import Store
 from registry.verifiers import Verifier
-from tests.helpers import CONFIG, issue_args, jpki
+from tests.helpers import CONFIG
 
 
 class RecordingMeter:
@@ -70,13 +70,6 @@ def request_for(responder: Responder, kind: CertKind, serial: str, algorithm: st
 
 def single(der: bytes) -> ocsp.SingleResponse:
     return ocsp.OCSPResponse.load(der).basic_ocsp_response["tbs_response_data"]["responses"][0]
-
-
-@pytest.fixture
-def issued(data_dir: Path, tmp_path: Path) -> dict:
-    result = jpki(data_dir, *issue_args("src-1", tmp_path / "out"))
-    assert result.code == 0, result.err
-    return result.json
 
 
 async def test_in_process_revocation_drops_the_cached_answer(data_dir: Path, issued: dict,
@@ -256,55 +249,3 @@ def test_a_freshness_proof_covers_exactly_the_requests_that_arrived_before_it(
     finally:
         store.close()
         other.close()
-
-
-def test_the_responder_certificate_is_appended_exactly_as_pyca_would_encode_it(
-        data_dir: Path, issued: dict) -> None:
-    """`sign_single` leaves the certificate out of pyca's builder (which re-encodes it, slowly)
-    and appends its DER: the result is byte for byte pyca's own encoding with the certificate."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.serialization import Encoding
-    from cryptography.x509 import ocsp as pyca_ocsp
-
-    from ocsp import response
-    from ocsp.request import parse_fast
-    from ocsp.response import Status, sign_single
-
-    clock = FrozenClock(datetime.now(UTC))
-    responder = build(data_dir, clock)
-    signer = next(i.signer for i in responder.issuers.issuers
-                  if i.ca.kind is CertKind.SIGNATURE)
-    assert signer is not None
-    parsed = parse_fast(nonce_request(responder, CertKind.SIGNATURE,
-                                      issued["signature"]["serial"], b"n" * 32),
-                        frozenset({"sha1"}))
-    assert parsed is not None
-    cert_id = parsed.cert_ids[0]
-    this = datetime.now(UTC).replace(microsecond=0)
-
-    def pyca(with_certificate: bool) -> bytes:
-        builder = pyca_ocsp.OCSPResponseBuilder().add_response_by_hash(
-            cert_id.name_hash, cert_id.key_hash, cert_id.serial, hashes.SHA1(),
-            pyca_ocsp.OCSPCertStatus.GOOD, this, this + timedelta(hours=1), None, None,
-        ).responder_id(pyca_ocsp.OCSPResponderEncoding.HASH, signer.pyca_certificate
-                       ).add_extension(x509.OCSPNonce(b"n" * 32), critical=False)
-        if with_certificate:
-            builder = builder.certificates([signer.pyca_certificate])
-        return builder.sign(signer.key, hashes.SHA256()).public_bytes(Encoding.DER)
-
-    for _ in range(3):  # pyca stamps producedAt itself: all within one second
-        started = datetime.now(UTC).replace(microsecond=0)
-        ours = sign_single(cert_id=cert_id, status=Status("good", "signature"),
-                           certs_field=signer.certs_field, certificate=signer.pyca_certificate,
-                           key=signer.key, this_update=this,
-                           next_update=this + timedelta(hours=1), nonce=b"n" * 32)
-        full, bare = pyca(True), pyca(False)
-        if datetime.now(UTC).replace(microsecond=0) == started:
-            break
-    assert ours == full
-    response._HEADERS.clear()
-    assert response._with_certificates(bare, signer.certs_field) == full  # headers worked out
-    assert response._with_certificates(bare, signer.certs_field) == full  # and reused
-    loaded = pyca_ocsp.load_der_ocsp_response(ours)
-    assert loaded.certificates == [signer.pyca_certificate]
-    asyncio.run(responder.close())
