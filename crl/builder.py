@@ -4,8 +4,8 @@ The whole entry list is passed to `CertificateRevocationListBuilder(revoked_cert
 `add_revoked_certificate()` copies the builder on every call, which makes large CRLs quadratic
 (PEERS.md). Measured here: pyca about 7 µs per entry with a reason code, asn1crypto about
 170 µs per entry, so pyca encodes the entries (once each: see crl.entries) and asn1crypto only
-assembles the outer structure (crl.assembly). `build` signs a whole CRL with pyca; the tests use
-it as an independent reference.
+assembles the outer structure (crl.assembly), which signs every published CRL. `build` here
+signs a whole CRL with pyca; only the tests use it, as an independent reference.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ca.profile import distribution_point_names
 from crl import assembly
 from crl.entries import Entry
 from registry.municipalities import Municipality
-from registry.reasons import Reason
+from registry.reasons import Reason, pyca_reason_flag
 
 # RFC 5280 §5.3.1: the reasonCode entry extension is omitted when the reason is unspecified
 # ("CRL issuers ... SHOULD be absent instead of using the unspecified (0) reasonCode value").
@@ -35,10 +35,10 @@ _REASON_EXTENSIONS: dict[int | None, list[x509.Extension[x509.ExtensionType]]] =
     None: [], int(Reason.unspecified): [],
 }
 for _reason in Reason:
-    if _reason is not Reason.unspecified:
+    _flag = pyca_reason_flag(_reason)  # the one reason table (registry/reasons.py)
+    if _flag is not None:
         _REASON_EXTENSIONS[int(_reason)] = [
-            x509.Extension(CRLEntryExtensionOID.CRL_REASON, False,
-                           x509.CRLReason(x509.ReasonFlags(_reason.name)))
+            x509.Extension(CRLEntryExtensionOID.CRL_REASON, False, x509.CRLReason(_flag))
         ]
 
 

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from ocsp import metrics
 from ocsp.errors import TryLater, Unauthorized
 from ocsp.request import HASHES, RequestSignature
-from registry import verifiers
+from registry import tokens, verifiers
 from registry.clock import epoch
 from registry.store import Store
 from registry.verifiers import Credentials, Verifier
@@ -144,9 +144,9 @@ class VerifierDirectory:
             seen = self._seen.get(authorization)
             if seen is not None:
                 return seen
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                found = self.credentials.by_token_hash.get(verifiers.token_hash(token.strip()))
+            token = tokens.bearer(authorization)  # the one bearer parser
+            if token is not None:
+                found = self.credentials.by_token_hash.get(verifiers.token_hash(token))
                 if found is not None:
                     if len(self._seen) < 10000:
                         self._seen[authorization] = found

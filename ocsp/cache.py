@@ -1,11 +1,9 @@
 """The pre-signed source: DER answers and their HTTP headers, keyed by the CertID's DER.
 
 The CertID's DER encodes (hash algorithm, issuerNameHash, issuerKeyHash, serial), i.e.
-(issuer, serial, hash algorithm), and is exactly what the answer must echo. A second map
-remembers which CertID a nonce-less, unsigned request body names, so a repeated request skips
-ASN.1 decoding altogether; it is only a memo of a deterministic parse.
+(issuer, serial, hash algorithm), and is exactly what the answer must echo.
 
-A third map memoizes the registry's word on a (serial, CA generation), so that a live (nonce)
+A second map memoizes the registry's word on a (serial, CA generation), so that a live (nonce)
 answer for a known certificate needs no database read on the signing thread: one round trip
 through SQLite there is one more wait for the GIL per answer. It follows the answers'
 invalidation, and `unknown` is never memoized (a serial may be issued at any moment).
@@ -24,16 +22,18 @@ import hashlib
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
-from ocsp.issuers import Issuer
+from ocsp.issuers import ServedGeneration
 from ocsp.request import CertID
-from ocsp.response import Status
+from ocsp.status import Status
 
 
 @dataclass(frozen=True)
-class Entry:
+class CachedAnswer:
+    """One pre-signed answer and what serving it needs (RFC 5019 §6.2 headers, metering)."""
+
     der: bytes
     cert_id: CertID
-    issuer: Issuer
+    generation: ServedGeneration
     state: str  # good | revoked | unknown
     kind: str
     this_update: int
@@ -46,7 +46,7 @@ class Entry:
     issuer_kind: str = ""
     metered: tuple[tuple[str, str], ...] = ()  # what the metering hook is handed
     # (second, RFC 5019 headers of that second): rebuilt at most once a second (event loop only)
-    headers_memo: list = field(default_factory=lambda: [-1, {}], compare=False, repr=False)
+    headers_memo: list[object] = field(default_factory=lambda: [-1, {}], compare=False, repr=False)
 
     def headers(self, now: int, content_type: str) -> dict[str, str]:
         """RFC 5019 §6.2 headers; max-age stays a second below nextUpdate."""
@@ -61,19 +61,20 @@ class Entry:
                 "ETag": self.etag,
             }
             memo[0] = now
-        return memo[1]
+        return memo[1]  # type: ignore[return-value]  # [second, headers]: set just above
 
     @classmethod
-    def make(cls, der: bytes, cert_id: CertID, issuer: Issuer, state: str, kind: str,
-             this_update: int, next_update: int, refresh_fraction: float) -> Entry:
+    def make(cls, der: bytes, cert_id: CertID, generation: ServedGeneration, state: str,
+             kind: str, this_update: int, next_update: int,
+             refresh_fraction: float) -> CachedAnswer:
         return cls(
-            der=der, cert_id=cert_id, issuer=issuer, state=state, kind=kind,
+            der=der, cert_id=cert_id, generation=generation, state=state, kind=kind,
             this_update=this_update, next_update=next_update,
             refresh_at=this_update + int((next_update - this_update) * refresh_fraction),
             etag='"' + hashlib.sha256(der).hexdigest()[:40] + '"',
             last_modified=formatdate(this_update, usegmt=True),
             expires=formatdate(next_update, usegmt=True),
-            issuer_kind=issuer.kind,
+            issuer_kind=generation.kind,
             metered=((kind, cert_id.serial_hex),),
         )
 
@@ -81,8 +82,7 @@ class Entry:
 class PresignedCache:
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.entries: dict[bytes, Entry] = {}
-        self.bodies: dict[bytes, bytes] = {}
+        self.entries: dict[bytes, CachedAnswer] = {}
         self._by_serial: dict[str, set[bytes]] = {}
         self._unknown: set[bytes] = set()
         self.statuses: dict[str, dict[int, Status]] = {}  # serial -> CA generation id -> status
@@ -92,16 +92,18 @@ class PresignedCache:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def remember_body(self, body: bytes, key: bytes) -> None:
-        if len(self.bodies) >= self.limit:
-            self.bodies.clear()  # a memo: losing it costs one parse per request, nothing else
-        self.bodies[body] = key
+    def get(self, cert_id_der: bytes) -> CachedAnswer | None:
+        return self.entries.get(cert_id_der)
+
+    def answers(self) -> list[CachedAnswer]:
+        """A snapshot of every cached answer (background work iterates while requests add)."""
+        return list(self.entries.values())
 
     @property
     def version(self) -> tuple[int, int]:
         return self._changes, self._unknown_drops
 
-    def put(self, entry: Entry, version_at_read: tuple[int, int]) -> bool:
+    def put(self, entry: CachedAnswer, version_at_read: tuple[int, int]) -> bool:
         changes, unknown_drops = version_at_read
         if changes != self._changes or (entry.state == "unknown"
                                         and unknown_drops != self._unknown_drops):
@@ -116,7 +118,7 @@ class PresignedCache:
         return True
 
     def status(self, serial_hex: str, ca_id: int) -> Status | None:
-        """The memoized status, current as long as the caller ran `Responder.refresh()`."""
+        """The memoized status, current as long as the caller ran `Refresher.catch_up()`."""
         by_ca = self.statuses.get(serial_hex)
         return by_ca.get(ca_id) if by_ca is not None else None
 
@@ -134,7 +136,7 @@ class PresignedCache:
         for key in list(self.entries)[: max(1, self.limit // 10)]:
             self._remove(key)
 
-    def _remove(self, key: bytes) -> Entry | None:
+    def _remove(self, key: bytes) -> CachedAnswer | None:
         entry = self.entries.pop(key, None)
         if entry is not None:
             keys = self._by_serial.get(entry.cert_id.serial_hex)
@@ -145,9 +147,9 @@ class PresignedCache:
             self._unknown.discard(key)
         return entry
 
-    def drop_serials(self, serials: tuple[str, ...] | list[str]) -> list[Entry]:
+    def drop_serials(self, serials: tuple[str, ...] | list[str]) -> list[CachedAnswer]:
         self._changes += 1
-        dropped = []
+        dropped: list[CachedAnswer] = []
         for serial in serials:
             self.statuses.pop(serial, None)
             for key in list(self._by_serial.get(serial, ())):
@@ -164,7 +166,6 @@ class PresignedCache:
     def clear(self) -> None:
         self._changes += 1
         self.entries.clear()
-        self.bodies.clear()
         self.statuses.clear()
         self._by_serial.clear()
         self._unknown.clear()

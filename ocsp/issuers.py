@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import authority, responders
 from ca.authority import CAGeneration
-from ca.keybackend import KeyBackend, PrivateKey
-from ocsp.response import certificates_field
+from ca.keybackend import KeyBackend
+from ocsp.builder import ResponderKey
 from registry.store import Store
 
 log = logging.getLogger("jpki.ocsp")
@@ -31,11 +31,9 @@ class Signer:
     """A delegated responder: its key signs every answer about its CA generation."""
 
     ca: CAGeneration
-    certificate: asn1_x509.Certificate
-    pyca_certificate: x509.Certificate
-    key: PrivateKey
+    certificate: x509.Certificate
+    key: ResponderKey
     key_hash: bytes  # responderID byKey
-    certs_field: bytes  # the response's `certs`, encoded once
     not_after: datetime
     serial: str
 
@@ -45,7 +43,9 @@ class Signer:
 
 
 @dataclass(frozen=True)
-class Issuer:
+class ServedGeneration:
+    """A CA generation this responder answers for, and the delegated signer that answers."""
+
     ca: CAGeneration
     signer: Signer | None  # None when no valid responder certificate exists (healthz says so)
 
@@ -68,9 +68,8 @@ def load_signer(store: Store, keys: KeyBackend, ca: CAGeneration) -> Signer | No
         return None
     certificate = asn1_x509.Certificate.load(record.certificate.public_bytes(Encoding.DER))
     key = keys.load(record.key_file)
-    return Signer(ca=ca, certificate=certificate, pyca_certificate=record.certificate, key=key,
+    return Signer(ca=ca, certificate=record.certificate, key=key,
                   key_hash=certificate.public_key.sha1,
-                  certs_field=certificates_field(certificate),
                   not_after=record.not_after,
                   serial=format(record.certificate.serial_number, "x"))
 
@@ -82,8 +81,8 @@ class IssuerIndex:
         self.store = store
         self.keys = keys
         self.algorithms = algorithms
-        self._by_hashes: dict[tuple[str, bytes, bytes], Issuer] = {}
-        self.issuers: list[Issuer] = []
+        self._by_hashes: dict[tuple[str, bytes, bytes], ServedGeneration] = {}
+        self.issuers: list[ServedGeneration] = []
         self._fingerprint: tuple[int, int, int] | None = None
 
     def _state(self) -> tuple[int, int, int]:
@@ -107,10 +106,10 @@ class IssuerIndex:
         state = self._state()
         if state == self._fingerprint:
             return False
-        by_hashes: dict[tuple[str, bytes, bytes], Issuer] = {}
-        issuers = []
+        by_hashes: dict[tuple[str, bytes, bytes], ServedGeneration] = {}
+        issuers: list[ServedGeneration] = []
         for ca in authority.generations(self.store, include_retired=False):
-            issuer = Issuer(ca, load_signer(self.store, self.keys, ca))
+            issuer = ServedGeneration(ca, load_signer(self.store, self.keys, ca))
             issuers.append(issuer)
             for algorithm in self.algorithms:
                 name_hash, key_hash = cert_id_hashes(ca, algorithm)
@@ -120,12 +119,12 @@ class IssuerIndex:
             f"{i.ca.label}(signer {i.signer.serial if i.signer else 'none'})" for i in issuers))
         return True
 
-    def find(self, algorithm: str, name_hash: bytes, key_hash: bytes) -> Issuer | None:
+    def find(self, algorithm: str, name_hash: bytes, key_hash: bytes) -> ServedGeneration | None:
         return self._by_hashes.get((algorithm, name_hash, key_hash))
 
     def problems(self, now: datetime) -> dict[str, str]:
         """Generations whose signer is missing or expired: what /healthz reports."""
-        result = {}
+        result: dict[str, str] = {}
         for issuer in self.issuers:
             if issuer.ca.not_after <= now:
                 continue

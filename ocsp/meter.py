@@ -14,7 +14,7 @@ from typing import Protocol
 from registry.verifiers import Verifier
 
 
-class Meter(Protocol):
+class CheckMeter(Protocol):
     async def record(self, verifier: Verifier | None, answered: Sequence[tuple[str, str]],
                      at: datetime, *, status_confirmation: bool = False) -> None:
         """The answered CertIDs as (kind, serial); kind is `signature`, `authentication` or

@@ -8,25 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from asn1crypto import core, ocsp
-
-from ocsp.issuers import Issuer, cert_id_hashes
-from ocsp.request import CertID
+from ocsp.issuers import ServedGeneration, cert_id_hashes
+from ocsp.request import CertID, cert_id_for
 from registry.store import Store
 
 
-def make_cert_id(issuer: Issuer, algorithm: str, serial: int) -> CertID:
+def make_cert_id(issuer: ServedGeneration, algorithm: str, serial: int) -> CertID:
     name_hash, key_hash = cert_id_hashes(issuer.ca, algorithm)
-    der = ocsp.CertId({
-        "hash_algorithm": {"algorithm": algorithm, "parameters": core.Null()},
-        "issuer_name_hash": name_hash,
-        "issuer_key_hash": key_hash,
-        "serial_number": serial,
-    }).dump()
-    return CertID(algorithm, name_hash, key_hash, serial, der)
+    return cert_id_for(algorithm, name_hash, key_hash, serial)
 
 
-def cert_ids_for(store: Store, issuer: Issuer, algorithms: tuple[str, ...],
+def cert_ids_for(store: Store, issuer: ServedGeneration, algorithms: tuple[str, ...],
                  limit: int) -> Iterator[CertID]:
     rows = store.conn.execute(
         "SELECT serial FROM certificates WHERE ca_id = ? ORDER BY issued_at DESC LIMIT ?",

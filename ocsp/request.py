@@ -189,6 +189,12 @@ def canonical_cert_id(algorithm: str, name_hash: bytes, key_hash: bytes, serial:
     return der
 
 
+def cert_id_for(algorithm: str, name_hash: bytes, key_hash: bytes, serial: int) -> CertID:
+    """The CertID as pyca and `openssl ocsp` encode it (parameters NULL): the one encoder."""
+    return CertID(algorithm, name_hash, key_hash, serial,
+                  canonical_cert_id(algorithm, name_hash, key_hash, serial))
+
+
 def parse_fast(der: bytes, allowed: frozenset[str]) -> ParsedRequest | None:
     """The common request, decoded by pyca's Rust parser in ~10 µs instead of ~75 µs.
 
@@ -252,3 +258,9 @@ def parse(der: bytes, allowed: frozenset[str]) -> ParsedRequest:
     return ParsedRequest(cert_ids, nonce[0] if nonce else None, nonce[1] if nonce else None,
                          signature)
 
+
+
+def parse_request(der: bytes, allowed: frozenset[str]) -> ParsedRequest:
+    """The one way in: pyca's fast parse for the common request, else the full parse, which
+    decides (and explains) every error."""
+    return parse_fast(der, allowed) or parse(der, allowed)

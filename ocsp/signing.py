@@ -1,4 +1,4 @@
-"""The live signer: builds and signs responses on a bounded pool of signing threads.
+"""The signing pool: live answers are built and signed on a bounded pool of threads.
 
 RSA signing in cryptography releases the GIL, so with two cores the event loop parses the next
 requests while workers sign. The bound (ocsp.sign_queue_limit) turns overload into `tryLater`
@@ -28,7 +28,7 @@ log = logging.getLogger("jpki.ocsp")
 _Job = tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
 
 
-class LiveSigner:
+class SigningPool:
     def __init__(self, workers: int, queue_limit: int) -> None:
         self.queue_limit = queue_limit
         self.pending = 0  # touched on the event loop only

@@ -1,4 +1,4 @@
-"""The database source: the registry's word on one serial under one CA generation.
+"""The registry's word on one serial under one CA generation, as the live source reads it.
 
 A serial that this generation never issued is `unknown` (RFC 6960 §2.2), even if another
 generation issued the same number.
@@ -12,16 +12,30 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from ocsp.response import Status
 from registry.clock import from_epoch
 from registry.reasons import Reason
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the registry says about one CertID."""
+
+    state: str  # good | revoked | unknown
+    kind: str  # signature | authentication | unknown (for metering and metrics)
+    revoked_at: datetime | None = None
+    reason: Reason | None = None
+
 
 UNKNOWN = Status("unknown", "unknown")
 
 
-class StatusSource:
+class StatusReader:
+    """The registry's word, read on the signing threads (one read-only connection each)."""
+
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
         self._local = threading.local()
@@ -32,6 +46,7 @@ class StatusSource:
             conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True,
                                    check_same_thread=True, timeout=30)
             self._local.conn = conn
+        assert isinstance(conn, sqlite3.Connection)
         return conn
 
     def status(self, serial_hex: str, ca_id: int) -> Status:
@@ -42,6 +57,7 @@ class StatusSource:
         if row is None or row[1] != ca_id:
             return UNKNOWN
         kind, _, state, revoked_at, reason = row
+        kind = str(kind)
         if state == "revoked":
             return Status("revoked", kind, from_epoch(revoked_at),
                           Reason(reason) if reason is not None else None)

@@ -1,4 +1,7 @@
-"""Signed answers re-issued from a template of pyca's own encoding: only the signature is new.
+"""Templates of pyca's own encoding, for ocsp/builder.py only: only the signature is new.
+
+The builder decides when a template may be used (its key, the signature algorithms it owns);
+this module cuts an answer into a template and renders one.
 
 Why: on the live (nonce) path the signing threads hand the GIL back and forth with the event
 loop after every RSA signature, and whatever they do while holding it stalls every connection.
@@ -25,22 +28,20 @@ other than exactly where expected) means no template, and pyca builds every such
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
 from asn1crypto import ocsp as asn1_ocsp
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from ca.keybackend import PrivateKey
-from ocsp import metrics
-
-_BY_TEMPLATE = metrics.ENCODED.labels("template")
-_BY_PYCA = metrics.ENCODED.labels("pyca")
 _TIME_TAG = b"\x18\x0f"  # GeneralizedTime, 15 octets: YYYYMMDDHHMMSSZ
 _PADDING = padding.PKCS1v15()
 _HASH = hashes.SHA256()
+# The only signature algorithm a template is cut for: sha256WithRSAEncryption (RFC 4055 §5,
+# parameters NULL), deterministic and of the modulus' length. pyca's bytes must say exactly
+# this, else no template (an ECDSA signature is neither deterministic nor of fixed length).
+SHA256_WITH_RSA = bytes.fromhex("300d06092a864886f70d01010b0500")
 
 
 @lru_cache(maxsize=4096)
@@ -69,19 +70,26 @@ class ResponseTemplate:
     nonce_length: int  # 0: no nonce; else it ends tbsResponseData
     signature_length: int
 
-    def render(self, key: PrivateKey, cert_id: bytes, this_update: int, next_update: int,
-               nonce: bytes | None) -> bytes | None:
-        """The answer for these values, or None if they do not fit this template."""
+    def render(self, key: rsa.RSAPrivateKey, cert_id: bytes, this_update: int,
+               next_update: int, nonce: bytes | None,
+               produced_at: int | None = None) -> bytes | None:
+        """The answer for these values, or None if they do not fit this template.
+
+        producedAt is thisUpdate unless given (a test gives pyca's own stamp).
+        """
         if (len(nonce) if nonce is not None else 0) != self.nonce_length \
                 or len(cert_id) != self.cert_id_length:
             return None
-        now, nxt = generalized_time(this_update), generalized_time(next_update)
-        if len(now) != 15 or len(nxt) != 15:  # years past 9999: pyca decides
+        this = generalized_time(this_update)
+        produced = this if produced_at is None else generalized_time(produced_at)
+        nxt = generalized_time(next_update)
+        if len(this) != 15 or len(nxt) != 15 or len(produced) != 15:  # past 9999: pyca decides
             return None
         tbs = bytearray(self.tbs)
         tbs[self.cert_id_at:self.cert_id_at + len(cert_id)] = cert_id
-        for offset in self.now_at:
-            tbs[offset:offset + 15] = now
+        produced_offset, this_offset = self.now_at
+        tbs[produced_offset:produced_offset + 15] = produced
+        tbs[this_offset:this_offset + 15] = this
         tbs[self.next_at:self.next_at + 15] = nxt
         if nonce is not None:
             tbs[len(tbs) - len(nonce):] = nonce
@@ -108,7 +116,7 @@ def cut(response: bytes, cert_id: bytes, this_update: int, next_update: int,
     tbs_start = response.index(tbs)
     tbs_end = tbs_start + len(tbs)
     signature_start = response.index(signature)
-    if signature_start < tbs_end:
+    if signature_start < tbs_end or not response[tbs_end:].startswith(SHA256_WITH_RSA):
         return None
     # producedAt comes first in tbsResponseData, then the CertID, thisUpdate and nextUpdate,
     # and the nonce ends it. Each must be found exactly once where expected and nowhere else,
@@ -146,51 +154,3 @@ def _all(data: bytes, needle: bytes) -> list[int]:
         found.append(start)
         start = data.find(needle, start + 1)
     return found
-
-
-class Templates:
-    """Templates per (signer, status, CertID length, nonce length), shared by the signing
-    threads.
-
-    A few per signer (good and unknown, by CertID and nonce length), and one per revoked
-    certificate asked about. Bounded: cleared when full (a template costs one pyca build to
-    make again). Reads and writes are single dict operations, atomic under the GIL; two
-    threads cutting the same template at once cut the same bytes.
-    """
-
-    def __init__(self, limit: int = 4096) -> None:
-        self.limit = limit
-        self._by_key: dict[tuple[object, ...], ResponseTemplate] = {}
-        self._tails: dict[bytes, bytes] = {}  # one copy of each signer's `certs` field
-
-    def __len__(self) -> int:
-        return len(self._by_key)
-
-    def put(self, key: tuple[object, ...], template: ResponseTemplate) -> None:
-        if len(self._by_key) >= self.limit:
-            self._by_key.clear()
-            self._tails.clear()
-        tail = self._tails.setdefault(template.tail, template.tail)
-        self._by_key[key] = replace(template, tail=tail)
-
-    def sign(self, key: tuple[object, ...], private_key: PrivateKey, cert_id: bytes,
-             this_update: int, next_update: int, nonce: bytes | None,
-             build: Callable[[], bytes]) -> bytes:
-        """The answer from the template under `key`; else `build()` (pyca), cut for next time.
-
-        `key` must name everything the answer depends on but the CertID, the times and the
-        nonce's bytes: the signer (key and certificate), the status, the CertID's and the
-        nonce's lengths.
-        """
-        template = self._by_key.get(key)
-        if template is not None:
-            der = template.render(private_key, cert_id, this_update, next_update, nonce)
-            if der is not None:
-                _BY_TEMPLATE.inc()
-                return der
-        _BY_PYCA.inc()
-        der = build()
-        made = cut(der, cert_id, this_update, next_update, nonce)
-        if made is not None:
-            self.put(key, made)
-        return der

@@ -25,18 +25,19 @@ from ocsp.auth import VerifierDirectory
 from ocsp.cache import PresignedCache
 from ocsp.errors import ERROR_RESPONSES, MalformedRequest, OCSPError
 from ocsp.issuers import IssuerIndex
-from ocsp.meter import Meter, NoMeter
+from ocsp.live import AnswerPolicy
+from ocsp.meter import CheckMeter, NoMeter
 from ocsp.request import decode_get_path
-from ocsp.responder import Reply, Responder
-from ocsp.responder import ResponderPolicy as AnswerPolicy
-from ocsp.signing import LiveSigner
+from ocsp.responder import Responder
+from ocsp.signing import SigningPool
+from ocsp.source import Reply
 from registry.clock import Clock
 from registry.store import Store
 
 log = logging.getLogger("jpki.ocsp")
 CONTENT_TYPE = "application/ocsp-response"
 RESPONDER = web.AppKey("ocsp_responder", Responder)
-METER = web.AppKey("ocsp_meter", Meter)  # the fees role replaces the default before start-up
+METER = web.AppKey("ocsp_meter", CheckMeter)  # the fees role replaces the default before start-up
 # DOMAIN.md, "Fees": a check marked as a status confirmation is charged at most once per
 # resident per verifier per calendar year.
 PURPOSE_HEADER = "JPKI-Check-Purpose"
@@ -66,11 +67,11 @@ class ServingOptions:
     renew_before_days: int = 7
 
 
-def _headers(reply: Reply, now: int) -> dict[str, str]:
-    entry = reply.entry
-    if entry is None:
+def _headers(reply: Reply) -> dict[str, str]:
+    cached = reply.cached
+    if cached is None:
         return NO_CACHE
-    return entry.headers(now, CONTENT_TYPE)
+    return cached.headers(reply.now, CONTENT_TYPE)
 
 
 class OCSPHandler:
@@ -132,8 +133,8 @@ class OCSPHandler:
             self._count("internal_error", "")
             return web.Response(body=ERROR_RESPONSES["internal_error"], headers=NO_CACHE)
         self._count(reply.outcome, reply.kind)
-        headers = _headers(reply, reply.now)
-        if reply.entry is not None and request.headers.get("If-None-Match") == reply.entry.etag:
+        headers = _headers(reply)
+        if reply.cached is not None and request.headers.get("If-None-Match") == reply.cached.etag:
             return web.Response(status=304, headers={k: v for k, v in headers.items()
                                                      if k != "Content-Type"})
         return web.Response(body=reply.der, headers=headers)
@@ -156,7 +157,7 @@ def setup(app: web.Application, data_dir: Path, keys: KeyBackend, clock: Clock,
             store=store,
             issuers=IssuerIndex(store, keys, options.hash_algorithms),
             cache=PresignedCache(options.cache_limit),
-            signer=LiveSigner(options.sign_workers, options.sign_queue_limit),
+            pool=SigningPool(options.sign_workers, options.sign_queue_limit),
             directory=VerifierDirectory(store, options.allow_anonymous),
             meter=app.get(METER) or NoMeter(),
             clock=clock,
@@ -166,22 +167,9 @@ def setup(app: web.Application, data_dir: Path, keys: KeyBackend, clock: Clock,
         )
         app[RESPONDER] = responder
         handler.responder = responder
-        responder.spawn(responder.presign(options.presign_limit, ("sha1",)))
-        responder.spawn(_periodic(app))
-
-    async def _periodic(app: web.Application) -> None:
-        while True:
-            await asyncio.sleep(min(60.0, options.check_minutes * 60))
-            responder = app[RESPONDER]
-            now = clock()
-            for issuer in responder.issuers.issuers:
-                if issuer.signer is not None:
-                    metrics.SIGNER_SECONDS_LEFT.labels(issuer.ca.label).set(
-                        (issuer.signer.not_after - now).total_seconds())
-            responder.refresh()
-            await responder.refresh_stale()
-            metrics.RESPONSE_AGE.set(responder.oldest_age())
-            metrics.CACHED.set(len(responder.cache))
+        refresher = responder.refresher
+        refresher.spawn(refresher.presign(options.presign_limit, ("sha1",)))
+        refresher.spawn(refresher.run_periodically(min(60.0, options.check_minutes * 60)))
 
     async def stop(app: web.Application) -> None:
         responder = app.get(RESPONDER)

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from asn1crypto import keys as asn1_keys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from jpki.context import Context
 from jpki.settings import load_settings
-from tests.helpers import CONFIG, Daemon, jpki
+from tests.helpers import CONFIG, Daemon, issue_args, jpki
 
 os.environ.pop("JPKI_CA_PASSPHRASE", None)
 
@@ -44,3 +54,56 @@ def daemon(data_dir: Path) -> Iterator[Daemon]:
     server = Daemon(data_dir).start()
     yield server
     server.stop()
+
+
+# -- responder keys for the OCSP unit tier (no data directory, no daemon) ---------------------
+@dataclass(frozen=True)
+class ResponderUnderTest:
+    """A delegated responder certificate made with cryptography, signed by a test CA."""
+
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+    name_hashes: dict[str, bytes]  # CertID issuerNameHash per hash algorithm
+    key_hashes: dict[str, bytes]  # CertID issuerKeyHash per hash algorithm
+
+
+NOT_BEFORE = datetime(2026, 1, 1, tzinfo=UTC)  # fixed: no test reads the wall clock
+
+
+@pytest.fixture(scope="session")
+def test_responders() -> dict[str, ResponderUnderTest]:
+    """One responder per key type: `rsa` (RSA-2048, as today), `p256`, `p384`."""
+    ca_key = rsa.generate_private_key(65537, 2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA")])
+    spki = ca_key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    key_bits = asn1_keys.PublicKeyInfo.load(spki)["public_key"].contents[1:]
+    name_der = ca_name.public_bytes()
+    result = {}
+    keys: dict[str, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey] = {
+        "rsa": rsa.generate_private_key(65537, 2048),
+        "p256": ec.generate_private_key(ec.SECP256R1()),
+        "p384": ec.generate_private_key(ec.SECP384R1()),
+    }
+    for label, key in keys.items():
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"OCSP {label}")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(0x1234 + len(label))
+            .not_valid_before(NOT_BEFORE).not_valid_after(NOT_BEFORE + timedelta(days=30))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), True)
+            .add_extension(x509.OCSPNoCheck(), False)
+            .sign(ca_key, hashes.SHA256()))
+        result[label] = ResponderUnderTest(
+            key, certificate,
+            {a: hashlib.new(a, name_der).digest() for a in ("sha1", "sha256")},
+            {a: hashlib.new(a, key_bits).digest() for a in ("sha1", "sha256")})
+    return result
+
+
+@pytest.fixture
+def issued(data_dir: Path, tmp_path: Path) -> dict[str, Any]:
+    """One resident's pair of certificates issued into the test's data directory."""
+    result = jpki(data_dir, *issue_args("src-1", tmp_path / "out"))
+    assert result.code == 0, result.err
+    assert isinstance(result.json, dict)
+    return result.json

@@ -21,17 +21,18 @@ from ocsp.auth import VerifierDirectory
 from ocsp.cache import PresignedCache
 from ocsp.errors import TryLater, Unauthorized
 from ocsp.issuers import IssuerIndex
+from ocsp.live import AnswerPolicy
 from ocsp.meter import NoMeter
 from ocsp.presign import make_cert_id
-from ocsp.responder import Responder, ResponderPolicy
-from ocsp.signing import LiveSigner
+from ocsp.responder import Responder
+from ocsp.signing import SigningPool
 from ocsp.watch import RegistryWatch
 from registry import certificates
 from registry.clock import FrozenClock
 from registry.reasons import Reason
 from registry.store import Store
 from registry.verifiers import Verifier
-from tests.helpers import CONFIG, issue_args, jpki
+from tests.helpers import CONFIG
 
 
 class RecordingMeter:
@@ -51,10 +52,10 @@ def build(data_dir: Path, clock: FrozenClock, *, anonymous: bool = True,
     store = Store.open(data_dir)
     return Responder(
         store=store, issuers=IssuerIndex(store, context.responder_keys, ("sha1", "sha256")),
-        cache=PresignedCache(1000), signer=LiveSigner(2, queue_limit),
+        cache=PresignedCache(1000), pool=SigningPool(2, queue_limit),
         directory=VerifierDirectory(store, anonymous), meter=meter or NoMeter(),  # type: ignore[arg-type]
         clock=clock,
-        policy=ResponderPolicy(timedelta(hours=24), 0.5, frozenset({"sha1", "sha256"})),
+        policy=AnswerPolicy(timedelta(hours=24), 0.5, frozenset({"sha1", "sha256"})),
         arrivals=arrivals,
     )
 
@@ -71,13 +72,6 @@ def single(der: bytes) -> ocsp.SingleResponse:
     return ocsp.OCSPResponse.load(der).basic_ocsp_response["tbs_response_data"]["responses"][0]
 
 
-@pytest.fixture
-def issued(data_dir: Path, tmp_path: Path) -> dict:
-    result = jpki(data_dir, *issue_args("src-1", tmp_path / "out"))
-    assert result.code == 0, result.err
-    return result.json
-
-
 async def test_in_process_revocation_drops_the_cached_answer(data_dir: Path, issued: dict,
                                                             context: Context) -> None:
     clock = FrozenClock(datetime.now(UTC))
@@ -86,7 +80,7 @@ async def test_in_process_revocation_drops_the_cached_answer(data_dir: Path, iss
     serial = issued["signature"]["serial"]
     body = request_for(responder, CertKind.SIGNATURE, serial)
     first = await responder.answer(body, None)
-    assert first.outcome == "good" and first.entry is not None
+    assert first.outcome == "good" and first.cached is not None
     assert (await responder.answer(body, None)).der == first.der  # served from the cache
     certificates.revoke(context.store, clock, serial, Reason.affiliationChanged, actor="test")
     after = await responder.answer(body, None)
@@ -110,11 +104,11 @@ async def test_stale_answers_are_resigned_and_next_update_respects_the_signer(
     assert stale.der == first.der
     await asyncio.sleep(0)
     for _ in range(100):
-        entry = responder.cache.entries.get(first.entry.cert_id.der)  # type: ignore[union-attr]
+        entry = responder.cache.get(first.cached.cert_id.der)  # type: ignore[union-attr]
         if entry is not None and entry.der != first.der:
             break
         await asyncio.sleep(0.01)
-    assert entry is not None and entry.this_update > first.entry.this_update  # type: ignore[union-attr]
+    assert entry is not None and entry.this_update > first.cached.this_update  # type: ignore[union-attr]
     signer = responder.issuers.issuers[0].signer
     assert signer is not None
     clock.now = signer.not_after - timedelta(hours=1)
@@ -207,7 +201,7 @@ async def test_live_answers_read_a_memoized_status_that_a_revocation_elsewhere_d
     arrivals.count += 1
     first = await responder.answer(nonce_request(responder, CertKind.SIGNATURE, serial, b"1"),
                                    None)
-    assert first.outcome == "good" and first.entry is None  # live: nothing cached
+    assert first.outcome == "good" and first.cached is None  # live: nothing cached
     assert responder.cache.status(serial, ca_id) is not None  # memoized for the next one
     other = Store.open(data_dir)  # another connection, as `jpki revoke` would be
     try:
@@ -255,55 +249,3 @@ def test_a_freshness_proof_covers_exactly_the_requests_that_arrived_before_it(
     finally:
         store.close()
         other.close()
-
-
-def test_the_responder_certificate_is_appended_exactly_as_pyca_would_encode_it(
-        data_dir: Path, issued: dict) -> None:
-    """`sign_single` leaves the certificate out of pyca's builder (which re-encodes it, slowly)
-    and appends its DER: the result is byte for byte pyca's own encoding with the certificate."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.serialization import Encoding
-    from cryptography.x509 import ocsp as pyca_ocsp
-
-    from ocsp import response
-    from ocsp.request import parse_fast
-    from ocsp.response import Status, sign_single
-
-    clock = FrozenClock(datetime.now(UTC))
-    responder = build(data_dir, clock)
-    signer = next(i.signer for i in responder.issuers.issuers
-                  if i.ca.kind is CertKind.SIGNATURE)
-    assert signer is not None
-    parsed = parse_fast(nonce_request(responder, CertKind.SIGNATURE,
-                                      issued["signature"]["serial"], b"n" * 32),
-                        frozenset({"sha1"}))
-    assert parsed is not None
-    cert_id = parsed.cert_ids[0]
-    this = datetime.now(UTC).replace(microsecond=0)
-
-    def pyca(with_certificate: bool) -> bytes:
-        builder = pyca_ocsp.OCSPResponseBuilder().add_response_by_hash(
-            cert_id.name_hash, cert_id.key_hash, cert_id.serial, hashes.SHA1(),
-            pyca_ocsp.OCSPCertStatus.GOOD, this, this + timedelta(hours=1), None, None,
-        ).responder_id(pyca_ocsp.OCSPResponderEncoding.HASH, signer.pyca_certificate
-                       ).add_extension(x509.OCSPNonce(b"n" * 32), critical=False)
-        if with_certificate:
-            builder = builder.certificates([signer.pyca_certificate])
-        return builder.sign(signer.key, hashes.SHA256()).public_bytes(Encoding.DER)
-
-    for _ in range(3):  # pyca stamps producedAt itself: all within one second
-        started = datetime.now(UTC).replace(microsecond=0)
-        ours = sign_single(cert_id=cert_id, status=Status("good", "signature"),
-                           certs_field=signer.certs_field, certificate=signer.pyca_certificate,
-                           key=signer.key, this_update=this,
-                           next_update=this + timedelta(hours=1), nonce=b"n" * 32)
-        full, bare = pyca(True), pyca(False)
-        if datetime.now(UTC).replace(microsecond=0) == started:
-            break
-    assert ours == full
-    response._HEADERS.clear()
-    assert response._with_certificates(bare, signer.certs_field) == full  # headers worked out
-    assert response._with_certificates(bare, signer.certs_field) == full  # and reused
-    loaded = pyca_ocsp.load_der_ocsp_response(ours)
-    assert loaded.certificates == [signer.pyca_certificate]
-    asyncio.run(responder.close())

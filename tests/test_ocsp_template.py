@@ -1,66 +1,39 @@
-"""Templates of pyca's encoding (ocsp/template.py): every answer byte for byte pyca's own.
+"""The answer builder alone (ocsp/builder.py): templates of pyca's encoding are byte for byte
+pyca's own answers; signature schemes the template does not own (ECDSA) fall back to pyca.
 
 RSA PKCS#1 v1.5 is deterministic, so an answer rendered from a template and the answer pyca's
-builder makes for the same values must be the same bytes, signature included.
+builder makes for the same values must be the same bytes, signature included. pyca stamps
+producedAt from the wall clock: the comparison reads that stamp from pyca's answer and renders
+the template with it, so no test depends on when it runs. Fast tier: responder certificates
+made with cryptography (tests/conftest.py), no data directory, no daemon.
 """
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 
 import pytest
 from asn1crypto import ocsp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp as pyca_ocsp
 
-from ca.kinds import CertKind
-from ocsp.issuers import Issuer, Signer
-from ocsp.presign import make_cert_id
-from ocsp.request import CertID
-from ocsp.response import Status, sign_single
-from ocsp.template import Templates, cut, generalized_time
-from registry.clock import FrozenClock, epoch, from_epoch
+from ocsp.builder import AnswerBuilder, PycaInputs, SignatureScheme, scheme_for, with_certificates
+from ocsp.request import CertID, cert_id_for
+from ocsp.status import Status
+from ocsp.template import cut, generalized_time
+from registry.clock import epoch, from_epoch
 from registry.reasons import Reason
-from tests.test_ocsp_sources import build, issued  # noqa: F401 - `issued` is a fixture
+from tests.conftest import ResponderUnderTest
 
 HOUR = 3600
-
-
-def pyca(signer: Signer, cert_id: CertID, status: Status, this_update: int, next_update: int,
-         nonce: bytes | None) -> bytes:
-    return sign_single(cert_id=cert_id, status=status, certs_field=signer.certs_field,
-                       certificate=signer.pyca_certificate, key=signer.key,
-                       this_update=from_epoch(this_update), next_update=from_epoch(next_update),
-                       nonce=nonce)
-
-
-def now_pyca(signer: Signer, cert_id: CertID, status: Status, next_in: int,
-             nonce: bytes | None) -> tuple[int, bytes]:
-    """pyca's answer with thisUpdate = its own producedAt stamp (the wall clock's second)."""
-    for _ in range(5):
-        now = int(datetime.now(UTC).timestamp())
-        der = pyca(signer, cert_id, status, now, now + next_in, nonce)
-        produced = pyca_ocsp.load_der_ocsp_response(der).produced_at_utc
-        if epoch(produced) == now:
-            return now, der
-    raise AssertionError("the clock kept crossing a second boundary")
-
-
-@pytest.fixture
-def parts(data_dir: Path, issued: dict) -> tuple[Signer, Signer, int, int]:  # noqa: F811
-    responder = build(data_dir, FrozenClock(datetime.now(UTC)))
-    signers = {i.ca.kind: i.signer for i in responder.issuers.issuers}
-    asyncio.run(responder.close())
-    responder.store.close()
-    return (signers[CertKind.SIGNATURE], signers[CertKind.AUTHENTICATION],  # type: ignore[return-value]
-            int(issued["signature"]["serial"], 16), int(issued["authentication"]["serial"], 16))
-
-
-REVOKED_AT = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+T0 = 1_767_300_000  # 2026-01-01T20:40:00Z, inside the test responders' validity
+T1 = T0 + 24 * HOUR + 1234
+SERIAL = 0x3F2A5B6C7D8E9F00112233
+REVOKED_AT = datetime(2026, 1, 1, 5, 6, 7, tzinfo=UTC)
 STATUSES = [
     Status("good", "signature"),
     Status("revoked", "signature", REVOKED_AT, Reason.keyCompromise),
@@ -70,108 +43,208 @@ STATUSES = [
 ]
 
 
+def cert_id(responder: ResponderUnderTest, algorithm: str, serial: int) -> CertID:
+    return cert_id_for(algorithm, responder.name_hashes[algorithm],
+                       responder.key_hashes[algorithm], serial)
+
+
+def inputs(responder: ResponderUnderTest, builder: AnswerBuilder, cid: CertID, status: Status,
+           this_update: int, next_update: int, nonce: bytes | None) -> PycaInputs:
+    return PycaInputs(cid, status, responder.certificate, responder.key,
+                      scheme_for(responder.key),
+                      builder.parts(responder.certificate).certs_field, this_update,
+                      next_update, nonce)
+
+
+def build(builder: AnswerBuilder, responder: ResponderUnderTest, cids: list[CertID],
+          statuses: list[Status], this_update: int, next_update: int,
+          nonce: bytes | None = None) -> bytes:
+    extn = ocsp.OctetString(nonce).dump() if nonce is not None else None
+    return builder.build(key=responder.key, certificate=responder.certificate, cert_ids=cids,
+                         statuses=statuses, this_update=this_update, next_update=next_update,
+                         nonce=extn, nonce_value=nonce)
+
+
+def produced_at(der: bytes) -> int:
+    return epoch(pyca_ocsp.load_der_ocsp_response(der).produced_at_utc)
+
+
 @pytest.mark.parametrize("status", STATUSES, ids=lambda s: f"{s.state}-{s.reason}")
 @pytest.mark.parametrize("nonce_length", [None, 1, 32, 127, 128])
 @pytest.mark.parametrize("algorithm", ["sha1", "sha256"])
 def test_rendered_answers_are_pycas_answers_byte_for_byte(
-        parts: tuple[Signer, Signer, int, int], status: Status, nonce_length: int | None,
+        test_responders: dict[str, ResponderUnderTest], status: Status, nonce_length: int | None,
         algorithm: str) -> None:
-    signer, _, serial, _ = parts
-    issuer = _issuer(signer)
+    responder, builder = test_responders["rsa"], AnswerBuilder()
     # The template is cut from an answer about another certificate (a serial of the same
-    # length), made a day ago with another validity and another nonce...
-    other = make_cert_id(issuer, algorithm, serial ^ 0x5A5A5A5A5A)
+    # length), made a day earlier with another validity and another nonce...
+    other = cert_id(responder, algorithm, SERIAL ^ 0x5A5A5A5A5A)
     first_nonce = bytes(range(1, 1 + nonce_length)) if nonce_length else None
-    made_at = int(datetime.now(UTC).timestamp()) - 24 * HOUR
-    template = cut(pyca(signer, other, status, made_at, made_at + 2 * HOUR, first_nonce),
-                   other.der, made_at, made_at + 2 * HOUR, first_nonce)
-    assert template is not None
-    # ...and rendered now for this certificate: pyca makes exactly the same bytes.
-    cert_id = make_cert_id(issuer, algorithm, serial)
+    build(builder, responder, [other], [status], T0, T0 + 2 * HOUR, first_nonce)
+    assert len(builder) == 1
+    # ...and rendered for this certificate: pyca makes exactly the same bytes.
+    cid = cert_id(responder, algorithm, SERIAL)
     nonce = bytes(reversed(range(100, 100 + nonce_length))) if nonce_length else None
-    now, expected = now_pyca(signer, cert_id, status, 24 * HOUR, nonce)
-    assert template.render(signer.key, cert_id.der, now, now + 24 * HOUR, nonce) == expected
+    now = inputs(responder, builder, cid, status, T1, T1 + 24 * HOUR, nonce)
+    template = builder.template(now)  # the key is derived from the inputs handed to pyca
+    assert template is not None
+    expected = now.build()
+    assert template.render(responder.key, cid.der, T1, T1 + 24 * HOUR, nonce,  # type: ignore[arg-type]
+                           produced_at=produced_at(expected)) == expected
+    # The builder's own answer is that template's, producedAt = thisUpdate.
+    ours = build(builder, responder, [cid], [status], T1, T1 + 24 * HOUR, nonce)
+    assert produced_at(ours) == T1 and len(ours) == len(expected)
     # A nonce or a CertID of another length does not fit: no answer rather than a wrong one.
     longer = b"x" * ((nonce_length or 0) + 1)
-    assert template.render(signer.key, cert_id.der, now, now + HOUR, longer) is None
-    wider = make_cert_id(issuer, algorithm, 1 << 170)  # a 22-octet serial
-    assert template.render(signer.key, wider.der, now, now + HOUR, nonce) is None
-
-
-def _issuer(signer: Signer) -> Issuer:
-    return Issuer(signer.ca, signer)
+    assert template.render(responder.key, cid.der, T1, T1 + HOUR, longer) is None  # type: ignore[arg-type]
+    wider = cert_id(responder, algorithm, 1 << 170)  # a 22-octet serial
+    assert template.render(responder.key, wider.der, T1, T1 + HOUR, nonce) is None  # type: ignore[arg-type]
 
 
 def test_the_rendered_answer_verifies_under_the_responder_key(
-        parts: tuple[Signer, Signer, int, int]) -> None:
+        test_responders: dict[str, ResponderUnderTest]) -> None:
     """Independently of pyca's builder: parse it and check its signature and fields."""
-    _, signer, _, serial = parts  # the authentication CA's responder this time
-    cert_id = make_cert_id(_issuer(signer), "sha1", serial)
+    responder, builder = test_responders["rsa"], AnswerBuilder()
+    cid = cert_id(responder, "sha1", SERIAL)
     status = Status("good", "authentication")
-    made_at = int(datetime.now(UTC).timestamp()) - 3 * HOUR
-    template = cut(pyca(signer, cert_id, status, made_at, made_at + HOUR, b"a" * 20),
-                   cert_id.der, made_at, made_at + HOUR, b"a" * 20)
-    assert template is not None
-    this_update = made_at + 1234
-    der = template.render(signer.key, cert_id.der, this_update, this_update + 5 * HOUR,
-                          b"b" * 20)
-    assert der is not None
+    build(builder, responder, [cid], [status], T0, T0 + HOUR, b"a" * 20)
+    der = build(builder, responder, [cid], [status], T1, T1 + 5 * HOUR, b"b" * 20)
+    assert len(builder) == 1  # the second came from the template
     response = pyca_ocsp.load_der_ocsp_response(der)
-    signer.key.public_key().verify(response.signature, response.tbs_response_bytes,
-                                   padding.PKCS1v15(), hashes.SHA256())
-    assert epoch(response.produced_at_utc) == this_update
-    assert epoch(response.this_update_utc) == this_update
-    assert epoch(response.next_update_utc) == this_update + 5 * HOUR
-    assert response.serial_number == serial
+    key = responder.key.public_key()
+    assert isinstance(key, rsa.RSAPublicKey)
+    key.verify(response.signature, response.tbs_response_bytes, padding.PKCS1v15(),
+               hashes.SHA256())
+    assert epoch(response.produced_at_utc) == T1
+    assert epoch(response.this_update_utc) == T1
+    assert epoch(response.next_update_utc) == T1 + 5 * HOUR
+    assert response.serial_number == SERIAL
     assert response.certificate_status == pyca_ocsp.OCSPCertStatus.GOOD
     assert response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == b"b" * 20
-    assert response.certificates == [signer.pyca_certificate]
+    assert response.certificates == [responder.certificate]
 
 
-def test_ambiguous_answers_are_never_templated(parts: tuple[Signer, Signer, int, int]) -> None:
-    signer, _, serial, _ = parts
-    cert_id = make_cert_id(_issuer(signer), "sha1", serial)
-    now = int(datetime.now(UTC).timestamp())
+def test_ambiguous_answers_are_never_templated(
+        test_responders: dict[str, ResponderUnderTest]) -> None:
+    responder, builder = test_responders["rsa"], AnswerBuilder()
+    cid = cert_id(responder, "sha1", SERIAL)
+
+    def pyca(status: Status, nonce: bytes | None) -> bytes:
+        return inputs(responder, builder, cid, status, T0, T0 + HOUR, nonce).build()
+
     # A revocation time in the same second as thisUpdate: which of the two is which?
-    status = Status("revoked", "signature", from_epoch(now), Reason.keyCompromise)
-    assert cut(pyca(signer, cert_id, status, now, now + HOUR, None), cert_id.der, now,
-               now + HOUR, None) is None
+    status = Status("revoked", "signature", from_epoch(T0), Reason.keyCompromise)
+    assert cut(pyca(status, None), cid.der, T0, T0 + HOUR, None) is None
     # A nonce that spells out the time field.
-    spelled = b"\x18\x0f" + generalized_time(now)
+    spelled = b"\x18\x0f" + generalized_time(T0)
     good = Status("good", "signature")
-    assert cut(pyca(signer, cert_id, good, now, now + HOUR, spelled), cert_id.der, now,
-               now + HOUR, spelled) is None
+    assert cut(pyca(good, spelled), cid.der, T0, T0 + HOUR, spelled) is None
     # A CertID that is not the one answered.
-    elsewhere = make_cert_id(_issuer(signer), "sha1", serial + 1)
-    assert cut(pyca(signer, cert_id, good, now, now + HOUR, None), elsewhere.der, now,
-               now + HOUR, None) is None
+    elsewhere = cert_id(responder, "sha1", SERIAL + 1)
+    assert cut(pyca(good, None), elsewhere.der, T0, T0 + HOUR, None) is None
     # Not an answer at all.
-    assert cut(b"\x30\x03\x0a\x01\x01", cert_id.der, now, now + HOUR, None) is None
+    assert cut(b"\x30\x03\x0a\x01\x01", cid.der, T0, T0 + HOUR, None) is None
 
 
-def test_templates_are_kept_per_key_and_bounded(parts: tuple[Signer, Signer, int, int]) -> None:
-    signer, _, serial, _ = parts
-    cert_id = make_cert_id(_issuer(signer), "sha1", serial)
-    status = Status("good", "signature")
-    templates = Templates(limit=2)
-    calls: list[int] = []
+def test_signature_algorithms_the_template_does_not_own_are_never_cut(
+        test_responders: dict[str, ResponderUnderTest]) -> None:
+    """Only sha256WithRSAEncryption: the cut checks pyca's signatureAlgorithm bytes."""
+    responder, builder = test_responders["rsa"], AnswerBuilder()
+    cid = cert_id(responder, "sha1", SERIAL)
+    good = Status("good", "signature")
+    sha384 = SignatureScheme(hashes.SHA384(), "sha384_rsa", templated=True)
+    made = PycaInputs(cid, good, responder.certificate, responder.key, sha384,
+                      builder.parts(responder.certificate).certs_field, T0, T0 + HOUR, None)
+    assert cut(made.build(), cid.der, T0, T0 + HOUR, None) is None
+    for label in ("p256", "p384"):
+        ec_responder = test_responders[label]
+        ec_id = cert_id(ec_responder, "sha1", SERIAL)
+        der = inputs(ec_responder, builder, ec_id, good, T0, T0 + HOUR, None).build()
+        assert cut(der, ec_id.der, T0, T0 + HOUR, None) is None
 
-    def built(now: int, nonce: bytes) -> bytes:
-        calls.append(now)
-        return pyca(signer, cert_id, status, now, now + HOUR, nonce)
 
-    now = int(datetime.now(UTC).timestamp()) - 3 * HOUR  # pyca's producedAt differs: still cut
-    first = templates.sign(("k", 5), signer.key, cert_id.der, now, now + HOUR, b"12345",
-                           lambda: built(now, b"12345"))
-    second = templates.sign(("k", 5), signer.key, cert_id.der, now + 1, now + 1 + HOUR,
-                            b"54321", lambda: built(now + 1, b"54321"))
-    assert calls == [now] and len(templates) == 1  # the second came from the template
-    assert ocsp.OCSPResponse.load(first).basic_ocsp_response["tbs_response_data"][
-        "responses"][0]["this_update"].native == from_epoch(now)
-    assert ocsp.OCSPResponse.load(second).basic_ocsp_response["tbs_response_data"][
-        "responses"][0]["this_update"].native == from_epoch(now + 1)
-    templates.sign(("k", 2), signer.key, cert_id.der, now, now + HOUR, b"12",
-                   lambda: built(now, b"12"))
-    templates.sign(("k", 3), signer.key, cert_id.der, now, now + HOUR, b"123",
-                   lambda: built(now, b"123"))
-    assert len(templates) == 1  # full at 2: cleared, then the newest kept
+def _verify_ecdsa(responder: ResponderUnderTest, der: bytes, hash_name: str) -> Any:
+    response = pyca_ocsp.load_der_ocsp_response(der)
+    key = responder.key.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    assert response.signature_hash_algorithm is not None
+    assert response.signature_hash_algorithm.name == hash_name
+    key.verify(response.signature, response.tbs_response_bytes,
+               ec.ECDSA(response.signature_hash_algorithm))
+    assert response.certificates == [responder.certificate]
+    return response
+
+
+@pytest.mark.parametrize(("label", "hash_name"), [("p256", "sha256"), ("p384", "sha384")])
+def test_an_ecdsa_responder_falls_back_to_pyca_and_its_answers_verify(
+        test_responders: dict[str, ResponderUnderTest], label: str, hash_name: str) -> None:
+    """ECDSA signatures are randomized and of variable length: no template, pyca each time."""
+    responder, builder = test_responders[label], AnswerBuilder()
+    cid = cert_id(responder, "sha1", SERIAL)
+    revoked = Status("revoked", "signature", REVOKED_AT, Reason.keyCompromise)
+    answers = [build(builder, responder, [cid], [revoked], T0 + i, T0 + i + HOUR, b"n" * 16)
+               for i in range(3)]
+    assert len(builder) == 0
+    for i, der in enumerate(answers):
+        response = _verify_ecdsa(responder, der, hash_name)
+        assert epoch(response.this_update_utc) == T0 + i
+        assert response.revocation_reason == x509.ReasonFlags.key_compromise
+        assert response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce \
+            == b"n" * 16
+    # Several CertIDs (asn1crypto encodes): signed with the same scheme.
+    cids = [cid, cert_id(responder, "sha256", SERIAL + 1)]
+    der = build(builder, responder, cids, [revoked, Status("good", "signature")], T1,
+                T1 + HOUR, b"m" * 8)
+    basic = ocsp.OCSPResponse.load(der).basic_ocsp_response
+    assert basic["signature_algorithm"]["algorithm"].native == f"{hash_name}_ecdsa"
+    key = responder.key.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    key.verify(basic["signature"].native, basic["tbs_response_data"].dump(),
+               ec.ECDSA(hashes.SHA256() if hash_name == "sha256" else hashes.SHA384()))
+    assert [r["cert_id"].dump() for r in basic["tbs_response_data"]["responses"]] \
+        == [c.der for c in cids]
+
+
+def test_templates_are_kept_per_key_and_bounded(
+        test_responders: dict[str, ResponderUnderTest]) -> None:
+    responder, builder = test_responders["rsa"], AnswerBuilder(template_limit=2)
+    cid = cert_id(responder, "sha1", SERIAL)
+    good = Status("good", "signature")
+    first = build(builder, responder, [cid], [good], T0, T0 + HOUR, b"12345")
+    second = build(builder, responder, [cid], [good], T0 + 1, T0 + 1 + HOUR, b"54321")
+    assert len(builder) == 1  # the second came from the template
+    for der, this_update in ((first, T0), (second, T0 + 1)):
+        assert ocsp.OCSPResponse.load(der).basic_ocsp_response["tbs_response_data"][
+            "responses"][0]["this_update"].native == from_epoch(this_update)
+    build(builder, responder, [cid], [good], T0, T0 + HOUR, b"12")
+    build(builder, responder, [cid], [good], T0, T0 + HOUR, b"123")
+    assert len(builder) == 1  # full at 2: cleared, then the newest kept
+
+
+def test_the_responder_certificate_is_appended_exactly_as_pyca_would_encode_it(
+        test_responders: dict[str, ResponderUnderTest]) -> None:
+    """pyca re-encodes an included certificate slowly; the builder appends its DER. Every
+    byte but producedAt and the signature (pyca's wall-clock stamp, signed) is pyca's own."""
+    responder, builder = test_responders["rsa"], AnswerBuilder()
+    cid = cert_id(responder, "sha1", SERIAL)
+
+    def pyca(with_certificate: bool) -> bytes:
+        made = pyca_ocsp.OCSPResponseBuilder().add_response_by_hash(
+            cid.name_hash, cid.key_hash, cid.serial, hashes.SHA1(),
+            pyca_ocsp.OCSPCertStatus.GOOD, from_epoch(T0), from_epoch(T0 + HOUR), None, None,
+        ).responder_id(pyca_ocsp.OCSPResponderEncoding.HASH, responder.certificate
+                       ).add_extension(x509.OCSPNonce(b"n" * 32), critical=False)
+        if with_certificate:
+            made = made.certificates([responder.certificate])
+        assert isinstance(responder.key, rsa.RSAPrivateKey)
+        return made.sign(responder.key, hashes.SHA256()).public_bytes(Encoding.DER)
+
+    full, bare = pyca(True), pyca(False)
+    certs_field = builder.parts(responder.certificate).certs_field
+    ours = with_certificates(bare, certs_field)
+    mine, theirs = (pyca_ocsp.load_der_ocsp_response(d) for d in (ours, full))
+    same = ours.replace(mine.tbs_response_bytes, theirs.tbs_response_bytes) \
+        .replace(mine.signature, theirs.signature)
+    assert same == full
+    assert with_certificates(bare, certs_field) == ours  # headers worked out once, reused
+    assert mine.certificates == [responder.certificate]
