@@ -64,6 +64,8 @@ def routes(store: Store, service: LinkageService, meter: Meter) -> list[web.Rout
             "successor", lambda v, r: service.successor(v, serial(r)))),
         web.get("/linkage/v1/counterpart/{serial}", endpoint(
             "counterpart", lambda v, r: service.counterpart(v, serial(r)))),
+        web.get("/linkage/v1/card/{serial}", endpoint(
+            "card", lambda v, r: service.card(v, serial(r)))),
         web.get("/linkage/v1/latest-facts/{serial}", endpoint(
             "latest-facts", lambda v, r: service.latest_facts(v, serial(r)))),
         web.get("/linkage/v1/age/{serial}", endpoint(

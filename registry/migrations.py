@@ -319,9 +319,30 @@ def _v8_audit_checkpoints(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v9_phone_certificates(db: sqlite_utils.Database) -> None:
+    """Smartphone certificates (registry/phones.py): which certificate row is a phone's, of
+    which device kind, issued on the strength of which card signature certificate.
+
+    The certificates themselves stay in `certificates` (same CAs, same CRL partitions, same
+    OCSP lookups); this table only marks them and keeps the link to the card, which a card
+    renewal supersedes (`card_successor`, `card_superseded_at`) without revoking the phone.
+    """
+    db["phone_certificates"].create(
+        {"serial": str, "resident_id": str, "device": str, "card_serial": str,
+         "issued_at": int, "card_successor": str, "card_superseded_at": int},
+        pk="serial",
+        not_null={"resident_id", "device", "card_serial", "issued_at"},
+        foreign_keys=[("serial", "certificates", "serial"),
+                      ("resident_id", "residents", "resident_id")],
+        if_not_exists=True,
+    )
+    db["phone_certificates"].create_index(["resident_id", "device"], if_not_exists=True)
+    db["phone_certificates"].create_index(["card_serial"], if_not_exists=True)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1_foundation, _v2_events, _v3_verifiers, _v4_fees_and_consent, _v5_ocsp_signers,
-    _v6_crl_state, _v7_key_rotation, _v8_audit_checkpoints]
+    _v6_crl_state, _v7_key_rotation, _v8_audit_checkpoints, _v9_phone_certificates]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
