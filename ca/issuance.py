@@ -23,7 +23,7 @@ from ca import authority, credentials, validity
 from ca.keybackend import KeyBackend
 from ca.kinds import CertKind
 from ca.profile import LeafRequest, build_leaf, issuance_id
-from registry import audit, certificates, municipalities, residents
+from registry import audit, certificates, municipalities, phones, residents
 from registry.certificates import CertificateRecord, serial_hex
 from registry.clock import Clock, epoch, from_epoch
 from registry.errors import Conflict, InvalidInput
@@ -238,6 +238,12 @@ class Issuer:
                     if record.kind in issued:
                         certificates.link_successor(self.store, self.clock, record.serial,
                                                     issued[record.kind].serial, record.kind)
+                        if record.kind is CertKind.SIGNATURE:
+                            # Issue 18: the phones issued on the old card certificate stay
+                            # valid; their link to the card is superseded by the new one.
+                            phones.supersede_card_link(
+                                self.store, self.clock, record.serial,
+                                issued[CertKind.SIGNATURE].serial, actor=request.actor)
                 certificates.link_pair(
                     self.store, self.clock, request.resident_id,
                     issued[CertKind.SIGNATURE].serial if CertKind.SIGNATURE in issued else None,

@@ -43,6 +43,8 @@ class LeafRequest:
     not_before: datetime
     not_after: datetime
     facts: Facts | None  # signature certificates only
+    # Policy OIDs after the kind's own: a smartphone certificate's mark (ca/phone.py).
+    extra_policies: tuple[ObjectIdentifier, ...] = ()
 
 
 def issuance_id(municipality_code: str) -> str:
@@ -172,7 +174,9 @@ def build_leaf(request: LeafRequest, ca: CAGeneration, ca_key: PrivateKey, *, se
             critical=False,
         )
         .add_extension(
-            x509.CertificatePolicies([x509.PolicyInformation(kind.policy_oid, [cps_uri])]),
+            x509.CertificatePolicies(
+                [x509.PolicyInformation(kind.policy_oid, [cps_uri])]
+                + [x509.PolicyInformation(oid, None) for oid in request.extra_policies]),
             critical=signature,
         )
         .add_extension(

@@ -15,6 +15,7 @@ from ca import auditkey
 from ca.issuance import IssuancePolicy, Issuer
 from ca.keyaccess import open_backend
 from ca.keybackend import BackendSpec, Holder, KeyBackend, Role
+from ca.phone import PhoneIssuer
 from fees.tariff import Tariff, load_tariff
 from jpki.settings import REPO_CONFIGS, Settings, load_settings
 from registry.clock import Clock, system_clock
@@ -104,6 +105,10 @@ class Context:
     @cached_property
     def tariff(self) -> Tariff:
         return load_tariff(self.settings.fees.tariff_file)
+
+    @cached_property
+    def phone_issuer(self) -> PhoneIssuer:
+        return PhoneIssuer(self.store, self.keys, self.clock, self.issuer.policy)
 
     @cached_property
     def issuer(self) -> Issuer:

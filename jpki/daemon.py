@@ -26,6 +26,7 @@ from jpki.context import Context
 from jpki.settings import ServerSettings
 from linkage import web as linkage_web
 from linkage.service import LinkageService
+from linkage.signed_consent import SignedConsentDesk
 from ocsp import web as ocsp_web
 from ocsp.web import ServingOptions
 from revocation import web as events_web
@@ -88,6 +89,10 @@ def build_app(context: Context) -> web.Application:
                              timedelta(minutes=settings.linkage.check_window_minutes),
                              frozenset(settings.linkage.age_thresholds))
     app.add_routes(linkage_web.routes(context.store, linkage, meter))
+    desk = SignedConsentDesk(context.store, context.clock,
+                             timedelta(minutes=settings.linkage.consent_max_age_minutes))
+    app.add_routes([linkage_web.consent_route(context.store, desk,
+                                              settings.ocsp.read_timeout_seconds)])
 
     app[ocsp_web.METER] = OCSPMeter(meter)
     failures, warnings = ocsp_web.setup(app, context.data_dir, context.responder_keys,

@@ -129,6 +129,9 @@ class LinkageSettings(_Section):
     # Linkage and age answers require a validity check of the same certificate by the same
     # verifier within this window (DOMAIN.md: free, "but only after a validity check").
     check_window_minutes: int = Field(10, ge=1, le=24 * 60)
+    # A consent statement the resident signed is refused when older than this at its arrival
+    # (POST /linkage/v1/consents): the verifier submits it as the resident signs it.
+    consent_max_age_minutes: int = Field(10, ge=1, le=24 * 60)
     # The only `at_least` values /linkage/v1/age answers (issue 14, defect 9): with any
     # threshold allowed, bisecting thresholds day by day reveals the exact date of birth.
     # Defaults: 15 (signature certificate), 18 (majority), 20 (alcohol, tobacco), 65 (pension).

@@ -14,7 +14,7 @@ from typing import Any
 from ca import validity
 from ca.kinds import CertKind
 from fees.ledger import validity_checked
-from registry import certificates, consents, residents
+from registry import certificates, consents, phones, residents
 from registry.certificates import CertificateRecord
 from registry.clock import JST, Clock, epoch
 from registry.errors import Conflict, InvalidInput, JPKIError
@@ -131,6 +131,24 @@ class LinkageService:
                        if other else None},
                       "counterpart", record.serial)
 
+    def card(self, verifier: Verifier, serial: str) -> Answer:
+        """The card signature serial a smartphone certificate was issued on (issue 18).
+
+        Consent-gated like counterpart (the 'linkage' consent) and priced like it (check type
+        `card_link`, configs/tariff.toml). After a card renewal the answer still names the card
+        certificate the phone was issued on, and says the link was superseded and by which.
+        """
+        record = self._certificate(serial)
+        link = phones.link(self.store, record.serial)
+        if link is None:
+            raise InvalidInput("is not a smartphone certificate", field="serial")
+        self._consent(record, verifier, "linkage")
+        return Answer({"serial": record.serial, "kind": record.kind.value,
+                       "device": link.device, "card_signature_serial": link.card_serial,
+                       "card_link": "superseded" if link.card_successor else "current",
+                       "card_successor": link.card_successor},
+                      "card_link", record.serial)
+
     def latest_facts(self, verifier: Verifier, serial: str) -> Answer:
         record = self._certificate(serial)
         if record.kind is not CertKind.SIGNATURE:
@@ -139,8 +157,9 @@ class LinkageService:
         consent = self._consent(record, verifier, "latest-facts")
         self._registered(record, verifier)
         newest = self.store.one(
-            "SELECT serial, issued_at FROM certificates WHERE resident_id = ? AND kind = ?"
-            " ORDER BY issued_at DESC, rowid DESC LIMIT 1",
+            "SELECT c.serial, c.issued_at FROM certificates c WHERE c.resident_id = ?"
+            " AND c.kind = ? AND NOT " + phones.PHONE_ROW.format(alias="c")
+            + " ORDER BY c.issued_at DESC, c.rowid DESC LIMIT 1",
             (record.resident_id, CertKind.SIGNATURE.value))
         if newest is None or newest["serial"] == record.serial:
             return Answer({"serial": record.serial, "newer": None}, "latest_facts_unchanged",

@@ -6,6 +6,7 @@ Logs carry serials and verifier names, never the 4 facts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -13,8 +14,10 @@ from typing import Protocol
 from aiohttp import web
 
 from fees.ledger import Check, Entry
+from httpapi.body import read_limited
 from httpapi.problem import problem
 from linkage.service import Answer, LinkageService
+from linkage.signed_consent import MAX_CMS_BYTES, SignedConsentDesk
 from registry import tokens, verifiers
 from registry.errors import JPKIError
 from registry.store import Store
@@ -29,6 +32,43 @@ class Meter(Protocol):
 
 TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Consent Required", 404: "Not Found",
           409: "Validity Check Required", 500: "Internal Server Error"}
+CONSENT_TITLES = {400: "Signed Consent Refused", 403: "Not The Caller", 404: "Not Found",
+                  409: "Replayed Statement", 413: "Payload Too Large"}
+
+
+def consent_route(store: Store, desk: SignedConsentDesk, read_timeout: float) -> web.RouteDef:
+    """POST /linkage/v1/consents: the resident's CMS SignedData (DER), posted by the verifier
+    it names (README, "Consent signed by the resident"). 201 with what was recorded, or a 4xx
+    problem+json with nothing recorded."""
+
+    async def handler(request: web.Request) -> web.Response:
+        verifier = verifiers.authenticate(
+            store, tokens.bearer(request.headers.get("Authorization")))
+        if verifier is None:
+            return problem(401, TITLES[401], "a verifier Bearer token is required")
+        try:
+            async with asyncio.timeout(read_timeout):  # slow clients (README, "Slow clients")
+                body = await read_limited(request, MAX_CMS_BYTES)
+        except TimeoutError:
+            response = problem(408, "Request Timeout",
+                               f"the body did not arrive within {read_timeout:g} s")
+            response.force_close()
+            return response
+        if body is None:
+            return problem(413, CONSENT_TITLES[413],
+                           f"a signed consent is at most {MAX_CMS_BYTES} bytes of DER")
+        try:
+            recorded = desk.submit(body, verifier)
+        except JPKIError as exc:
+            status = exc.http_status if exc.http_status in CONSENT_TITLES else 400
+            log.info("signed consent refused verifier=%s status=%d field=%s", verifier.name,
+                     status, exc.field)
+            return problem(status, CONSENT_TITLES[status], str(exc), field=exc.field)
+        log.info("signed consent %s verifier=%s signer=%s", recorded["action"], verifier.name,
+                 recorded["signature_serial"])
+        return web.json_response(recorded, status=201, headers={"Cache-Control": "no-store"})
+
+    return web.post("/linkage/v1/consents", handler)
 
 
 def routes(store: Store, service: LinkageService, meter: Meter) -> list[web.RouteDef]:
@@ -64,6 +104,8 @@ def routes(store: Store, service: LinkageService, meter: Meter) -> list[web.Rout
             "successor", lambda v, r: service.successor(v, serial(r)))),
         web.get("/linkage/v1/counterpart/{serial}", endpoint(
             "counterpart", lambda v, r: service.counterpart(v, serial(r)))),
+        web.get("/linkage/v1/card/{serial}", endpoint(
+            "card", lambda v, r: service.card(v, serial(r)))),
         web.get("/linkage/v1/latest-facts/{serial}", endpoint(
             "latest-facts", lambda v, r: service.latest_facts(v, serial(r)))),
         web.get("/linkage/v1/age/{serial}", endpoint(

@@ -136,10 +136,15 @@ def live_for_resident(store: Store, resident_id: str, now: int) -> list[Certific
 
 
 def newest_per_kind(store: Store, resident_id: str) -> list[CertificateRecord]:
-    """The resident's newest certificate of each kind that has no successor yet."""
+    """The resident's newest card certificate of each kind that has no successor yet.
+
+    Smartphone certificates (registry/phones.py) are not the card's: a card renewal never
+    takes one as its predecessor.
+    """
     rows = store.query(
         "SELECT c.* FROM certificates c WHERE c.resident_id = ? AND NOT EXISTS"
         " (SELECT 1 FROM successors s WHERE s.old_serial = c.serial)"
+        " AND NOT EXISTS (SELECT 1 FROM phone_certificates p WHERE p.serial = c.serial)"
         " ORDER BY c.issued_at DESC, c.rowid DESC",
         (resident_id,),
     )

@@ -27,6 +27,7 @@ class Consent:
     items: tuple[str, ...]
     granted_at: int
     expires_at: int
+    id: int | None = None
 
 
 def check_service(service: str) -> str:
@@ -58,8 +59,14 @@ def _plus_years(moment: datetime, years: int) -> datetime:
 
 
 def grant(store: Store, clock: Clock, resident_id: str, verifier: Verifier, service: str,
-          items: tuple[str, ...], *, actor: str = "operator") -> Consent:
-    """Record a grant; a new grant for the same (resident, verifier, service) replaces it."""
+          items: tuple[str, ...], *, actor: str = "operator", via: str = "operator"
+          ) -> Consent:
+    """Record a grant; a new grant for the same (resident, verifier, service) replaces it.
+
+    `via` says how the consent reached the authority, for the audit row: "operator" (`jpki
+    consent grant`, an operator's entry) or "signed statement" (the resident's CMS, kept as
+    evidence by linkage/signed_consent.py).
+    """
     check_service(service)
     now = clock()
     with store.transaction() as conn:
@@ -72,7 +79,7 @@ def grant(store: Store, clock: Clock, resident_id: str, verifier: Verifier, serv
             (epoch(now), resident_id, verifier.id, service),
         )
         consent = Consent(service, items, epoch(now), epoch(_plus_years(now, VALIDITY_YEARS)))
-        conn.execute(
+        cursor = conn.execute(
             "INSERT INTO consents (resident_id, verifier_id, service, items, granted_at,"
             " expires_at) VALUES (?, ?, ?, ?, ?, ?)",
             (resident_id, verifier.id, service, ",".join(items), consent.granted_at,
@@ -80,12 +87,12 @@ def grant(store: Store, clock: Clock, resident_id: str, verifier: Verifier, serv
         )
         audit.append(store, clock, actor=actor, action="consent.grant",
                      detail={"resident_id": resident_id, "verifier": verifier.name,
-                             "service": service, "items": list(items)})
-    return consent
+                             "service": service, "items": list(items), "via": via})
+    return Consent(service, items, consent.granted_at, consent.expires_at, cursor.lastrowid)
 
 
 def withdraw(store: Store, clock: Clock, resident_id: str, verifier: Verifier, service: str,
-             *, actor: str = "operator") -> int:
+             *, actor: str = "operator", via: str = "operator") -> int:
     check_service(service)
     with store.transaction() as conn:
         changed = conn.execute(
@@ -98,7 +105,7 @@ def withdraw(store: Store, clock: Clock, resident_id: str, verifier: Verifier, s
                            f" verifier {verifier.name}", field="service")
         audit.append(store, clock, actor=actor, action="consent.withdraw",
                      detail={"resident_id": resident_id, "verifier": verifier.name,
-                             "service": service})
+                             "service": service, "via": via})
     return changed
 
 

@@ -319,9 +319,48 @@ def _v8_audit_checkpoints(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v9_phone_certificates(db: sqlite_utils.Database) -> None:
+    """Smartphone certificates (registry/phones.py): which certificate row is a phone's, of
+    which device kind, issued on the strength of which card signature certificate.
+
+    The certificates themselves stay in `certificates` (same CAs, same CRL partitions, same
+    OCSP lookups); this table only marks them and keeps the link to the card, which a card
+    renewal supersedes (`card_successor`, `card_superseded_at`) without revoking the phone.
+    """
+    db["phone_certificates"].create(
+        {"serial": str, "resident_id": str, "device": str, "card_serial": str,
+         "issued_at": int, "card_successor": str, "card_superseded_at": int},
+        pk="serial",
+        not_null={"resident_id", "device", "card_serial", "issued_at"},
+        foreign_keys=[("serial", "certificates", "serial"),
+                      ("resident_id", "residents", "resident_id")],
+        if_not_exists=True,
+    )
+    db["phone_certificates"].create_index(["resident_id", "device"], if_not_exists=True)
+    db["phone_certificates"].create_index(["card_serial"], if_not_exists=True)
+
+
+def _v10_signed_consents(db: sqlite_utils.Database) -> None:
+    """The evidence of consents the resident signed (linkage/signed_consent.py): the CMS as
+    received, the statement's SHA-256 (unique: a replay is refused), the signer and times."""
+    db["signed_consents"].create(
+        {"id": int, "resident_id": str, "verifier_id": int, "consent_id": int, "action": str,
+         "service": str, "statement_sha256": str, "signer_serial": str, "signed_at": int,
+         "received_at": int, "cms": bytes},
+        pk="id",
+        not_null={"resident_id", "verifier_id", "action", "service", "statement_sha256",
+                  "signer_serial", "signed_at", "received_at", "cms"},
+        foreign_keys=[("verifier_id", "verifiers", "id"), ("consent_id", "consents", "id"),
+                      ("resident_id", "residents", "resident_id")],
+        if_not_exists=True,
+    )
+    db["signed_consents"].create_index(["statement_sha256"], unique=True, if_not_exists=True)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1_foundation, _v2_events, _v3_verifiers, _v4_fees_and_consent, _v5_ocsp_signers,
-    _v6_crl_state, _v7_key_rotation, _v8_audit_checkpoints]
+    _v6_crl_state, _v7_key_rotation, _v8_audit_checkpoints, _v9_phone_certificates,
+    _v10_signed_consents]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

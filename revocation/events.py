@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from ca.kinds import CertKind
-from registry import audit, certificates, municipalities, residents
+from registry import audit, certificates, municipalities, phones, residents
 from registry.clock import Clock, epoch
 from registry.errors import Conflict, InvalidInput, JPKIError, NotFound
 from registry.facts import Facts
@@ -31,7 +31,7 @@ log = logging.getLogger("jpki.events")
 EVENT_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 FACT_FIELDS = ("name", "dob", "sex", "address", "municipality_code")
 KNOWN_FIELDS = {"event_id", "resident_id", "type", "occurred_at", *FACT_FIELDS, "name_alt",
-                "address_alt", "auth_contents_wrong"}
+                "address_alt", "auth_contents_wrong", "device"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class Event:
     facts: Facts | None
     auth_contents_wrong: bool
     body_sha256: str
+    device: str | None = None  # phone_lost: the device kind whose pair is revoked
 
 
 @dataclass
@@ -160,17 +161,32 @@ def _parse_event(raw: Any, clock: Clock) -> Event:
         raise InvalidInput("must be true or false", field="auth_contents_wrong")
     if wrong and kind != "record_error":
         raise InvalidInput("only applies to record_error", field="auth_contents_wrong")
-    return Event(event_id, resident_id, kind, occurred_at, facts, wrong, body_hash(raw))
+    device = None
+    if REVOCATION_POLICY[kind].names_device:
+        device = phones.check_device(_text(raw, "device"))
+    elif "device" in raw:
+        raise InvalidInput(f"only a phone_lost event names a device, not {kind}",
+                           field="device")
+    return Event(event_id, resident_id, kind, occurred_at, facts, wrong, body_hash(raw),
+                 device)
 
 
-def _revokes(rule: Rule, kind: CertKind, event: Event, facts_differ: bool) -> bool:
-    scope = rule.signature if kind is CertKind.SIGNATURE else rule.authentication
+def _revokes(rule: Rule, kind: CertKind, device: str | None, event: Event,
+             facts_differ: bool) -> bool:
+    """The policy cell for one certificate: card or phone (`device`), signature or not."""
+    if device is None:
+        scope = rule.signature if kind is CertKind.SIGNATURE else rule.authentication
+    else:
+        scope = (rule.phone_signature if kind is CertKind.SIGNATURE
+                 else rule.phone_authentication)
     if scope is Scope.ALWAYS:
         return True
     if scope is Scope.IF_FACTS_DIFFER:
         return facts_differ
     if scope is Scope.IF_OWN_CONTENTS_WRONG:
         return event.auth_contents_wrong
+    if scope is Scope.IF_NAMED_DEVICE:
+        return device == event.device
     return False
 
 
@@ -221,17 +237,22 @@ class EventApplier:
                 facts_differ = not current.same_four(event.facts)
             now = epoch(self.clock())
             live = certificates.live_for_resident(self.store, event.resident_id, now)
+            device_of = phones.devices(self.store, event.resident_id)
             revoked = []
             for record in live:
-                if _revokes(rule, record.kind, event, facts_differ):
+                if _revokes(rule, record.kind, device_of.get(record.serial), event,
+                            facts_differ):
                     certificates.revoke(self.store, self.clock, record.serial, rule.reason,
                                         actor=actor, cause=f"event {event.event_id}"
                                         f" ({event.type})")
-                    revoked.append({"serial": record.serial, "kind": record.kind.value,
-                                    "reason": rule.reason.name})
+                    item = {"serial": record.serial, "kind": record.kind.value,
+                            "reason": rule.reason.name}
+                    if record.serial in device_of:
+                        item["device"] = device_of[record.serial]
+                    revoked.append(item)
             if event.facts is not None:
                 residents.update(self.store, self.clock, event.resident_id, event.facts)
-            note = self._note(event, rule, live, revoked, facts_differ)
+            note = self._note(event, rule, live, revoked, facts_differ, device_of)
             outcome = Outcome("applied", event.event_id, revoked, note)
             conn.execute(
                 "INSERT INTO events (event_id, body_sha256, resident_id, type, outcome,"
@@ -250,13 +271,16 @@ class EventApplier:
 
     @staticmethod
     def _note(event: Event, rule: Rule, live: list[certificates.CertificateRecord],
-              revoked: list[dict[str, str]], facts_differ: bool) -> str:
+              revoked: list[dict[str, str]], facts_differ: bool,
+              device_of: dict[str, str]) -> str:
         if not live:
             return "the resident holds no live certificate; nothing to revoke"
         if event.facts is not None and not facts_differ:
             return "none of the 4 facts changed; the registry was updated, nothing revoked"
-        kept = [record.kind.value for record in live
+        kept = [(f"{device_of[record.serial]} " if record.serial in device_of else "")
+                + record.kind.value for record in live
                 if record.serial not in {item["serial"] for item in revoked}]
         if kept:
-            return f"the {' and '.join(kept)} certificate stays valid ({event.type})"
+            plural = "s stay" if len(kept) > 1 else " stays"
+            return f"the {' and '.join(kept)} certificate{plural} valid ({event.type})"
         return f"every live certificate revoked with {rule.reason.name}"

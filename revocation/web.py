@@ -19,26 +19,13 @@ from typing import Any
 
 from aiohttp import web
 
+from httpapi.body import read_limited
 from httpapi.problem import problem
 from registry import operators, tokens
 from registry.clock import Clock
 from registry.store import Store
 from revocation.events import EventApplier, Outcome
 from revocation.jsonlines import decode_body
-
-
-async def read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None when it is larger than `limit` (checked before and while reading)."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class EventsEndpoint:

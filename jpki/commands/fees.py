@@ -39,6 +39,10 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
         cmd.add_argument("--service", required=True, choices=list(consents.SERVICES))
         if action == "grant":
             cmd.add_argument("--items", help="latest-facts only: any of name,address,dob,sex")
+        cmd.add_argument("--operator", metavar="NAME",
+                         help="the operator who records it, for the audit log (audited as an"
+                         " operator entry; a resident's own signed consent goes to POST"
+                         " /linkage/v1/consents)")
         cmd.set_defaults(handler=cmd_consent)
 
 
