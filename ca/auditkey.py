@@ -4,15 +4,18 @@ It is a key of the CA key backend (file: encrypted under the CA passphrase in `<
 PKCS#11: on the token), so only the role that can sign certificates can anchor the log, and
 someone who can only write the database cannot re-sign a rewritten chain. Its public half is in
 the registry, so `jpki audit verify` needs no secret. It is RSA because the key backends
-generate RSA keys (one interface for files and tokens); a checkpoint costs one RSA signature.
+generate RSA keys on every backend (one interface for files and tokens; P-384 is for CA
+generations on the file backend only); a checkpoint costs one RSA signature.
 """
 
 from __future__ import annotations
 
-from ca.keybackend import KeyBackend, fingerprint
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ca.keybackend import KeyAlgorithm, KeyBackend, fingerprint
 from registry import audit
 from registry.clock import Clock
-from registry.errors import NotInitialised
+from registry.errors import JPKIError, NotInitialised
 from registry.store import Store
 
 KEY_NAME = "audit-1"
@@ -22,7 +25,7 @@ def ensure(store: Store, keys: KeyBackend, clock: Clock, *, key_size: int) -> st
     """Create the audit key if there is none (`jpki init`); say what was created."""
     if audit.current_key(store) is not None:
         return None
-    ref, key = keys.generate(KEY_NAME, key_size)
+    ref, key = keys.generate(KEY_NAME, KeyAlgorithm.rsa(key_size))
     key_fingerprint = fingerprint(key.public_key())
     audit.register_key(store, clock, key_ref=ref, public_key=key.public_key(),
                        fingerprint=key_fingerprint)
@@ -34,7 +37,10 @@ def signing_key(store: Store, keys: KeyBackend) -> audit.SigningKey:
     row = audit.current_key(store)
     if row is None:
         raise NotInitialised("no audit key in this registry: run `jpki init` (it adds one)")
-    return audit.SigningKey(int(row["id"]), keys.load(str(row["key_ref"])))
+    key = keys.load(str(row["key_ref"]))
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise JPKIError(f"audit key {row['key_ref']} is not an RSA key")
+    return audit.SigningKey(int(row["id"]), key)
 
 
 def seal(store: Store, keys: KeyBackend, clock: Clock) -> audit.Checkpoint | None:

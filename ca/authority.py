@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import lint
-from ca.keybackend import KeyBackend, PrivateKey, fingerprint
+from ca.keybackend import KeyAlgorithm, KeyBackend, PrivateKey, PublicKey, fingerprint
 from ca.kinds import CertKind, ca_name
 from registry import audit
 from registry.clock import Clock, epoch, from_epoch
@@ -40,6 +39,11 @@ class CAGeneration:
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.certificate.public_key())  # type: ignore[arg-type]
+
+    @property
+    def algorithm(self) -> KeyAlgorithm:
+        """The generation's key algorithm (rsa-2048, ecdsa-p384): it signs with its scheme."""
+        return KeyAlgorithm.of(self.certificate.public_key())
 
     @property
     def not_after(self) -> datetime:
@@ -68,7 +72,7 @@ CA_KEY_USAGE = x509.KeyUsage(
 )
 
 
-def key_id(public_key: rsa.RSAPublicKey) -> bytes:
+def key_id(public_key: PublicKey) -> bytes:
     """RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey bit string."""
     return x509.SubjectKeyIdentifier.from_public_key(public_key).digest
 
@@ -80,7 +84,7 @@ def _add_years(moment: datetime, years: int) -> datetime:
         return moment.replace(year=moment.year + years, day=28)
 
 
-def ca_certificate_builder(kind: CertKind, public_key: rsa.RSAPublicKey, now: datetime,
+def ca_certificate_builder(kind: CertKind, public_key: PublicKey, now: datetime,
                            years: int) -> x509.CertificateBuilder:
     """The self-signed CA certificate of `public_key`, unsigned (ca/lint.py signs it)."""
     name = ca_name(kind)
@@ -101,7 +105,7 @@ def ca_certificate_builder(kind: CertKind, public_key: rsa.RSAPublicKey, now: da
 
 def build_ca_certificate(kind: CertKind, key: PrivateKey, now: datetime,
                          years: int) -> x509.Certificate:
-    def builder_for(public_key: rsa.RSAPublicKey) -> x509.CertificateBuilder:
+    def builder_for(public_key: PublicKey) -> x509.CertificateBuilder:
         return ca_certificate_builder(kind, public_key, now, years)
 
     return lint.sign_self_signed(builder_for, key, f"{kind.value} CA certificate")
@@ -162,8 +166,8 @@ def current(store: Store, kind: CertKind) -> CAGeneration:
 
 
 def create_generation(store: Store, keys: KeyBackend, clock: Clock, kind: CertKind, *,
-                      key_size: int = 2048, years: int = 10, actor: str = "operator",
-                      reason: str = "initial key") -> CAGeneration:
+                      algorithm: KeyAlgorithm, years: int = 10,
+                      actor: str = "operator", reason: str = "initial key") -> CAGeneration:
     """Create the next generation of a CA: new key, self-signed certificate, registry row.
 
     Called alone (`jpki init`), the key is generated (possibly slowly, on a token) before the
@@ -179,11 +183,11 @@ def create_generation(store: Store, keys: KeyBackend, clock: Clock, kind: CertKi
     # build_ca_certificate lints again, which costs a few ms once per generation.
     lint.rehearse_self_signed(lambda public_key: ca_certificate_builder(kind, public_key,
                                                                         clock(), years),
-                              key_size, f"{kind.value} CA certificate")
+                              algorithm, f"{kind.value} CA certificate")
     # A random suffix: a rotation rolled back after the key was made leaves that key unused
     # (never reused), and the retry gets a fresh name.
     key_file, key = keys.generate(f"{kind.short}-g{generation}-{secrets.token_hex(4)}",
-                                  key_size)
+                                  algorithm)
     now = clock()
     certificate = build_ca_certificate(kind, key, now, years)
     with store.transaction() as conn:
@@ -200,7 +204,7 @@ def create_generation(store: Store, keys: KeyBackend, clock: Clock, kind: CertKi
         audit.append(store, clock, actor=actor, action="ca.generation.create",
                      serial=format(certificate.serial_number, "x"),
                      detail={"kind": kind.value, "generation": generation, "key_id": kid,
-                             "reason": reason,
+                             "reason": reason, "algorithm": algorithm.name,
                              "old_key": previous.fingerprint if previous else None,
                              "new_key": fingerprint(key.public_key()),
                              "not_after": from_epoch(epoch(certificate.not_valid_after_utc))

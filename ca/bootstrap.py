@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ca import auditkey, authority, responders
-from ca.keybackend import KeyBackend
+from ca.keybackend import KeyAlgorithm, KeyBackend
 from ca.kinds import CertKind
 from registry import municipalities
 from registry.clock import Clock
@@ -47,7 +47,8 @@ def initialise(store: Store, keys: KeyBackend, clock: Clock, *, municipalities_c
         if existing:
             report.existing.append(f"{kind.value} CA ({len(existing)} generation(s))")
             continue
-        generation = authority.create_generation(store, keys, clock, kind, key_size=key_size,
+        generation = authority.create_generation(store, keys, clock, kind,
+                                                 algorithm=KeyAlgorithm.rsa(key_size),
                                                  years=years, actor=actor, reason=reason)
         report.created.append(
             f"{kind.value} CA generation {generation.generation} (key id {generation.key_id})"

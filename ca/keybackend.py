@@ -1,8 +1,9 @@
 """Where CA and responder private keys live: one small interface, two backends.
 
-Everything that signs (certificates, CRLs, OCSP answers) holds an `rsa.RSAPrivateKey`. For the
-file backend that is pyca's own key; for PKCS#11 it is a handle whose `sign()` runs inside the
-token and whose private_bytes() refuses, so a key never leaves its backend. pyca's builders
+Everything that signs (certificates, CRLs, OCSP answers) holds an `rsa.RSAPrivateKey` or, for a
+P-384 generation (ca/keyalgorithm.py), an `ec.EllipticCurvePrivateKey`. For the file backend
+that is pyca's own key; for PKCS#11 it is a handle whose `sign()` runs inside the token and
+whose private_bytes() refuses, so a key never leaves its backend. pyca's builders
 accept such a subclass and call its `sign()`, which keeps one signing path for both.
 
 A `BackendSpec` is plain data (picklable), so CRL worker processes can open their own backend.
@@ -17,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-PrivateKey = rsa.RSAPrivateKey
+from ca.keyalgorithm import KeyAlgorithm, PrivateKey, PublicKey
+
+__all__ = ["BackendSpec", "Holder", "KeyAlgorithm", "KeyBackend", "PrivateKey", "PublicKey",
+           "Role", "fingerprint"]
 Role = Literal["ca", "ocsp"]
 # The security context of the process that opens a backend (README, "Two roles"):
 # `signer` (the long-running CA process) and `operator` (a short-lived CLI command) may open CA
@@ -51,8 +54,11 @@ class KeyBackend(Protocol):
         """Create what a development set-up needs to unlock keys; say what was created."""
         ...
 
-    def generate(self, name: str, key_size: int) -> tuple[str, PrivateKey]:
-        """A new RSA key under `name`, never replacing one: (reference for the registry, key)."""
+    def generate(self, name: str, algorithm: KeyAlgorithm) -> tuple[str, PrivateKey]:
+        """A new key under `name`, never replacing one: (reference for the registry, key).
+
+        A backend that cannot make `algorithm` raises ConfigError saying so, before it
+        writes anything."""
         ...
 
     def load(self, ref: str) -> PrivateKey:
@@ -63,7 +69,7 @@ class KeyBackend(Protocol):
         ...
 
 
-def fingerprint(public_key: rsa.RSAPublicKey) -> str:
+def fingerprint(public_key: PublicKey) -> str:
     """SHA-256 of the SubjectPublicKeyInfo DER, as `openssl pkey -pubout | sha256sum` shows."""
     der = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     return "SHA256:" + hashlib.sha256(der).hexdigest()

@@ -18,10 +18,11 @@ import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ca import pkcs8
 from ca.files import write_once
+from ca.keyalgorithm import KeyAlgorithm, UnsupportedKey
 from ca.keybackend import BackendSpec, PrivateKey
 from registry.datadir import make_private_dirs, refuse_shared
 from registry.errors import ConfigError, JPKIError
@@ -63,8 +64,8 @@ class FileKeyStore:
                 " or run `jpki init`"
             ) from None
 
-    def generate(self, name: str, key_size: int) -> tuple[str, PrivateKey]:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    def generate(self, name: str, algorithm: KeyAlgorithm) -> tuple[str, PrivateKey]:
+        key = algorithm.generate()  # RSA or EC P-384: PKCS#8 holds either (RFC 5208, 5915)
         return self.save(name, key), key
 
     def save(self, name: str, key: PrivateKey) -> str:
@@ -96,8 +97,12 @@ class FileKeyStore:
             key = serialization.load_pem_private_key(data, password=self.passphrase())
         except (ValueError, TypeError):
             raise JPKIError(f"cannot decrypt {path}: wrong passphrase?") from None
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise JPKIError(f"{path} does not hold an RSA key")
+        if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+            raise JPKIError(f"{path} holds neither an RSA nor an ECDSA key")
+        try:
+            KeyAlgorithm.of(key)
+        except UnsupportedKey as exc:
+            raise JPKIError(f"{path}: {exc}") from None
         self._loaded[ref] = key
         return key
 

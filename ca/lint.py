@@ -3,7 +3,8 @@
 A certificate signed by a CA key cannot be taken back: once it exists it can be presented,
 even if the registry row is rolled back. So each certificate the CA issues (leaves, the CA's
 self-signed certificates, link certificates, OCSP responder certificates) is first signed
-with a throwaway RSA key of the same size as the real signing key, and that rehearsal (the
+with a throwaway key of the same algorithm and size or curve as the real signing key (RSA of
+the same modulus size, ECDSA on the same curve: ca/keyalgorithm.py), and that rehearsal (the
 same TBSCertificate, byte for byte, only the signature differs) goes through pkilint's
 RFC 5280 certificate validators. A FATAL or ERROR finding (a violated "MUST") refuses the
 issuance with the finding named; the real key never signs and nothing is written.
@@ -14,8 +15,8 @@ profile-specific additions), the same threshold (ERROR and FATAL refuse; WARNING
 INFO are accepted), and no finding ignored. `IGNORED` is the place to name one, with the
 reason, should a profile choice ever have to override the linter.
 
-The validator is built once per process (about 0.2 s) and each stand-in key once per key
-size; linting one certificate then costs about 1 ms, the stand-in signature about 1 ms.
+The validator is built once per process (about 0.2 s) and each stand-in key once per
+algorithm; linting one certificate then costs about 1 ms, the stand-in signature about 1 ms.
 """
 
 from __future__ import annotations
@@ -27,11 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ca.keybackend import PrivateKey
+from ca.keyalgorithm import KeyAlgorithm, PrivateKey, PublicKey
 from registry.errors import JPKIError
 
 # Findings accepted despite their severity, by code, each with its reason. Empty: the tests
@@ -85,13 +84,14 @@ def _validator() -> Any:
 
 
 @functools.cache
-def stand_in_key(key_size: int) -> rsa.RSAPrivateKey:
-    """A throwaway RSA key per size, kept for the process: it signs rehearsals only.
+def stand_in_key(algorithm: KeyAlgorithm) -> PrivateKey:
+    """A throwaway key per algorithm (RSA size, EC curve), kept for the process: it signs
+    rehearsals only.
 
-    Same algorithm and size as the real key, so the rehearsal's signatureAlgorithm and
-    signature length are those of the certificate that will be issued.
+    Same algorithm and size or curve as the real key, so the rehearsal's signatureAlgorithm
+    (sha256WithRSAEncryption, ecdsa-with-SHA384) and SPKI are those of the real certificate.
     """
-    return rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    return algorithm.generate()
 
 
 def findings(der: bytes) -> list[Finding]:
@@ -113,14 +113,14 @@ def findings(der: bytes) -> list[Finding]:
     ]
 
 
-def rehearse(builder: x509.CertificateBuilder, key_size: int, what: str) -> None:
+def rehearse(builder: x509.CertificateBuilder, algorithm: KeyAlgorithm, what: str) -> None:
     """Sign `builder` with the stand-in key and lint it; raise LintRefused on any finding.
 
     Used alone where the real key does not exist yet: a key backend writes a key as it makes
     it, so a certificate for a key still to be made is rehearsed with a stand-in subject key
     first, and a refusal leaves no key file or token object behind.
     """
-    _refuse_on_findings(builder.sign(stand_in_key(key_size), hashes.SHA256()), what)
+    _refuse_on_findings(builder.sign(stand_in_key(algorithm), algorithm.hash), what)
 
 
 def _refuse_on_findings(rehearsal: x509.Certificate, what: str) -> None:
@@ -132,12 +132,13 @@ def _refuse_on_findings(rehearsal: x509.Certificate, what: str) -> None:
 
 def sign(builder: x509.CertificateBuilder, key: PrivateKey, what: str) -> x509.Certificate:
     """The certificate signed by `key`, only once its rehearsal lints clean."""
-    rehearse(builder, key.key_size, what)
-    return builder.sign(key, hashes.SHA256())
+    algorithm = KeyAlgorithm.of(key)
+    rehearse(builder, algorithm, what)
+    return builder.sign(key, algorithm.hash)
 
 
-def rehearse_self_signed(builder_for: Callable[[rsa.RSAPublicKey], x509.CertificateBuilder],
-                         key_size: int, what: str) -> None:
+def rehearse_self_signed(builder_for: Callable[[PublicKey], x509.CertificateBuilder],
+                         algorithm: KeyAlgorithm, what: str) -> None:
     """Rehearse a self-signed certificate as the stand-in key's own self-signed certificate.
 
     A self-signed certificate signed by another key would not be self-signed, and RFC 5280
@@ -145,13 +146,14 @@ def rehearse_self_signed(builder_for: Callable[[rsa.RSAPublicKey], x509.Certific
     the signature to tell); so the subject key is stood in for too. Only the key-derived
     fields (SPKI, subjectKeyIdentifier, signature) differ from the real certificate.
     """
-    stand_in = stand_in_key(key_size)
-    rehearsal = builder_for(stand_in.public_key()).sign(stand_in, hashes.SHA256())
+    stand_in = stand_in_key(algorithm)
+    rehearsal = builder_for(stand_in.public_key()).sign(stand_in, algorithm.hash)
     _refuse_on_findings(rehearsal, what)
 
 
-def sign_self_signed(builder_for: Callable[[rsa.RSAPublicKey], x509.CertificateBuilder],
+def sign_self_signed(builder_for: Callable[[PublicKey], x509.CertificateBuilder],
                      key: PrivateKey, what: str) -> x509.Certificate:
     """The self-signed certificate of `key`, only once its rehearsal lints clean."""
-    rehearse_self_signed(builder_for, key.key_size, what)
-    return builder_for(key.public_key()).sign(key, hashes.SHA256())
+    algorithm = KeyAlgorithm.of(key)
+    rehearse_self_signed(builder_for, algorithm, what)
+    return builder_for(key.public_key()).sign(key, algorithm.hash)

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.exceptions import MultipleObjectsReturned, NoSuchKey, PKCS11Error
 
-from ca.keybackend import BackendSpec, PrivateKey
+from ca.keybackend import BackendSpec, KeyAlgorithm, PrivateKey
 from registry.errors import ConfigError, JPKIError
 
 PREFIX = "pkcs11:"
@@ -131,7 +131,14 @@ class PKCS11KeyStore:
         except MultipleObjectsReturned:
             raise JPKIError(f"several PKCS#11 objects are labelled {label!r}") from None
 
-    def generate(self, name: str, key_size: int) -> tuple[str, PrivateKey]:
+    def generate(self, name: str, algorithm: KeyAlgorithm) -> tuple[str, PrivateKey]:
+        if algorithm.family != "rsa":
+            # Refused before anything touches the token: TokenRSAKey is the only token key
+            # class, and an EC one (CKM_ECDSA, DER re-encoding of the raw r||s) is not written.
+            raise ConfigError(f"the PKCS#11 key backend makes RSA keys only, not"
+                              f" {algorithm.name}: use keys.backend = \"file\" for a P-384"
+                              " generation")
+        key_size = algorithm.bits
         label = f"{self.spec.role}/{name}"
         with self.lock:
             session = self._open()

@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ca import authority, lint
 from ca.authority import CAGeneration
-from ca.keybackend import KeyBackend, PrivateKey, fingerprint
+from ca.keybackend import KeyAlgorithm, KeyBackend, PrivateKey, PublicKey, fingerprint
 from ca.kinds import CertKind
 from registry import audit
 from registry.clock import Clock, epoch
@@ -36,7 +35,15 @@ from registry.store import Store
 class ResponderPolicy:
     validity_days: int = 30
     renew_before_days: int = 7
-    key_size: int = 2048
+    key_size: int = 2048  # responders of RSA generations; a P-384 generation's is P-384
+
+    def algorithm_for(self, ca: CAGeneration) -> KeyAlgorithm:
+        """The responder key's algorithm: the CA's family, so a P-384 generation's answers
+        are signed ecdsa-with-SHA384 by a P-384 key (issue 18: no weaker link in the chain
+        than the CA itself), an RSA generation's by RSA of `key_size`."""
+        if ca.algorithm.family == "ec":
+            return ca.algorithm
+        return KeyAlgorithm.rsa(self.key_size)
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ def responder_name(ca: CAGeneration) -> x509.Name:
     )
 
 
-def responder_certificate_builder(ca: CAGeneration, public_key: rsa.RSAPublicKey,
+def responder_certificate_builder(ca: CAGeneration, public_key: PublicKey,
                                   now: datetime, days: int, serial: int | None = None
                                   ) -> x509.CertificateBuilder:
     """The responder certificate of `public_key` under `ca`, unsigned (ca/lint.py signs it)."""
@@ -94,7 +101,7 @@ def responder_certificate_builder(ca: CAGeneration, public_key: rsa.RSAPublicKey
     )
 
 
-def build_responder_certificate(ca: CAGeneration, ca_key: PrivateKey, public_key: rsa.RSAPublicKey,
+def build_responder_certificate(ca: CAGeneration, ca_key: PrivateKey, public_key: PublicKey,
                                 now: datetime, days: int, serial: int | None = None
                                 ) -> x509.Certificate:
     return lint.sign(responder_certificate_builder(ca, public_key, now, days, serial), ca_key,
@@ -121,11 +128,12 @@ def issue(store: Store, ca_keys: KeyBackend, responder_keys: KeyBackend, clock: 
     serial_number = x509.random_serial_number()
     serial = format(serial_number, "x")
     # Lint before the responder key exists: the backend writes a key as it makes it.
-    stand_in = lint.stand_in_key(policy.key_size).public_key()
+    algorithm = policy.algorithm_for(ca)
+    stand_in = lint.stand_in_key(algorithm).public_key()
     lint.rehearse(responder_certificate_builder(ca, stand_in, clock(), policy.validity_days,
                                                 serial_number),
-                  ca_key.key_size, f"OCSP responder certificate of {ca.label}")
-    key_file, key = responder_keys.generate(f"responder-{ca.label}-{serial}", policy.key_size)
+                  KeyAlgorithm.of(ca_key), f"OCSP responder certificate of {ca.label}")
+    key_file, key = responder_keys.generate(f"responder-{ca.label}-{serial}", algorithm)
     now = clock()
     certificate = build_responder_certificate(ca, ca_key, key.public_key(), now,
                                               policy.validity_days, serial_number)

@@ -13,6 +13,11 @@ profile's leaves pin their CA in authorityKeyIdentifier by key id *and* issuer D
 with any other serial is never taken as the leaf's issuer. The link is the same CA (same DN,
 same key, same serial) certified by the other generation's key; RFC 5280 §4.1.2.2's
 (issuer, serial) uniqueness is kept per signing key, which is what the key id names.
+
+A rotation may change the key algorithm (`--algorithm ecdsa-p384`, issue 18 part 2): each link
+is signed with its issuer's scheme (ca/keyalgorithm.py), so RSA -> P-384 gives a NewWithOld
+signed sha256WithRSAEncryption over a P-384 key and an OldWithNew signed ecdsa-with-SHA384
+over an RSA key; both verify with `openssl verify` either way (tests/test_p384_generation.py).
 """
 
 from __future__ import annotations
@@ -22,13 +27,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import authority, lint, responders
 from ca.authority import CAGeneration
-from ca.keybackend import KeyBackend, PrivateKey
+from ca.keybackend import KeyAlgorithm, KeyBackend, PrivateKey
 from ca.kinds import CertKind
 from ca.responders import ResponderPolicy, ResponderRecord
 from registry import audit
@@ -61,12 +64,12 @@ def link_builder(*, subject: CAGeneration, issuer: CAGeneration, not_before: dat
                  not_after: datetime) -> x509.CertificateBuilder:
     """`subject`'s public key to be certified by `issuer`'s key, unsigned (ca/lint.py signs)."""
     public_key = subject.certificate.public_key()
-    assert isinstance(public_key, rsa.RSAPublicKey)
+    KeyAlgorithm.of(public_key)  # RSA or a curve of ours, else UnsupportedKey
     return (
         x509.CertificateBuilder()
         .subject_name(subject.certificate.subject)
         .issuer_name(issuer.certificate.subject)
-        .public_key(public_key)
+        .public_key(public_key)  # type: ignore[arg-type]  # checked just above
         .serial_number(subject.serial)  # see the module docstring
         .not_valid_before(not_before)
         .not_valid_after(not_after)
@@ -96,24 +99,23 @@ def _link_windows(old: CAGeneration, new: CAGeneration
     }
 
 
-def _rehearse(old: CAGeneration, clock: Clock, *, key_size: int, years: int) -> None:
+def _rehearse(old: CAGeneration, clock: Clock, *, algorithm: KeyAlgorithm, years: int) -> None:
     """Lint both links before the new key is made (ca/lint.py; create_generation lints the
     new CA certificate the same way).
 
-    The new generation is stood in for by the stand-in key, so a refusal leaves no key file
-    or token object behind, and the real keys sign nothing here.
+    The new generation is stood in for by the stand-in key of its algorithm, so a refusal
+    leaves no key file or token object behind, and the real keys sign nothing here. Each link
+    is rehearsed with a stand-in of its issuer's algorithm (RSA size, or curve).
     """
-    stand_in = lint.stand_in_key(key_size)
+    stand_in = lint.stand_in_key(algorithm)
     certificate = authority.ca_certificate_builder(
-        old.kind, stand_in.public_key(), clock(), years).sign(stand_in, hashes.SHA256())
+        old.kind, stand_in.public_key(), clock(), years).sign(stand_in, algorithm.hash)
     new = CAGeneration(0, old.kind, old.generation + 1, certificate,
                        authority.key_id(stand_in.public_key()).hex(), "")
     for subject, issuer, not_before, not_after in _link_windows(old, new).values():
-        issuer_key = issuer.certificate.public_key()
-        assert isinstance(issuer_key, rsa.RSAPublicKey)
         lint.rehearse(link_builder(subject=subject, issuer=issuer, not_before=not_before,
                                    not_after=not_after),
-                      issuer_key.key_size, f"link certificate {issuer.label} -> {subject.label}")
+                      issuer.algorithm, f"link certificate {issuer.label} -> {subject.label}")
 
 
 def _link_from_row(row: dict) -> LinkCertificate:
@@ -148,18 +150,21 @@ def _record_link(store: Store, clock: Clock, kind: CertKind, direction: str, old
     return LinkCertificate(cursor.lastrowid or 0, kind, direction, old.id, new.id, certificate)
 
 
-def rotate(store: Store, keys: KeyBackend, clock: Clock, kind: CertKind, *, key_size: int,
-           years: int, operator: str, reason: str) -> Rotation:
+def rotate(store: Store, keys: KeyBackend, clock: Clock, kind: CertKind, *,
+           algorithm: KeyAlgorithm | None, years: int, operator: str, reason: str) -> Rotation:
     """The next generation of `kind` and its two link certificates, in one transaction.
+
+    `algorithm` None keeps the current generation's algorithm (RSA of its size, or P-384).
 
     New issuance moves to the new generation as soon as this commits (authority.current);
     the old one keeps signing its CRLs and responder certificates until it is retired.
     """
     old = authority.current(store, kind)
     old_key = old.private_key(keys)  # before any change: a locked-away key stops us here
-    _rehearse(old, clock, key_size=key_size, years=years)
+    algorithm = algorithm or old.algorithm
+    _rehearse(old, clock, algorithm=algorithm, years=years)
     with store.transaction():
-        new = authority.create_generation(store, keys, clock, kind, key_size=key_size,
+        new = authority.create_generation(store, keys, clock, kind, algorithm=algorithm,
                                           years=years, actor=operator, reason=reason)
         signers = {old.id: old_key, new.id: new.private_key(keys)}
         made = []
@@ -237,7 +242,7 @@ class CompletedRotation:
 
 
 def rotate_kinds(store: Store, keys: KeyBackend, responder_keys: KeyBackend, clock: Clock,
-                 kinds: list[CertKind], *, key_size: int, years: int,
+                 kinds: list[CertKind], *, algorithm: KeyAlgorithm | None, years: int,
                  responder_policy: ResponderPolicy,
                  publish_crls: Callable[[CertKind], int], operator: str,
                  reason: str) -> CompletedRotation:
@@ -248,7 +253,7 @@ def rotate_kinds(store: Store, keys: KeyBackend, responder_keys: KeyBackend, clo
     completing step is returned as a warning with its remedy, and `jpki signer` publishes any
     missing CRL when it next looks.
     """
-    rotations = [rotate(store, keys, clock, kind, key_size=key_size, years=years,
+    rotations = [rotate(store, keys, clock, kind, algorithm=algorithm, years=years,
                         operator=operator, reason=reason) for kind in kinds]
     warnings = []
     signers: list[ResponderRecord] = []

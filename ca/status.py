@@ -41,6 +41,7 @@ class GenerationStatus:
             "state": self.state,
             "serial": format(ca.serial, "x"),
             "key_id": ca.key_id,
+            "algorithm": ca.algorithm.name,
             "fingerprint": ca.fingerprint,
             "not_before": ca.certificate.not_valid_before_utc.isoformat(),
             "not_after": ca.not_after.isoformat(),

@@ -15,10 +15,9 @@ from asn1crypto import algos, core
 from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
 
 from ca.authority import CAGeneration
+from ca.keyalgorithm import KeyAlgorithm
 from ca.keybackend import PrivateKey
 
 UTC_TIME_LIMIT = 2050  # RFC 5280 §5.1.2.4: UTCTime through 2049, GeneralizedTime from 2050
@@ -42,14 +41,18 @@ def _time(moment: datetime) -> asn1_x509.Time:
 def signed_crl(ca: CAGeneration, key: PrivateKey, *, number: int, this_update: datetime,
                next_update: datetime, contents: list[bytes],
                idp: x509.IssuingDistributionPoint | None = None) -> bytes:
-    """A v2 CRL signed with sha256WithRSAEncryption (NULL parameters, RFC 4055 §5).
+    """A v2 CRL signed with the CA key's own scheme (ca/keyalgorithm.py):
+    sha256WithRSAEncryption (NULL parameters, RFC 4055 §5) for an RSA generation,
+    ecdsa-with-SHA384 (parameters absent, RFC 5758 §3.2) for a P-384 one.
 
     Extensions, as `builder.build` makes them: authorityKeyIdentifier by key id (§5.2.1,
     MUST; generations share the DN), cRLNumber (§5.2.3, MUST), and for a partition the
     issuingDistributionPoint (§5.2.5, MUST be critical).
     """
-    algorithm = algos.SignedDigestAlgorithm({"algorithm": "sha256_rsa",
-                                             "parameters": core.Null()})
+    scheme = KeyAlgorithm.of(key)
+    algorithm = algos.SignedDigestAlgorithm(
+        {"algorithm": scheme.asn1_signature_algorithm, "parameters": core.Null()}
+        if scheme.family == "rsa" else {"algorithm": scheme.asn1_signature_algorithm})
     tbs: dict[str, object] = {
         "version": "v2",
         "signature": algorithm,
@@ -71,7 +74,7 @@ def signed_crl(ca: CAGeneration, key: PrivateKey, *, number: int, this_update: d
     if joined:  # §5.1.2.6: absent when there are no revoked certificates
         tbs["revoked_certificates"] = asn1_crl.RevokedCertificates(contents=joined)
     tbs_cert_list = asn1_crl.TbsCertList(tbs)
-    signature = key.sign(tbs_cert_list.dump(), padding.PKCS1v15(), hashes.SHA256())
+    signature = scheme.sign(key, tbs_cert_list.dump())
     return asn1_crl.CertificateList({
         "tbs_cert_list": tbs_cert_list,
         "signature_algorithm": algorithm,

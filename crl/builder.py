@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import CRLEntryExtensionOID, NameOID
 
 from ca.authority import CAGeneration
+from ca.keyalgorithm import signature_hash
 from ca.keybackend import PrivateKey
 from ca.kinds import CertKind
 from ca.profile import distribution_point_names
@@ -124,7 +125,8 @@ def next_update(this_update: datetime, grace_hours: int, ca_not_after: datetime)
 def build(ca: CAGeneration, key: PrivateKey, *, number: int, this_update: datetime,
           next_update: datetime, revoked: list[x509.RevokedCertificate],
           idp: x509.IssuingDistributionPoint | None) -> x509.CertificateRevocationList:
-    """A v2 CRL (RFC 5280 §5.1) signed with sha256WithRSAEncryption.
+    """A v2 CRL (RFC 5280 §5.1) signed with the CA key's scheme (ca/keyalgorithm.py):
+    sha256WithRSAEncryption, or ecdsa-with-SHA384 for a P-384 generation.
 
     Extensions: authorityKeyIdentifier by key id (§5.2.1, MUST; picks the generation by key,
     never by the shared DN), cRLNumber (§5.2.3, MUST), and for partitions the critical
@@ -147,4 +149,4 @@ def build(ca: CAGeneration, key: PrivateKey, *, number: int, this_update: dateti
     )
     if idp is not None:
         builder = builder.add_extension(idp, critical=True)
-    return builder.sign(key, hashes.SHA256())
+    return builder.sign(key, signature_hash(key))

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from ca.keybackend import BackendSpec
+from ca.keybackend import BackendSpec, KeyAlgorithm
 from ca.keystore import FileKeyStore
 from jpki.cli import main
 from tests.helpers import CONFIG, REPO, issue_args, openssl
@@ -71,7 +71,7 @@ def _kdf_of(pem: Path) -> list[str]:
 def test_ca_keys_are_pbes2_scrypt_and_openssl_reads_them(tmp_path: Path) -> None:
     store = FileKeyStore(BackendSpec(kind="file", data_dir=tmp_path, role="ca"))
     store.ensure_passphrase()
-    ref, key = store.generate("probe", 2048)
+    ref, key = store.generate("probe", KeyAlgorithm.rsa(2048))
     pem = tmp_path / "ca" / ref
     fields = _kdf_of(pem)
     # PBES2 / scrypt with N = 2^14 (0x4000), r = 8, p = 5 (the default), AES-256-CBC

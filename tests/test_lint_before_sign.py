@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from ca import lint
+from ca.keyalgorithm import KeyAlgorithm
 from jpki.cli import main
 from tests.helpers import CONFIG, issue_args, jpki
 
@@ -74,7 +75,7 @@ def test_a_normal_pair_passes_the_gate_and_pkilint_agrees(data_dir: Path,
 
 def test_the_gate_names_a_missing_authority_key_identifier() -> None:
     """A leaf without AKI (RFC 5280 §4.2.1.1 MUST) is refused before the real key signs."""
-    key = lint.stand_in_key(2048)
+    key = lint.stand_in_key(KeyAlgorithm.rsa(2048))
     now = datetime.now(UTC)
     builder = (x509.CertificateBuilder()
                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "leaf")]))

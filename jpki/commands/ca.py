@@ -14,6 +14,7 @@ import sys
 
 from ca import rotation
 from ca import status as ca_status
+from ca.keyalgorithm import ECDSA_P384, KeyAlgorithm
 from ca.kinds import CertKind
 from jpki.context import Context
 from jpki.output import print_json
@@ -63,6 +64,10 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
         " it up by itself.",
     )
     rotate.add_argument("--kind", required=True, choices=[*KINDS, "all"])
+    rotate.add_argument("--algorithm", choices=["rsa", ECDSA_P384], default=None,
+                        help="the new generation's key: rsa (ca.key_size bits) or ecdsa-p384"
+                        " (the next-generation card profile); default: the current"
+                        " generation's algorithm")
     add_operator_options(rotate, "scheduled rotation")
     rotate.set_defaults(handler=cmd_rotate)
 
@@ -107,7 +112,9 @@ def cmd_rotate(context: Context, args: argparse.Namespace) -> int:
                               start_method="fork")
     done = rotation.rotate_kinds(
         context.store, context.keys, context.responder_keys, context.clock, kinds,
-        key_size=context.settings.ca.key_size, years=context.settings.ca.validity_years,
+        algorithm=(KeyAlgorithm.parse(args.algorithm, rsa_bits=context.settings.ca.key_size)
+                   if args.algorithm else None),
+        years=context.settings.ca.validity_years,
         responder_policy=responder_policy(context.settings),
         publish_crls=lambda kind: len(generator.run(kind=kind)),
         operator=args.operator, reason=args.reason)
@@ -116,6 +123,7 @@ def cmd_rotate(context: Context, args: argparse.Namespace) -> int:
     print_json({
         "created": [{
             "kind": r.new.kind.value, "generation": r.new.generation, "key_id": r.new.key_id,
+            "algorithm": r.new.algorithm.name,
             "fingerprint": r.new.fingerprint, "previous": r.old.label,
             "links": [{"direction": link.direction,
                        "serial": format(link.certificate.serial_number, "x")}
