@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import authority, credentials, validity
+from ca.cardprofile import CURRENT, CardProfile
 from ca.keybackend import KeyBackend
 from ca.kinds import CertKind
 from ca.profile import LeafRequest, build_leaf, issuance_id
@@ -44,6 +44,8 @@ class IssuancePolicy:
     birthdays: int = 5
     minimum_signature_age: int = 15
     key_size: int = 2048
+    # The default card profile (`[issuance] profile`, ca/cardprofile.py); `--profile` overrides.
+    profile: CardProfile = CURRENT
     # PBKDF2 iterations of the residents' PKCS#12 files (ca/credentials.py explains the MAC).
     pkcs12_kdf_rounds: int = credentials.KDF_ROUNDS
 
@@ -58,6 +60,7 @@ class IssueRequest:
     auth_only: bool = False
     allow_minor_signature: bool = False
     card_expiry: date | None = None
+    profile: CardProfile | None = None  # None: the policy's default
     # Who asked, for the audit log: the CLI passes --operator or the login name.
     actor: str = field(default_factory=getpass.getuser)
 
@@ -161,25 +164,31 @@ class Issuer:
         kinds = self._kinds(request, issue_day)
         if CertKind.SIGNATURE in kinds:
             credentials.check_pin(CertKind.SIGNATURE, request.sign_pin)
-        out_dir = credentials.check_out_dir(request.out_dir)
+        card = request.profile or self.policy.profile
         cas = {kind: authority.current(self.store, kind) for kind in kinds}
+        for ca in cas.values():  # before a key is made or a file written
+            card.check_ca(ca.label, ca.algorithm)
+        out_dir = credentials.check_out_dir(request.out_dir)
         renewal_bonus = any(
-            validity.renewal_within_last_three_months(from_epoch(record.not_after), now)
+            validity.renewal_within_window(from_epoch(record.not_after), now,
+                                           card.renewal_window_days)
             for record in predecessors
         )
         plans = {
             kind: validity.plan(
-                request.facts.dob, now, birthdays=self.policy.birthdays,
+                request.facts.dob, now, birthdays=card.birthdays or self.policy.birthdays,
                 card_expiry=request.card_expiry, renewal_bonus=renewal_bonus,
                 ca_not_after=cas[kind].not_after,
+                renewal_extends_card=card.renewal_extends_card,
             )
             for kind in kinds
         }
+        resident_algorithm = card.resident_algorithm(self.policy.key_size)
         auth_end = plans[CertKind.AUTHENTICATION].authentication_not_after
         built: dict[CertKind, tuple[x509.Certificate, str, bytes]] = {}
         for kind in kinds:
             ca = cas[kind]
-            key = rsa.generate_private_key(public_exponent=65537, key_size=self.policy.key_size)
+            key = resident_algorithm.generate()
             plan = plans[kind]
             not_after = min(plan.signature_not_after, auth_end) \
                 if kind is CertKind.SIGNATURE else auth_end
@@ -226,7 +235,9 @@ class Issuer:
                     audit.append(self.store, self.clock, actor=request.actor,
                                  action="certificate.issue", serial=serial,
                                  detail={"kind": kind.value, "ca": cas[kind].label,
-                                         "partition": municipality.code})
+                                         "partition": municipality.code,
+                                         "profile": (request.profile
+                                                     or self.policy.profile).name})
                     files = credentials.paths_for(out_dir, kind, serial)
                     issued[kind] = IssuedCertificate(kind, serial, files)
                 for record in predecessors:

@@ -15,12 +15,11 @@ from datetime import datetime
 
 from asn1crypto import core
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID, ObjectIdentifier
 
 from ca import lint
 from ca.authority import CAGeneration
-from ca.keybackend import PrivateKey
+from ca.keybackend import PrivateKey, PublicKey
 from ca.kinds import CertKind
 from ca.urls import OCSP_PATH, crl_partition_path
 from registry.facts import Facts, encode_dob
@@ -38,7 +37,7 @@ ISSUER_ALT_ORG = "公的個人認証サービス"
 @dataclass(frozen=True)
 class LeafRequest:
     kind: CertKind
-    public_key: rsa.RSAPublicKey
+    public_key: PublicKey  # RSA (today's cards) or P-384 (ca/cardprofile.py, `next`)
     municipality: Municipality
     not_before: datetime
     not_after: datetime

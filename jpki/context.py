@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
-from ca import auditkey
+from ca import auditkey, cardprofile
 from ca.issuance import IssuancePolicy, Issuer
 from ca.keyaccess import open_backend
 from ca.keybackend import BackendSpec, Holder, KeyBackend, Role
@@ -118,6 +118,7 @@ class Context:
             birthdays=self.settings.issuance.birthdays,
             minimum_signature_age=self.settings.issuance.minimum_signature_age,
             key_size=self.settings.ca.key_size,
+            profile=cardprofile.profile(self.settings.issuance.profile),
             pkcs12_kdf_rounds=self.settings.issuance.pkcs12_kdf_rounds,
         )
         return Issuer(self.store, self.keys, self.clock, policy)

@@ -101,6 +101,9 @@ class KeysSettings(_Section):
 
 
 class IssuanceSettings(_Section):
+    # The card profile of new pairs (ca/cardprofile.py): "current" (RSA, SHA-256, 5 years) or
+    # "next" (ECDSA P-384, SHA-384, 10 years, under a P-384 CA generation); `--profile` overrides.
+    profile: Literal["current", "next"] = "current"
     birthdays: int = Field(5, ge=1, le=10)
     minimum_signature_age: int = Field(15, ge=0, le=30)
     # PBKDF2-HMAC-SHA256 iterations of the residents' PKCS#12 files (the MAC gets twice as

@@ -6,6 +6,7 @@ import argparse
 from datetime import date, timedelta
 from pathlib import Path
 
+from ca import cardprofile
 from ca.issuance import IssueRequest
 from jpki.commands.ca import cli_actor
 from jpki.context import Context
@@ -40,6 +41,10 @@ def _resident_flags(parser: argparse.ArgumentParser) -> None:
                         help="issue only the authentication certificate")
     parser.add_argument("--allow-minor-signature", action="store_true",
                         help="operator override: issue a signature certificate to an under-15")
+    parser.add_argument("--profile", choices=cardprofile.PROFILES, default=None,
+                        help="card profile (ca/cardprofile.py): current (RSA, 5 years) or next"
+                        " (ECDSA P-384, SHA-384, 10 years, under a P-384 CA generation);"
+                        " default: [issuance] profile")
     parser.add_argument("--card-expiry", metavar="YYYY-MM-DD",
                         help="the card's expiry, if not the default (10th birthday after"
                         " issuance, 5th for minors)")
@@ -98,6 +103,7 @@ def _request(context: Context, args: argparse.Namespace) -> IssueRequest:
         resident_id=args.resident_id, facts=facts, out_dir=args.out, sign_pin=args.sign_pin,
         auth_pin=args.auth_pin, auth_only=args.auth_only,
         allow_minor_signature=args.allow_minor_signature, card_expiry=card_expiry,
+        profile=cardprofile.profile(args.profile) if args.profile else None,
         actor=cli_actor(args),
     )
 
