@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from ca import validity
+from ca import cardprofile, validity
 from ca.issuance import IssueRequest
 from ca.kinds import CertKind
 from jpki.context import Context
@@ -70,6 +70,52 @@ def test_ca_not_after_caps_the_leaf() -> None:
     cap = jst(2027, 1, 1, 0, 0, 0)
     plan = validity.plan(date(1980, 12, 1), jst(2026, 11, 24, 9), ca_not_after=cap)
     assert plan.authentication_not_after == cap
+
+
+# The next-generation profile (ca/cardprofile.py NEXT): the same rule with 10 birthdays, a
+# renewal window of one year, and a card renewed with its certificates.
+NEXT = dict(birthdays=cardprofile.NEXT.birthdays,
+            renewal_extends_card=cardprofile.NEXT.renewal_extends_card)
+
+
+def test_next_profile_ends_on_the_tenth_birthday() -> None:
+    plan = validity.plan(date(1980, 12, 1), jst(2026, 11, 24, 9), **NEXT)  # type: ignore[arg-type]
+    assert plan.authentication_not_after == jst(2035, 12, 1, 23, 59, 59)
+    # 29 February, 10th birthday in a common year: 28 February
+    plan = validity.plan(date(1980, 2, 29), jst(2026, 11, 24, 9), **NEXT)  # type: ignore[arg-type]
+    assert plan.authentication_not_after == jst(2036, 2, 29, 23, 59, 59)
+    plan = validity.plan(date(1980, 2, 29), jst(2027, 11, 24, 9), **NEXT)  # type: ignore[arg-type]
+    assert plan.authentication_not_after == jst(2037, 2, 28, 23, 59, 59)
+
+
+@pytest.mark.parametrize(("days_left", "bonus"), [(366, True), (367, False)])
+def test_next_profile_renewal_window_is_one_year(days_left: int, bonus: bool) -> None:
+    now = jst(2026, 11, 24, 9)
+    old_end = now + timedelta(days=days_left)
+    assert validity.renewal_within_window(old_end, now,
+                                          cardprofile.NEXT.renewal_window_days) is bonus
+    # today's window: 92 days
+    assert validity.renewal_within_window(old_end, now,
+                                          cardprofile.CURRENT.renewal_window_days) is False
+    assert validity.renewal_within_window(now + timedelta(days=92), now,
+                                          cardprofile.CURRENT.renewal_window_days) is True
+    plan = validity.plan(date(1980, 12, 1), now, renewal_bonus=bonus,
+                         **NEXT)  # type: ignore[arg-type]
+    end = 2036 if bonus else 2035  # one birthday more, and the card follows
+    assert plan.authentication_not_after == jst(end, 12, 1, 23, 59, 59)
+
+
+def test_next_profile_capped_as_today() -> None:
+    # a minor's card lasts 5 years and caps the certificates
+    plan = validity.plan(date(2015, 6, 1), jst(2026, 11, 24, 9), **NEXT)  # type: ignore[arg-type]
+    assert plan.authentication_not_after == jst(2031, 6, 1, 23, 59, 59)
+    cap = jst(2030, 1, 1, 0, 0, 0)
+    plan = validity.plan(date(1980, 12, 1), jst(2026, 11, 24, 9), ca_not_after=cap,
+                         **NEXT)  # type: ignore[arg-type]
+    assert plan.authentication_not_after == cap
+    plan = validity.plan(date(1980, 12, 1), jst(2026, 11, 24, 9), card_expiry=date(2030, 5, 1),
+                         **NEXT)  # type: ignore[arg-type]
+    assert plan.authentication_not_after == jst(2030, 5, 1, 23, 59, 59)
 
 
 def _frozen_context(data_dir: Path, now: datetime) -> Context:
