@@ -5,6 +5,10 @@ and `wrk` runs on CPU 1 (PEERS.md). The live (nonce) path is measured twice: pin
 like the others (the per-core figure), and as one process free to use both cores (the issue's
 target, "one server process"), each against the raw RSA sign rate on one core measured right
 after each of its runs (the host's load drifts; a ratio pairs figures of the same minute).
+Then the signature CA is rotated to ECDSA P-384 (`jpki ca rotate --algorithm ecdsa-p384`, issue
+18 part 2), a `next`-profile pair is issued, and the live path is measured the same two ways
+with that generation's P-384 responder (ecdsa-with-SHA384: no templates, pyca builds every
+answer), against the raw P-384 sign rate of its own key.
 The openssl responder binds every interface, so it and its load run inside a private network
 namespace (`unshare -n`). Every load loop is bounded (wrk -d).
 """
@@ -27,8 +31,10 @@ import urllib.request
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from ca.keyalgorithm import KeyAlgorithm
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -50,6 +56,8 @@ CACHED, METERED = "ours (cached)", "ours (cached, metered)"
 BARE, BARE_DEADLINE = "bare aiohttp", "bare aiohttp + deadline"
 LIVE_ONE_CORE = "ours (live, core 0)"
 LIVE_TWO_CORES = "ours (live, cores 0-1)"
+LIVE_P384_ONE_CORE = "ours P-384 (live, core 0)"
+LIVE_P384_TWO_CORES = "ours P-384 (live, cores 0-1)"
 
 
 def free_port() -> int:
@@ -135,11 +143,14 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def raw_sign_rate(key_pem: bytes, seconds: float = 2.0, runs: int = 3) -> float:
-    """RSA-2048 PKCS#1 v1.5 SHA-256 signatures per second on one core (CPU 0), in this Python.
+    """Signatures per second on one core (CPU 0), in this Python, with the key's own scheme:
+    RSA PKCS#1 v1.5 SHA-256, or ECDSA with SHA-384 for P-384 (ca/keyalgorithm.py).
 
     The best of `runs` bounded runs: the machine is shared, like every other row here.
     """
     key = serialization.load_pem_private_key(key_pem, password=None)
+    assert isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey))
+    algorithm = KeyAlgorithm.of(key)
     data = b"\x30" * 1200
     affinity = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {0})
@@ -148,7 +159,7 @@ def raw_sign_rate(key_pem: bytes, seconds: float = 2.0, runs: int = 3) -> float:
         for _ in range(runs):
             count, started = 0, time.perf_counter()
             while time.perf_counter() - started < seconds:
-                key.sign(data, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr]
+                algorithm.sign(key, data)
                 count += 1
             best = max(best, count / (time.perf_counter() - started))
         return best
@@ -349,6 +360,7 @@ def main() -> int:
             print("cfssl: not installed (Debian package golang-cfssl); skipped",
                   file=sys.stderr)
         sign_rate = raw_sign_rate(key_pem)
+        p384_rate = measure_p384(opts, work, data, jpki, serve, results)
     finally:
         if not opts.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -378,7 +390,67 @@ def main() -> int:
         row = results[name]
         print(f"{label:<36}{row['ratio']:>6.2f}  ({what}; raw {row['raw']:.0f}/s measured"
               f" right after; {row['rps'] / sign_rate:.2f} against the raw rate above)")
+    print(f"{'raw P-384 sign/s':<26}{p384_rate:>10.0f}  (CPU 0 only, ECDSA SHA-384)")
+    for label, name, what in (
+            ("P-384 live, core 0 / raw P-384", LIVE_P384_ONE_CORE,
+             "per core: HTTP and signing share CPU 0"),
+            ("P-384 live, cores 0-1 / raw P-384", LIVE_P384_TWO_CORES,
+             "one process, both cores, wrk on core 1")):
+        row = results[name]
+        print(f"{label:<36}{row['ratio']:>6.2f}  ({what}; raw {row['raw']:.0f}/s measured"
+              f" right after; {row['rps'] / p384_rate:.2f} against the raw rate above)")
     return 0
+
+
+def measure_p384(opts: argparse.Namespace, work: Path, data: Path, jpki: list[str],
+                 serve: list[str], results: dict[str, dict[str, float]]) -> float:
+    """The live path of a P-384 generation: rotate the signature CA to ECDSA P-384, issue a
+    `next`-profile pair, and load the same daemon with nonce requests for it, pinned to
+    core 0 and free on cores 0-1, each paired with the raw P-384 sign rate right after it.
+    Returns the raw P-384 sign rate on CPU 0 (best of 3)."""
+    run(*jpki, "ca", "rotate", "--kind", "signature", "--algorithm", "ecdsa-p384")
+    issued = json.loads(run(*jpki, "issue", "--resident-id", "bench-p384", "--out",
+                            str(work / "out"), "--name", "山田 太郎", "--dob", "1980-04-02",
+                            "--sex", "male", "--address", "東京都新宿区西新宿二丁目8番1号",
+                            "--municipality-code", "13104", "--sign-pin", "abc12345",
+                            "--auth-pin", "1234", "--profile", "next").splitlines()[-1])
+    leaf = issued["signature"]["certificate"]
+    db = sqlite3.connect(data / "registry.db")
+    ca_der, ca_id = db.execute("SELECT cert_der, id FROM ca_generations WHERE kind='signature'"
+                               " ORDER BY generation DESC").fetchone()
+    r_key_file = db.execute("SELECT key_file FROM ocsp_signers WHERE ca_id=? ORDER BY id DESC",
+                            (ca_id,)).fetchone()[0]
+    db.close()
+    ca_pem = work / "ca-p384.pem"
+    ca_pem.write_bytes(x509.load_der_x509_certificate(ca_der).public_bytes(
+        serialization.Encoding.PEM))
+    passphrase = (data / "ocsp-passphrase").read_text().strip().encode()
+    key = serialization.load_pem_private_key((data / "ocsp" / r_key_file).read_bytes(),
+                                             password=passphrase)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp384r1"
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    nonce_request = work / "req-p384-nonce.der"
+    run("openssl", "ocsp", "-issuer", str(ca_pem), "-cert", leaf, "-reqout", str(nonce_request))
+    lua_nonce = work / "nonce-p384.lua"
+    lua_nonce.write_text(LUA.format(body=nonce_request, auth=""))
+    for name, cpus in ((LIVE_P384_ONE_CORE, "0"), (LIVE_P384_TWO_CORES, "0,1")):
+        port = free_port()
+        ours = start(["taskset", "-c", cpus, *serve, "--port", str(port)])
+        try:
+            url = f"http://127.0.0.1:{port}/ocsp"
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+            check = run("openssl", "ocsp", "-issuer", str(ca_pem), "-cert", leaf, "-url", url,
+                        "-CAfile", str(ca_pem), stderr=subprocess.STDOUT)  # live: nonce echoed
+            assert ": good" in check and "Response verify OK" in check, check
+            assert "WARNING: no nonce" not in check, check
+            load(url, lua_nonce, 2, opts.connections)  # warm-up
+            for _ in range(opts.rounds):
+                keep_best(results, name, paired(load(url, lua_nonce, opts.seconds,
+                                                     opts.connections), key_pem))
+        finally:
+            stop(ours)
+    return raw_sign_rate(key_pem)
 
 
 if __name__ == "__main__":
