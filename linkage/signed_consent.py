@@ -31,7 +31,7 @@ from asn1crypto import cms
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import authority
@@ -192,17 +192,22 @@ def _verify_signature(signer: cms.SignerInfo, content: bytes,
     else:
         signed_bytes = content
     public_key = certificate.public_key()
-    if not isinstance(public_key, rsa.RSAPublicKey):
-        raise ConsentRefused("the signer key is not RSA", field="cms")
     scheme = signer["signature_algorithm"].signature_algo
-    pad: padding.AsymmetricPadding
-    if scheme == "rsassa_pkcs1v15":
-        pad = padding.PKCS1v15()
-    elif scheme == "rsassa_pss":
-        pad = padding.PSS(mgf=padding.MGF1(algorithm), salt_length=padding.PSS.AUTO)
-    else:
-        raise ConsentRefused(f"signature algorithm {scheme} is not accepted", field="cms")
     try:
+        if isinstance(public_key, ec.EllipticCurvePublicKey) and scheme == "ecdsa":
+            # A next-generation card's P-384 key (ca/cardprofile.py): RFC 5753 §2.1.1
+            public_key.verify(signer["signature"].native, signed_bytes, ec.ECDSA(algorithm))
+            return
+        if not isinstance(public_key, rsa.RSAPublicKey):
+            raise ConsentRefused(f"signature algorithm {scheme} does not match the signer's"
+                                 " key (RSA or ECDSA)", field="cms")
+        pad: padding.AsymmetricPadding
+        if scheme == "rsassa_pkcs1v15":
+            pad = padding.PKCS1v15()
+        elif scheme == "rsassa_pss":
+            pad = padding.PSS(mgf=padding.MGF1(algorithm), salt_length=padding.PSS.AUTO)
+        else:
+            raise ConsentRefused(f"signature algorithm {scheme} is not accepted", field="cms")
         public_key.verify(signer["signature"].native, signed_bytes, pad, algorithm)
     except InvalidSignature:
         raise ConsentRefused("the CMS signature does not verify with the signer's"

@@ -9,13 +9,16 @@ real verifiers: `openssl verify` (chains over the links, `-crl_check` with the p
 
 from __future__ import annotations
 
+import json
+import secrets
 import shutil
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -245,6 +248,40 @@ def test_partition_crl_of_the_p384_generation(world: World) -> None:
                                "WARNING", str(_crl(world, "sign", name))],
                               capture_output=True, text=True, timeout=120)
         assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_consent_signed_with_a_p384_card_key(world: World) -> None:
+    """Part 3 with a next-generation card: `openssl cms -sign` with the P-384 key verifies."""
+    key_pem = world.tmp / "consent-key.pem"
+    extracted = openssl("pkcs12", "-in", world.next_json["signature"]["key"], "-nocerts",
+                        "-nodes", "-passin", f"pass:{SIGN_PIN}", "-out", str(key_pem))
+    assert extracted.returncode == 0, extracted.stderr
+    source = world.tmp / "consent.json"
+    source.write_text(json.dumps({
+        "type": "jpki-consent/v1", "action": "grant", "signature_serial": world.good.signature,
+        "verifier": "bank", "service": "linkage", "items": [],
+        "signed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "nonce": secrets.token_urlsafe(16)}), encoding="utf-8")
+    der = world.tmp / "consent.der"
+    signed = openssl("cms", "-sign", "-binary", "-nodetach", "-md", "sha384", "-in",
+                     str(source), "-signer", str(world.good.signature_pem), "-inkey",
+                     str(key_pem), "-outform", "DER", "-out", str(der))
+    assert signed.returncode == 0, signed.stderr
+    request = urllib.request.Request(
+        world.daemon.url + "/linkage/v1/consents", data=der.read_bytes(), method="POST",
+        headers={"Authorization": f"Bearer {world.token}",
+                 "Content-Type": "application/pkcs7-mime"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status in (200, 201)
+    tampered = bytearray(der.read_bytes())
+    tampered[-5] ^= 0x01  # inside the ECDSA signature, the last field of the SignerInfo
+    request = urllib.request.Request(
+        world.daemon.url + "/linkage/v1/consents", data=bytes(tampered), method="POST",
+        headers={"Authorization": f"Bearer {world.token}",
+                 "Content-Type": "application/pkcs7-mime"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert 400 <= refused.value.code < 500
 
 
 def test_rotation_keeps_the_current_algorithm_by_default(world: World) -> None:
