@@ -27,7 +27,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
 
+from ca.keyalgorithm import KeyAlgorithm
+from ca.keybackend import BackendSpec
+from ca.keystore import FileKeyStore
+from ca.pkcs11store import PKCS11KeyStore
 from registry.clock import JST
+from registry.errors import ConfigError
 from tests.crl_support import Issued, der_to_pem, issue
 from tests.helpers import ISSUE_DEFAULTS, Daemon, issue_args, jpki, openssl
 
@@ -90,6 +95,25 @@ def _lint_cert(path: Path) -> None:
 
 def _cert(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def test_file_backend_keeps_p384_keys_and_openssl_reads_them(tmp_path: Path) -> None:
+    store = FileKeyStore(BackendSpec(kind="file", data_dir=tmp_path, role="ca", scrypt_p=1))
+    store.ensure_passphrase()
+    ref, key = store.generate("probe", KeyAlgorithm.ecdsa_p384())
+    read = openssl("pkey", "-in", str(tmp_path / "ca" / ref), "-passin",
+                   f"file:{tmp_path / 'ca-passphrase'}", "-noout", "-text")
+    assert read.returncode == 0 and "NIST CURVE: P-384" in read.stdout, read.stderr
+    loaded = FileKeyStore(store.spec).load(ref)
+    assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+    assert loaded.private_numbers() == key.private_numbers()  # type: ignore[union-attr]
+
+
+def test_pkcs11_backend_refuses_p384_before_touching_the_token(tmp_path: Path) -> None:
+    store = PKCS11KeyStore(BackendSpec(kind="pkcs11", data_dir=tmp_path, role="ca",
+                                       pkcs11_module=str(tmp_path / "no-such-module.so")))
+    with pytest.raises(ConfigError, match='keys.backend = "file"'):
+        store.generate("probe", KeyAlgorithm.ecdsa_p384())
 
 
 def test_next_profile_is_refused_under_an_rsa_generation(data_dir: Path, tmp_path: Path) -> None:
