@@ -13,7 +13,7 @@ DEB_PACKAGES := openssl:openssl softhsm2-util:softhsm2
 
 BENCH_OCSP_PACKAGES := wrk golang-cfssl
 
-.PHONY: help deps venv run init serve signer test lint audit-verify clean bench-ocsp bench-crl bench-crl-urgent rotate-keys \
+.PHONY: help deps venv run init serve signer test fuzz lint audit-verify clean bench-ocsp bench-crl bench-crl-urgent rotate-keys \
         rotate-ca rotate-ocsp retire-ca ca-status renew-signers crl invoice
 
 help: ## list the targets
@@ -50,6 +50,10 @@ signer: ## start only the CA signing process (CRLs, responder certificates; no s
 test: venv ## set up everything and run lint and the tests
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+fuzz: venv ## longer seeded fuzzing of every HTTP surface: CASES=20000 SEED=1 (CI runs a short one)
+	JPKI_FUZZ_CASES=$${CASES:-20000} JPKI_FUZZ_SEED=$${SEED:-1} \
+	  $(BIN)/pytest -q tests/test_fuzz_ocsp.py tests/test_fuzz_events.py
 
 lint: venv ## ruff
 	$(BIN)/ruff check .
