@@ -5,7 +5,7 @@ and `wrk` runs on CPU 1 (PEERS.md). The live (nonce) path is measured twice: pin
 like the others (the per-core figure), and as one process free to use both cores (the issue's
 target, "one server process"), each against the raw RSA sign rate on one core measured right
 after each of its runs (the host's load drifts; a ratio pairs figures of the same minute).
-Then the signature CA is rotated to ECDSA P-384 (`jpki ca rotate --algorithm ecdsa-p384`, issue
+Then both CAs are rotated to ECDSA P-384 (`jpki ca rotate --algorithm ecdsa-p384`, issue
 18 part 2), a `next`-profile pair is issued, and the live path is measured the same two ways
 with that generation's P-384 responder (ecdsa-with-SHA384: no templates, pyca builds every
 answer), against the raw P-384 sign rate of its own key.
@@ -404,11 +404,12 @@ def main() -> int:
 
 def measure_p384(opts: argparse.Namespace, work: Path, data: Path, jpki: list[str],
                  serve: list[str], results: dict[str, dict[str, float]]) -> float:
-    """The live path of a P-384 generation: rotate the signature CA to ECDSA P-384, issue a
+    """The live path of a P-384 generation: rotate both CAs to ECDSA P-384, issue a
     `next`-profile pair, and load the same daemon with nonce requests for it, pinned to
     core 0 and free on cores 0-1, each paired with the raw P-384 sign rate right after it.
     Returns the raw P-384 sign rate on CPU 0 (best of 3)."""
-    run(*jpki, "ca", "rotate", "--kind", "signature", "--algorithm", "ecdsa-p384")
+    # both kinds: a `next` pair is issued under P-384 generations only (ca/cardprofile.py)
+    run(*jpki, "ca", "rotate", "--kind", "all", "--algorithm", "ecdsa-p384")
     issued = json.loads(run(*jpki, "issue", "--resident-id", "bench-p384", "--out",
                             str(work / "out"), "--name", "山田 太郎", "--dob", "1980-04-02",
                             "--sex", "male", "--address", "東京都新宿区西新宿二丁目8番1号",
