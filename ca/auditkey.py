@@ -4,8 +4,8 @@ It is a key of the CA key backend (file: encrypted under the CA passphrase in `<
 PKCS#11: on the token), so only the role that can sign certificates can anchor the log, and
 someone who can only write the database cannot re-sign a rewritten chain. Its public half is in
 the registry, so `jpki audit verify` needs no secret. It is RSA because the key backends
-generate RSA keys on every backend (one interface for files and tokens; P-384 is for CA
-generations on the file backend only); a checkpoint costs one RSA signature.
+generate RSA keys on every backend (P-384 is for CA generations and their responders); a
+checkpoint costs one RSA signature.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """The PKCS#11 key backend (python-pkcs11): keys are generated on the token and never leave it.
 
+RSA keys (today's generations) and EC P-384 keys (`jpki ca rotate --algorithm ecdsa-p384`,
+ca/keyalgorithm.py) alike; the audit key is RSA.
+
 A key's registry reference is `pkcs11:<role>/<name>`, the CKA_LABEL of its key pair on the
 configured token. Private keys are created CKA_SENSITIVE and not CKA_EXTRACTABLE, with the
 sign capability only. The user PIN comes from the environment (`keys.pkcs11_pin_env`), never
@@ -14,11 +17,12 @@ from typing import Any, NoReturn
 
 import pkcs11
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.exceptions import MultipleObjectsReturned, NoSuchKey, PKCS11Error
+from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
 from ca.keybackend import BackendSpec, KeyAlgorithm, PrivateKey
 from registry.errors import ConfigError, JPKIError
@@ -106,6 +110,70 @@ class TokenRSAKey(rsa.RSAPrivateKey):
         return self
 
 
+class TokenECKey(ec.EllipticCurvePrivateKey):
+    """An EC private key (P-384) that lives on the token: it signs, and refuses to be exported.
+
+    The token signs with CKM_ECDSA over a digest computed here (PKCS#11 v2.40 §2.3.6: the
+    mechanism takes the hash, so any SHA-2 works on every token) and returns r || s, which is
+    re-encoded as the DER ECDSA-Sig-Value X.509 and OCSP carry (RFC 5480 §2.2, RFC 3279
+    §2.2.3).
+    """
+
+    def __init__(self, store: PKCS11KeyStore, label: str, private: Any,
+                 public: ec.EllipticCurvePublicKey) -> None:
+        self._store = store
+        self._label = label
+        self._private = private
+        self._public = public
+
+    @property
+    def curve(self) -> ec.EllipticCurve:
+        return self._public.curve
+
+    @property
+    def key_size(self) -> int:
+        return self._public.curve.key_size
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._public
+
+    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+        algorithm = getattr(signature_algorithm, "algorithm", None)
+        if not isinstance(signature_algorithm, ec.ECDSA) or isinstance(algorithm, Prehashed) \
+                or not isinstance(algorithm, hashes.HashAlgorithm) \
+                or algorithm.name not in MECHANISMS:
+            raise UnsupportedAlgorithm("the PKCS#11 backend signs ECDSA with SHA-2 only")
+        digest = hashes.Hash(algorithm)
+        digest.update(data)
+        with self._store.lock:
+            try:
+                raw = bytes(self._private.sign(digest.finalize(), mechanism=Mechanism.ECDSA))
+            except PKCS11Error as exc:
+                raise JPKIError(f"token refused to sign with {self._label}:"
+                                f" {type(exc).__name__}") from None
+        half = len(raw) // 2
+        return encode_dss_signature(int.from_bytes(raw[:half], "big"),
+                                    int.from_bytes(raw[half:], "big"))
+
+    def _refuse(self, *args: object) -> NoReturn:
+        raise JPKIError(f"{self._label} is a PKCS#11 key: it never leaves the token")
+
+    def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
+        self._refuse()
+
+    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
+        self._refuse()
+
+    def private_bytes(self, *args: Any, **kwargs: Any) -> bytes:
+        self._refuse()
+
+    def __copy__(self) -> TokenECKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> TokenECKey:
+        return self
+
+
 class PKCS11KeyStore:
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec
@@ -124,32 +192,43 @@ class PKCS11KeyStore:
         return ref.removeprefix(PREFIX)
 
     def _find(self, session: Any, object_class: ObjectClass, label: str) -> Any:
-        try:
-            return session.get_key(object_class=object_class, key_type=KeyType.RSA, label=label)
-        except NoSuchKey:
-            return None
-        except MultipleObjectsReturned:
-            raise JPKIError(f"several PKCS#11 objects are labelled {label!r}") from None
+        """The RSA or EC key object of this class and label, or None."""
+        found = []
+        for key_type in (KeyType.RSA, KeyType.EC):
+            try:
+                found.append(session.get_key(object_class=object_class, key_type=key_type,
+                                             label=label))
+            except NoSuchKey:
+                continue
+            except MultipleObjectsReturned:
+                found += [None, None]
+        if len(found) > 1:
+            raise JPKIError(f"several PKCS#11 objects are labelled {label!r}")
+        return found[0] if found else None
 
     def generate(self, name: str, algorithm: KeyAlgorithm) -> tuple[str, PrivateKey]:
-        if algorithm.family != "rsa":
-            # Refused before anything touches the token: TokenRSAKey is the only token key
-            # class, and an EC one (CKM_ECDSA, DER re-encoding of the raw r||s) is not written.
-            raise ConfigError(f"the PKCS#11 key backend makes RSA keys only, not"
-                              f" {algorithm.name}: use keys.backend = \"file\" for a P-384"
-                              " generation")
-        key_size = algorithm.bits
         label = f"{self.spec.role}/{name}"
+        private_template = {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+                            Attribute.PRIVATE: True}
+        capabilities = MechanismFlag.SIGN | MechanismFlag.VERIFY
         with self.lock:
             session = self._open()
             if self._find(session, ObjectClass.PRIVATE_KEY, label) is not None:
                 raise FileExistsError(0, "key exists", f"{PREFIX}{label}")
+            if algorithm.family == "ec":
+                # PKCS#11 v2.40 §2.3.3: CKA_EC_PARAMS is the curve's namedCurve OID (RFC 5480)
+                parameters = session.create_domain_parameters(
+                    KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(
+                        algorithm.curve)}, local=True)
+                public, private = parameters.generate_keypair(
+                    label=label, store=True, capabilities=capabilities,
+                    private_template=private_template)
+                return PREFIX + label, TokenECKey(self, label, private, _ec_public(public))
             public, private = session.generate_keypair(
-                KeyType.RSA, key_size, label=label, store=True,
-                capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
+                KeyType.RSA, algorithm.bits, label=label, store=True,
+                capabilities=capabilities,
                 public_template={Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01"},
-                private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
-                                  Attribute.PRIVATE: True},
+                private_template=private_template,
             )
             return PREFIX + label, TokenRSAKey(self, label, private, _public(public))
 
@@ -164,6 +243,8 @@ class PKCS11KeyStore:
                 if archived is not None:
                     raise JPKIError(f"key {ref} is archived (its CA generation is retired)")
                 raise JPKIError(f"key {ref} is not on token {self.spec.pkcs11_token!r}")
+            if public.key_type == KeyType.EC:
+                return TokenECKey(self, label, private, _ec_public(public))
             return TokenRSAKey(self, label, private, _public(public))
 
     def archive(self, ref: str) -> str:
@@ -176,6 +257,13 @@ class PKCS11KeyStore:
                 if item is not None:
                     item[Attribute.LABEL] = ARCHIVED + label
         return PREFIX + ARCHIVED + label
+
+
+def _ec_public(public: Any) -> ec.EllipticCurvePublicKey:
+    """The token's public EC key as pyca's, through its SubjectPublicKeyInfo."""
+    key = serialization.load_der_public_key(encode_ec_public_key(public))
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    return key
 
 
 def _public(public: Any) -> rsa.RSAPublicKey:

@@ -23,18 +23,29 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
+from ca import authority
 from ca.keyalgorithm import KeyAlgorithm
 from ca.keybackend import BackendSpec
 from ca.keystore import FileKeyStore
+from ca.kinds import CertKind
 from ca.pkcs11store import PKCS11KeyStore
 from registry.clock import JST
-from registry.errors import ConfigError
+from registry.errors import JPKIError
 from tests.crl_support import Issued, der_to_pem, issue
-from tests.helpers import ISSUE_DEFAULTS, Daemon, issue_args, jpki, openssl
+from tests.helpers import (
+    ISSUE_DEFAULTS,
+    SOFTHSM_MODULE,
+    Daemon,
+    issue_args,
+    jpki,
+    openssl,
+    softhsm_tokens,
+)
 
 BIN = Path(sys.executable).parent
 SIGN_PIN = ISSUE_DEFAULTS["sign_pin"]
@@ -109,11 +120,36 @@ def test_file_backend_keeps_p384_keys_and_openssl_reads_them(tmp_path: Path) -> 
     assert loaded.private_numbers() == key.private_numbers()  # type: ignore[union-attr]
 
 
-def test_pkcs11_backend_refuses_p384_before_touching_the_token(tmp_path: Path) -> None:
-    store = PKCS11KeyStore(BackendSpec(kind="pkcs11", data_dir=tmp_path, role="ca",
-                                       pkcs11_module=str(tmp_path / "no-such-module.so")))
-    with pytest.raises(ConfigError, match='keys.backend = "file"'):
-        store.generate("probe", KeyAlgorithm.ecdsa_p384())
+def test_pkcs11_backend_keeps_p384_keys_on_the_token(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """SoftHSM2: a P-384 CA key made on the token signs its own CA certificate (CKM_ECDSA,
+    r || s re-encoded as DER), is found again by label, and never leaves the token."""
+    for name, value in {**softhsm_tokens(tmp_path, {"jpki-p384": "4711"}),
+                        "JPKI_P384_PIN": "4711"}.items():
+        monkeypatch.setenv(name, value)
+    spec = BackendSpec(kind="pkcs11", data_dir=tmp_path, role="ca",
+                       pkcs11_module=SOFTHSM_MODULE, pkcs11_token="jpki-p384",
+                       pkcs11_pin_env="JPKI_P384_PIN")
+    store = PKCS11KeyStore(spec)
+    ref, key = store.generate("p384-probe", KeyAlgorithm.ecdsa_p384())
+    assert KeyAlgorithm.of(key) == KeyAlgorithm.ecdsa_p384()
+    certificate = authority.build_ca_certificate(CertKind.SIGNATURE, key, datetime.now(UTC),
+                                                 10)
+    assert isinstance(certificate.signature_hash_algorithm, hashes.SHA384)
+    certificate.verify_directly_issued_by(certificate)
+    pem = tmp_path / "token-ca.pem"
+    pem.write_bytes(certificate.public_bytes(Encoding.PEM))
+    verified = openssl("verify", "-CAfile", str(pem), str(pem))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    loaded = store.load(ref)
+    assert loaded.public_key() == key.public_key()
+    with pytest.raises(JPKIError, match="never leaves the token"):
+        loaded.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+    archived = store.archive(ref)
+    with pytest.raises(JPKIError, match="archived"):
+        store.load(ref)
+    assert archived.endswith("archived/ca/p384-probe")
 
 
 def test_next_profile_is_refused_under_an_rsa_generation(data_dir: Path, tmp_path: Path) -> None:
