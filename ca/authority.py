@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import lint
-from ca.keybackend import KeyBackend, PrivateKey, fingerprint
+from ca.keybackend import KeyBackend, PrivateKey, spki_fingerprint
 from ca.kinds import CertKind, ca_name
 from registry import audit
 from registry.clock import Clock, epoch, from_epoch
@@ -39,7 +39,7 @@ class CAGeneration:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.certificate.public_key())  # type: ignore[arg-type]
+        return spki_fingerprint(self.certificate.public_key())  # type: ignore[arg-type]
 
     @property
     def not_after(self) -> datetime:
@@ -202,7 +202,7 @@ def create_generation(store: Store, keys: KeyBackend, clock: Clock, kind: CertKi
                      detail={"kind": kind.value, "generation": generation, "key_id": kid,
                              "reason": reason,
                              "old_key": previous.fingerprint if previous else None,
-                             "new_key": fingerprint(key.public_key()),
+                             "new_key": spki_fingerprint(key.public_key()),
                              "not_after": from_epoch(epoch(certificate.not_valid_after_utc))
                              .isoformat()})
         return CAGeneration(cursor.lastrowid or 0, kind, generation, certificate, kid, key_file)

@@ -95,7 +95,7 @@ def check_resident_id(resident_id: str) -> str:
     return resident_id
 
 
-class Issuer:
+class PairIssuer:
     """Issues pairs under the current generation of each CA."""
 
     def __init__(self, store: Store, keys: KeyBackend, clock: Clock,

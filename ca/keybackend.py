@@ -63,7 +63,7 @@ class KeyBackend(Protocol):
         ...
 
 
-def fingerprint(public_key: rsa.RSAPublicKey) -> str:
+def spki_fingerprint(public_key: rsa.RSAPublicKey) -> str:
     """SHA-256 of the SubjectPublicKeyInfo DER, as `openssl pkey -pubout | sha256sum` shows."""
     der = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     return "SHA256:" + hashlib.sha256(der).hexdigest()

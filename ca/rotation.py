@@ -30,7 +30,7 @@ from ca import authority, lint, responders
 from ca.authority import CAGeneration
 from ca.keybackend import KeyBackend, PrivateKey
 from ca.kinds import CertKind
-from ca.responders import ResponderPolicy, ResponderRecord
+from ca.responders import ResponderCertificatePolicy, ResponderRecord
 from registry import audit
 from registry.clock import Clock, epoch, from_epoch
 from registry.errors import Conflict, JPKIError
@@ -238,7 +238,7 @@ class CompletedRotation:
 
 def rotate_kinds(store: Store, keys: KeyBackend, responder_keys: KeyBackend, clock: Clock,
                  kinds: list[CertKind], *, key_size: int, years: int,
-                 responder_policy: ResponderPolicy,
+                 responder_policy: ResponderCertificatePolicy,
                  publish_crls: Callable[[CertKind], int], operator: str,
                  reason: str) -> CompletedRotation:
     """Rotate each kind, then complete the rotation: responder certificates and CRLs.

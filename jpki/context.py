@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ca import auditkey
-from ca.issuance import IssuancePolicy, Issuer
+from ca.issuance import IssuancePolicy, PairIssuer
 from ca.keyaccess import open_backend
 from ca.keybackend import BackendSpec, Holder, KeyBackend, Role
 from fees.tariff import Tariff, load_tariff
@@ -106,7 +106,7 @@ class Context:
         return load_tariff(self.settings.fees.tariff_file)
 
     @cached_property
-    def issuer(self) -> Issuer:
+    def issuer(self) -> PairIssuer:
         policy = IssuancePolicy(
             base_url=self.settings.server.public_base_url,
             cps_uri=self.settings.ca.cps_uri,
@@ -115,4 +115,4 @@ class Context:
             key_size=self.settings.ca.key_size,
             pkcs12_kdf_rounds=self.settings.issuance.pkcs12_kdf_rounds,
         )
-        return Issuer(self.store, self.keys, self.clock, policy)
+        return PairIssuer(self.store, self.keys, self.clock, policy)

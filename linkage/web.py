@@ -12,7 +12,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from fees.ledger import Check, Entry
+from fees.ledger import Check, LedgerRow
 from httpapi.problem import problem
 from linkage.service import Answer, LinkageService
 from registry import tokens, verifiers
@@ -23,15 +23,15 @@ from registry.verifiers import Verifier
 log = logging.getLogger("jpki.linkage")
 
 
-class Meter(Protocol):
-    async def record(self, checks: list[Check]) -> list[Entry]: ...
+class CheckRecorder(Protocol):
+    async def record(self, checks: list[Check]) -> list[LedgerRow]: ...
 
 
 TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Consent Required", 404: "Not Found",
           409: "Validity Check Required", 500: "Internal Server Error"}
 
 
-def routes(store: Store, service: LinkageService, meter: Meter) -> list[web.RouteDef]:
+def routes(store: Store, service: LinkageService, meter: CheckRecorder) -> list[web.RouteDef]:
     def endpoint(name: str, answer: Callable[[Verifier, web.Request], Answer]
                  ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:

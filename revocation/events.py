@@ -25,7 +25,7 @@ from registry.facts import Facts
 from registry.logtext import untrusted
 from registry.store import Store
 from revocation.jsonlines import BadLine
-from revocation.policy import EVENT_TYPES, REVOCATION_POLICY, Rule, Scope
+from revocation.policy import EVENT_TYPES, REVOCATION_POLICY, RevocationRule, Scope
 
 log = logging.getLogger("jpki.events")
 EVENT_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -163,7 +163,7 @@ def _parse_event(raw: Any, clock: Clock) -> Event:
     return Event(event_id, resident_id, kind, occurred_at, facts, wrong, body_hash(raw))
 
 
-def _revokes(rule: Rule, kind: CertKind, event: Event, facts_differ: bool) -> bool:
+def _revokes(rule: RevocationRule, kind: CertKind, event: Event, facts_differ: bool) -> bool:
     scope = rule.signature if kind is CertKind.SIGNATURE else rule.authentication
     if scope is Scope.ALWAYS:
         return True
@@ -249,7 +249,7 @@ class EventApplier:
         return outcome
 
     @staticmethod
-    def _note(event: Event, rule: Rule, live: list[certificates.CertificateRecord],
+    def _note(event: Event, rule: RevocationRule, live: list[certificates.CertificateRecord],
               revoked: list[dict[str, str]], facts_differ: bool) -> str:
         if not live:
             return "the resident holds no live certificate; nothing to revoke"

@@ -39,23 +39,24 @@ class Scope(Enum):
 
 
 @dataclass(frozen=True)
-class Rule:
+class RevocationRule:
     signature: Scope
     authentication: Scope
     reason: Reason
     updates_facts: bool = False
 
 
-REVOCATION_POLICY: dict[str, Rule] = {
-    "change": Rule(Scope.IF_FACTS_DIFFER, Scope.NEVER, Reason.affiliationChanged,
-                   updates_facts=True),
-    "emigration_keep_card": Rule(Scope.ALWAYS, Scope.NEVER, Reason.affiliationChanged),
-    "deletion": Rule(Scope.ALWAYS, Scope.ALWAYS, Reason.cessationOfOperation),
-    "stop_request": Rule(Scope.ALWAYS, Scope.ALWAYS, Reason.cessationOfOperation),
-    "card_lost": Rule(Scope.ALWAYS, Scope.ALWAYS, Reason.certificateHold),
-    "key_compromise": Rule(Scope.ALWAYS, Scope.ALWAYS, Reason.keyCompromise),
-    "record_error": Rule(Scope.ALWAYS, Scope.IF_OWN_CONTENTS_WRONG, Reason.affiliationChanged),
-    "destroyed_before_delivery": Rule(Scope.ALWAYS, Scope.ALWAYS, Reason.unspecified),
+REVOCATION_POLICY: dict[str, RevocationRule] = {
+    "change": RevocationRule(Scope.IF_FACTS_DIFFER, Scope.NEVER, Reason.affiliationChanged,
+                             updates_facts=True),
+    "emigration_keep_card": RevocationRule(Scope.ALWAYS, Scope.NEVER, Reason.affiliationChanged),
+    "deletion": RevocationRule(Scope.ALWAYS, Scope.ALWAYS, Reason.cessationOfOperation),
+    "stop_request": RevocationRule(Scope.ALWAYS, Scope.ALWAYS, Reason.cessationOfOperation),
+    "card_lost": RevocationRule(Scope.ALWAYS, Scope.ALWAYS, Reason.certificateHold),
+    "key_compromise": RevocationRule(Scope.ALWAYS, Scope.ALWAYS, Reason.keyCompromise),
+    "record_error": RevocationRule(Scope.ALWAYS, Scope.IF_OWN_CONTENTS_WRONG,
+                                   Reason.affiliationChanged),
+    "destroyed_before_delivery": RevocationRule(Scope.ALWAYS, Scope.ALWAYS, Reason.unspecified),
 }
 
 EVENT_TYPES = tuple(REVOCATION_POLICY)
