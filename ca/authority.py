@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -39,7 +40,7 @@ class CAGeneration:
 
     @property
     def fingerprint(self) -> str:
-        return spki_fingerprint(self.certificate.public_key())  # type: ignore[arg-type]
+        return spki_fingerprint(self.certificate.public_key())
 
     @property
     def not_after(self) -> datetime:
@@ -107,7 +108,7 @@ def build_ca_certificate(kind: CertKind, key: PrivateKey, now: datetime,
     return lint.sign_self_signed(builder_for, key, f"{kind.value} CA certificate")
 
 
-def _from_row(row: dict) -> CAGeneration:
+def _from_row(row: dict[str, Any]) -> CAGeneration:
     return CAGeneration(
         id=row["id"],
         kind=CertKind(row["kind"]),
@@ -124,7 +125,7 @@ def generations(store: Store, kind: CertKind | None = None, *,
     """Every generation, or with include_retired=False those that still sign CRLs and
     responder certificates (retiring is `jpki ca retire`, once all their certificates expired)."""
     clauses = []
-    params: tuple = ()
+    params: tuple[object, ...] = ()
     if kind is not None:
         clauses.append("kind = ?")
         params = (kind.value,)

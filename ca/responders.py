@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -52,7 +53,7 @@ class ResponderRecord:
 
     @property
     def fingerprint(self) -> str:
-        return spki_fingerprint(self.certificate.public_key())  # type: ignore[arg-type]
+        return spki_fingerprint(self.certificate.public_key())
 
 
 def responder_name(ca: CAGeneration) -> x509.Name:
@@ -101,7 +102,7 @@ def build_responder_certificate(ca: CAGeneration, ca_key: PrivateKey, public_key
                      f"OCSP responder certificate of {ca.label}")
 
 
-def _record(row: dict) -> ResponderRecord:
+def _record(row: dict[str, Any]) -> ResponderRecord:
     return ResponderRecord(row["id"], row["ca_id"], x509.load_der_x509_certificate(row["cert_der"]),
                            row["key_file"])
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -116,14 +117,14 @@ def _rehearse(old: CAGeneration, clock: Clock, *, key_size: int, years: int) -> 
                       issuer_key.key_size, f"link certificate {issuer.label} -> {subject.label}")
 
 
-def _link_from_row(row: dict) -> LinkCertificate:
+def _link_from_row(row: dict[str, Any]) -> LinkCertificate:
     return LinkCertificate(row["id"], CertKind(row["kind"]), row["direction"], row["old_ca_id"],
                            row["new_ca_id"], x509.load_der_x509_certificate(row["cert_der"]))
 
 
 def links(store: Store, kind: CertKind | None = None) -> list[LinkCertificate]:
     sql = "SELECT * FROM ca_links"
-    params: tuple = ()
+    params: tuple[object, ...] = ()
     if kind is not None:
         sql += " WHERE kind = ?"
         params = (kind.value,)
