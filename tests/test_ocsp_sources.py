@@ -1,10 +1,14 @@
-"""The layers of the responder, each driven alone in-process with a frozen clock (no mocks)."""
+"""The layers of the responder, each driven alone in-process with a frozen clock (no mocks).
+
+The clock is built from the data directory's own times (`data_clock`), never read from the
+wall clock: what a test asserts about an answer's times is relative to that clock.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,7 +32,7 @@ from ocsp.responder import Responder
 from ocsp.signing import SigningPool
 from ocsp.watch import RegistryWatch
 from registry import certificates
-from registry.clock import FrozenClock
+from registry.clock import FrozenClock, from_epoch
 from registry.reasons import Reason
 from registry.store import Store
 from registry.verifiers import Verifier
@@ -43,6 +47,17 @@ class RecordingMeter:
                      at: datetime, *, status_confirmation: bool = False) -> None:
         for kind, serial in answered:
             self.calls.append((verifier.name if verifier else None, kind, serial))
+
+
+def data_clock(data_dir: Path) -> FrozenClock:
+    """Ten minutes after the newest responder certificate's notBefore (which is backdated 5
+    minutes, ca/responders.py): inside every certificate's validity, whenever the test runs."""
+    store = Store.open(data_dir)
+    try:
+        newest = store.conn.execute("SELECT MAX(not_before) FROM ocsp_signers").fetchone()[0]
+    finally:
+        store.close()
+    return FrozenClock(from_epoch(int(newest)) + timedelta(minutes=10))
 
 
 def build(data_dir: Path, clock: FrozenClock, *, anonymous: bool = True,
@@ -74,7 +89,7 @@ def single(der: bytes) -> ocsp.SingleResponse:
 
 async def test_in_process_revocation_drops_the_cached_answer(data_dir: Path, issued: dict,
                                                             context: Context) -> None:
-    clock = FrozenClock(datetime.now(UTC))
+    clock = data_clock(data_dir)
     meter = RecordingMeter()
     responder = build(data_dir, clock, meter=meter)
     serial = issued["signature"]["serial"]
@@ -94,7 +109,7 @@ async def test_in_process_revocation_drops_the_cached_answer(data_dir: Path, iss
 
 async def test_stale_answers_are_resigned_and_next_update_respects_the_signer(
         data_dir: Path, issued: dict) -> None:
-    clock = FrozenClock(datetime.now(UTC))
+    clock = data_clock(data_dir)
     responder = build(data_dir, clock)
     body = request_for(responder, CertKind.AUTHENTICATION, issued["authentication"]["serial"],
                        "sha256")
@@ -120,8 +135,9 @@ async def test_stale_answers_are_resigned_and_next_update_respects_the_signer(
 
 def test_responder_certificates_are_renewed_before_expiry(context: Context) -> None:
     keys, policy = context.responder_keys, responder_policy(context.settings)
-    assert responders.ensure(context.store, context.keys, keys, context.clock, policy) == []
-    later = FrozenClock(datetime.now(UTC) + timedelta(days=policy.validity_days
+    start = data_clock(context.settings.data_dir)
+    assert responders.ensure(context.store, context.keys, keys, start, policy) == []
+    later = FrozenClock(start() + timedelta(days=policy.validity_days
                                                      - policy.renew_before_days + 1))
     renewed = responders.ensure(context.store, context.keys, keys, later, policy)
     assert len(renewed) == len(authority.generations(context.store))
@@ -132,7 +148,7 @@ def test_responder_certificates_are_renewed_before_expiry(context: Context) -> N
 
 
 async def test_anonymous_setting_and_bounded_live_signing(data_dir: Path, issued: dict) -> None:
-    clock = FrozenClock(datetime.now(UTC))
+    clock = data_clock(data_dir)
     closed = build(data_dir, clock, anonymous=False)
     body = request_for(closed, CertKind.SIGNATURE, issued["signature"]["serial"])
     with pytest.raises(Unauthorized):
@@ -193,7 +209,7 @@ async def test_live_answers_read_a_memoized_status_that_a_revocation_elsewhere_d
     """The status memo spares the signing threads a database read, and is never stale: a
     revocation committed on another connection (another process, for the responder) is in
     the very next nonce answer, once a byte of that request has arrived."""
-    clock = FrozenClock(datetime.now(UTC))
+    clock = data_clock(data_dir)
     arrivals = Arrivals()
     arrivals.counting = True  # as httpapi/deadline.listen() sets it
     responder = build(data_dir, clock, arrivals=arrivals)
@@ -230,7 +246,7 @@ def test_a_freshness_proof_covers_exactly_the_requests_that_arrived_before_it(
     try:
         arrivals.count += 1
         assert watch.poll() is None  # a first proof: nothing changed
-        certificates.revoke(other, FrozenClock(datetime.now(UTC)), issued["signature"]["serial"],
+        certificates.revoke(other, data_clock(data_dir), issued["signature"]["serial"],
                             Reason.superseded, actor="test")
         # No byte arrived since the proof: whatever is being handled arrived before the
         # commit, and the proof still holds for it.
@@ -244,7 +260,7 @@ def test_a_freshness_proof_covers_exactly_the_requests_that_arrived_before_it(
         # proves afresh, although the count never moves.
         uncounted = RegistryWatch(store.conn, Arrivals())
         assert uncounted.poll() is None
-        certificates.revoke(other, FrozenClock(datetime.now(UTC)),
+        certificates.revoke(other, data_clock(data_dir),
                             issued["authentication"]["serial"], Reason.superseded, actor="test")
         assert uncounted.poll() is not None
     finally:
