@@ -21,22 +21,17 @@ from httpapi.arrivals import Arrivals
 from jpki.context import Context
 from jpki.settings import load_settings
 from jpki.wiring import responder_policy
-from ocsp.auth import VerifierDirectory
-from ocsp.cache import PresignedCache
 from ocsp.errors import TryLater, Unauthorized
-from ocsp.issuers import IssuerIndex
-from ocsp.live import AnswerPolicy
-from ocsp.meter import NoMeter
 from ocsp.presign import make_cert_id
 from ocsp.responder import Responder
-from ocsp.signing import SigningPool
 from ocsp.watch import RegistryWatch
 from registry import certificates
-from registry.clock import FrozenClock, from_epoch
+from registry.clock import FrozenClock
 from registry.reasons import Reason
 from registry.store import Store
 from registry.verifiers import Verifier
 from tests.helpers import CONFIG
+from tests.ocsp_support import build, data_clock
 
 
 class RecordingMeter:
@@ -47,32 +42,6 @@ class RecordingMeter:
                      at: datetime, *, status_confirmation: bool = False) -> None:
         for kind, serial in answered:
             self.calls.append((verifier.name if verifier else None, kind, serial))
-
-
-def data_clock(data_dir: Path) -> FrozenClock:
-    """Ten minutes after the newest responder certificate's notBefore (which is backdated 5
-    minutes, ca/responders.py): inside every certificate's validity, whenever the test runs."""
-    store = Store.open(data_dir)
-    try:
-        newest = store.conn.execute("SELECT MAX(not_before) FROM ocsp_signers").fetchone()[0]
-    finally:
-        store.close()
-    return FrozenClock(from_epoch(int(newest)) + timedelta(minutes=10))
-
-
-def build(data_dir: Path, clock: FrozenClock, *, anonymous: bool = True,
-          meter: object | None = None, queue_limit: int = 16,
-          arrivals: Arrivals | None = None) -> Responder:
-    context = Context(load_settings(CONFIG, data_dir), clock)
-    store = Store.open(data_dir)
-    return Responder(
-        store=store, issuers=IssuerIndex(store, context.responder_keys, ("sha1", "sha256")),
-        cache=PresignedCache(1000), pool=SigningPool(2, queue_limit),
-        directory=VerifierDirectory(store, anonymous), meter=meter or NoMeter(),  # type: ignore[arg-type]
-        clock=clock,
-        policy=AnswerPolicy(timedelta(hours=24), 0.5, frozenset({"sha1", "sha256"})),
-        arrivals=arrivals,
-    )
 
 
 def request_for(responder: Responder, kind: CertKind, serial: str, algorithm: str = "sha1"
