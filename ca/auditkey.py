@@ -9,7 +9,7 @@ generate RSA keys (one interface for files and tokens); a checkpoint costs one R
 
 from __future__ import annotations
 
-from ca.keybackend import KeyBackend, fingerprint
+from ca.keybackend import KeyBackend, spki_fingerprint
 from registry import audit
 from registry.clock import Clock
 from registry.errors import NotInitialised
@@ -23,7 +23,7 @@ def ensure(store: Store, keys: KeyBackend, clock: Clock, *, key_size: int) -> st
     if audit.current_key(store) is not None:
         return None
     ref, key = keys.generate(KEY_NAME, key_size)
-    key_fingerprint = fingerprint(key.public_key())
+    key_fingerprint = spki_fingerprint(key.public_key())
     audit.register_key(store, clock, key_ref=ref, public_key=key.public_key(),
                        fingerprint=key_fingerprint)
     return f"audit checkpoint key ({key_fingerprint})"

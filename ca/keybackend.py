@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 PrivateKey = rsa.RSAPrivateKey
@@ -63,7 +64,7 @@ class KeyBackend(Protocol):
         ...
 
 
-def fingerprint(public_key: rsa.RSAPublicKey) -> str:
+def spki_fingerprint(public_key: PublicKeyTypes) -> str:
     """SHA-256 of the SubjectPublicKeyInfo DER, as `openssl pkey -pubout | sha256sum` shows."""
     der = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     return "SHA256:" + hashlib.sha256(der).hexdigest()

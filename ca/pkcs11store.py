@@ -16,7 +16,7 @@ import pkcs11
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.hazmat.primitives.asymmetric.utils import NoDigestInfo, Prehashed
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.exceptions import MultipleObjectsReturned, NoSuchKey, PKCS11Error
 
@@ -76,8 +76,9 @@ class TokenRSAKey(rsa.RSAPrivateKey):
         return self._public
 
     def sign(self, data: bytes, padding_: padding.AsymmetricPadding,
-             algorithm: Prehashed | hashes.HashAlgorithm) -> bytes:
-        if not isinstance(padding_, padding.PKCS1v15) or isinstance(algorithm, Prehashed) \
+             algorithm: Prehashed | hashes.HashAlgorithm | NoDigestInfo) -> bytes:
+        if not isinstance(padding_, padding.PKCS1v15) \
+                or isinstance(algorithm, (Prehashed, NoDigestInfo)) \
                 or algorithm.name not in MECHANISMS:
             raise UnsupportedAlgorithm("the PKCS#11 backend signs PKCS#1 v1.5 with SHA-2 only")
         with self._store.lock:
