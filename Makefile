@@ -12,6 +12,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := openssl:openssl softhsm2-util:softhsm2
 
 BENCH_OCSP_PACKAGES := wrk golang-cfssl
+# every package, held to `mypy --strict` by `make lint` (pyproject.toml: [tool.mypy]); a new
+# package joins this list
+MYPY_PACKAGES := ocsp httpapi registry jpki ca revocation linkage fees crl
 
 .PHONY: help deps venv run init serve signer test fuzz lint audit-verify clean bench-ocsp bench-crl bench-crl-urgent rotate-keys \
         rotate-ca rotate-ocsp retire-ca ca-status renew-signers crl invoice
@@ -47,16 +50,16 @@ serve: ## start only the network daemon (no CA keys; no set-up)
 signer: ## start only the CA signing process (CRLs, responder certificates; no set-up)
 	$(JPKI) signer
 
-test: venv ## set up everything and run lint and the tests
-	$(BIN)/ruff check .
+test: lint ## set up everything and run lint and the tests
 	$(BIN)/pytest -q
 
 fuzz: venv ## longer seeded fuzzing of every HTTP surface: CASES=20000 SEED=1 (CI runs a short one)
 	JPKI_FUZZ_CASES=$${CASES:-20000} JPKI_FUZZ_SEED=$${SEED:-1} \
 	  $(BIN)/pytest -q tests/test_fuzz_ocsp.py tests/test_fuzz_events.py
 
-lint: venv ## ruff
+lint: venv ## ruff, and mypy --strict over MYPY_PACKAGES
 	$(BIN)/ruff check .
+	$(BIN)/mypy --strict $(MYPY_PACKAGES)
 
 audit-verify: venv ## check the audit log's hash chain
 	$(JPKI) audit verify

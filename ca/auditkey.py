@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ca.keybackend import KeyAlgorithm, KeyBackend, fingerprint
+from ca.keybackend import KeyAlgorithm, KeyBackend, spki_fingerprint
 from registry import audit
 from registry.clock import Clock
 from registry.errors import JPKIError, NotInitialised
@@ -26,7 +26,8 @@ def ensure(store: Store, keys: KeyBackend, clock: Clock, *, key_size: int) -> st
     if audit.current_key(store) is not None:
         return None
     ref, key = keys.generate(KEY_NAME, KeyAlgorithm.rsa(key_size))
-    key_fingerprint = fingerprint(key.public_key())
+    assert isinstance(key, rsa.RSAPrivateKey)  # asked for RSA just above
+    key_fingerprint = spki_fingerprint(key.public_key())
     audit.register_key(store, clock, key_ref=ref, public_key=key.public_key(),
                        fingerprint=key_fingerprint)
     return f"audit checkpoint key ({key_fingerprint})"

@@ -9,12 +9,13 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import lint
-from ca.keybackend import KeyAlgorithm, KeyBackend, PrivateKey, PublicKey, fingerprint
+from ca.keybackend import KeyAlgorithm, KeyBackend, PrivateKey, PublicKey, spki_fingerprint
 from ca.kinds import CertKind, ca_name
 from registry import audit
 from registry.clock import Clock, epoch, from_epoch
@@ -38,7 +39,7 @@ class CAGeneration:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.certificate.public_key())  # type: ignore[arg-type]
+        return spki_fingerprint(self.certificate.public_key())
 
     @property
     def algorithm(self) -> KeyAlgorithm:
@@ -111,7 +112,7 @@ def build_ca_certificate(kind: CertKind, key: PrivateKey, now: datetime,
     return lint.sign_self_signed(builder_for, key, f"{kind.value} CA certificate")
 
 
-def _from_row(row: dict) -> CAGeneration:
+def _from_row(row: dict[str, Any]) -> CAGeneration:
     return CAGeneration(
         id=row["id"],
         kind=CertKind(row["kind"]),
@@ -128,7 +129,7 @@ def generations(store: Store, kind: CertKind | None = None, *,
     """Every generation, or with include_retired=False those that still sign CRLs and
     responder certificates (retiring is `jpki ca retire`, once all their certificates expired)."""
     clauses = []
-    params: tuple = ()
+    params: tuple[object, ...] = ()
     if kind is not None:
         clauses.append("kind = ?")
         params = (kind.value,)
@@ -206,7 +207,7 @@ def create_generation(store: Store, keys: KeyBackend, clock: Clock, kind: CertKi
                      detail={"kind": kind.value, "generation": generation, "key_id": kid,
                              "reason": reason, "algorithm": algorithm.name,
                              "old_key": previous.fingerprint if previous else None,
-                             "new_key": fingerprint(key.public_key()),
+                             "new_key": spki_fingerprint(key.public_key()),
                              "not_after": from_epoch(epoch(certificate.not_valid_after_utc))
                              .isoformat()})
         return CAGeneration(cursor.lastrowid or 0, kind, generation, certificate, kid, key_file)

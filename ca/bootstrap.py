@@ -30,7 +30,7 @@ class InitReport:
 
 def initialise(store: Store, keys: KeyBackend, clock: Clock, *, municipalities_csv: Path,
                key_size: int, years: int,
-               responder: tuple[KeyBackend, responders.ResponderPolicy]
+               responder: tuple[KeyBackend, responders.ResponderCertificatePolicy]
                | None = None, actor: str = "operator", reason: str = "initial key"
                ) -> InitReport:
     report = InitReport()

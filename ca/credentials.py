@@ -114,7 +114,8 @@ def _remac(pfx_der: bytes, pin: str, iterations: int) -> bytes:
         "mac_salt": salt,
         "iterations": iterations,
     })
-    return pfx.dump()
+    der: bytes = pfx.dump()
+    return der
 
 
 def write(files: CredentialFiles, *, pkcs12_file: bytes, certificate: x509.Certificate) -> None:

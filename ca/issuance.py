@@ -25,7 +25,7 @@ from ca.kinds import CertKind
 from ca.profile import LeafRequest, build_leaf, issuance_id
 from registry import audit, certificates, municipalities, phones, residents
 from registry.certificates import CertificateRecord, serial_hex
-from registry.clock import Clock, epoch, from_epoch
+from registry.clock import JST, Clock, epoch, from_epoch
 from registry.errors import Conflict, InvalidInput
 from registry.facts import Facts
 from registry.reasons import Reason
@@ -98,7 +98,7 @@ def check_resident_id(resident_id: str) -> str:
     return resident_id
 
 
-class Issuer:
+class PairIssuer:
     """Issues pairs under the current generation of each CA."""
 
     def __init__(self, store: Store, keys: KeyBackend, clock: Clock,
@@ -160,7 +160,7 @@ class Issuer:
     def _issue(self, request: IssueRequest, municipality: municipalities.Municipality, *,
                predecessors: list[CertificateRecord]) -> IssuedPair:
         now = self.clock()
-        issue_day = now.astimezone(validity.JST).date()
+        issue_day = now.astimezone(JST).date()
         kinds = self._kinds(request, issue_day)
         if CertKind.SIGNATURE in kinds:
             credentials.check_pin(CertKind.SIGNATURE, request.sign_pin)

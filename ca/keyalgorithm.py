@@ -82,7 +82,7 @@ class KeyAlgorithm:
         return "rsa" if self.family == "rsa" else self.name
 
     @property
-    def hash(self) -> hashes.HashAlgorithm:
+    def hash(self) -> hashes.SHA256 | hashes.SHA384:
         """The signature hash for this key (the module docstring's table)."""
         if self.family == "ec" and self.curve == "secp384r1":
             return hashes.SHA384()
@@ -105,6 +105,6 @@ class KeyAlgorithm:
         return key.sign(data, ec.ECDSA(self.hash))
 
 
-def signature_hash(key: PrivateKey | PublicKey) -> hashes.HashAlgorithm:
+def signature_hash(key: PrivateKey | PublicKey) -> hashes.SHA256 | hashes.SHA384:
     """The hash `key` signs with: SHA-256 for RSA and P-256, SHA-384 for P-384."""
     return KeyAlgorithm.of(key).hash

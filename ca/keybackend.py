@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ca.keyalgorithm import KeyAlgorithm, PrivateKey, PublicKey
 
 __all__ = ["BackendSpec", "Holder", "KeyAlgorithm", "KeyBackend", "PrivateKey", "PublicKey",
-           "Role", "fingerprint"]
+           "Role", "spki_fingerprint"]
 Role = Literal["ca", "ocsp"]
 # The security context of the process that opens a backend (README, "Two roles"):
 # `signer` (the long-running CA process) and `operator` (a short-lived CLI command) may open CA
@@ -69,7 +70,7 @@ class KeyBackend(Protocol):
         ...
 
 
-def fingerprint(public_key: PublicKey) -> str:
+def spki_fingerprint(public_key: PublicKeyTypes) -> str:
     """SHA-256 of the SubjectPublicKeyInfo DER, as `openssl pkey -pubout | sha256sum` shows."""
     der = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     return "SHA256:" + hashlib.sha256(der).hexdigest()

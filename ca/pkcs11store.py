@@ -19,7 +19,11 @@ import pkcs11
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    NoDigestInfo,
+    Prehashed,
+    encode_dss_signature,
+)
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.exceptions import MultipleObjectsReturned, NoSuchKey, PKCS11Error
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
@@ -80,8 +84,9 @@ class TokenRSAKey(rsa.RSAPrivateKey):
         return self._public
 
     def sign(self, data: bytes, padding_: padding.AsymmetricPadding,
-             algorithm: Prehashed | hashes.HashAlgorithm) -> bytes:
-        if not isinstance(padding_, padding.PKCS1v15) or isinstance(algorithm, Prehashed) \
+             algorithm: Prehashed | hashes.HashAlgorithm | NoDigestInfo) -> bytes:
+        if not isinstance(padding_, padding.PKCS1v15) \
+                or isinstance(algorithm, (Prehashed, NoDigestInfo)) \
                 or algorithm.name not in MECHANISMS:
             raise UnsupportedAlgorithm("the PKCS#11 backend signs PKCS#1 v1.5 with SHA-2 only")
         with self._store.lock:
@@ -137,14 +142,15 @@ class TokenECKey(ec.EllipticCurvePrivateKey):
     def public_key(self) -> ec.EllipticCurvePublicKey:
         return self._public
 
-    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+    def sign(self, data: bytes | bytearray | memoryview,
+             signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         algorithm = getattr(signature_algorithm, "algorithm", None)
         if not isinstance(signature_algorithm, ec.ECDSA) or isinstance(algorithm, Prehashed) \
                 or not isinstance(algorithm, hashes.HashAlgorithm) \
                 or algorithm.name not in MECHANISMS:
             raise UnsupportedAlgorithm("the PKCS#11 backend signs ECDSA with SHA-2 only")
         digest = hashes.Hash(algorithm)
-        digest.update(data)
+        digest.update(bytes(data))
         with self._store.lock:
             try:
                 raw = bytes(self._private.sign(digest.finalize(), mechanism=Mechanism.ECDSA))

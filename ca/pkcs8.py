@@ -38,22 +38,22 @@ ID_SCRYPT = "1.3.6.1.4.1.11591.4.11"  # RFC 7914 §7
 AES256_CBC = "2.16.840.1.101.3.4.1.42"  # RFC 3565 §4.1
 
 
-class _ScryptParams(core.Sequence):
+class _ScryptParams(core.Sequence):  # type: ignore[misc]  # asn1crypto is untyped
     _fields = [("salt", core.OctetString), ("cost_parameter", core.Integer),
                ("block_size", core.Integer), ("parallelization_parameter", core.Integer),
                ("key_length", core.Integer, {"optional": True})]
 
 
-class _AlgorithmIdentifier(core.Sequence):
+class _AlgorithmIdentifier(core.Sequence):  # type: ignore[misc]  # asn1crypto is untyped
     _fields = [("algorithm", core.ObjectIdentifier), ("parameters", core.Any)]
 
 
-class _PBES2Params(core.Sequence):
+class _PBES2Params(core.Sequence):  # type: ignore[misc]  # asn1crypto is untyped
     _fields = [("key_derivation_func", _AlgorithmIdentifier),
                ("encryption_scheme", _AlgorithmIdentifier)]
 
 
-class _EncryptedPrivateKeyInfo(core.Sequence):
+class _EncryptedPrivateKeyInfo(core.Sequence):  # type: ignore[misc]  # asn1crypto is untyped
     _fields = [("encryption_algorithm", _AlgorithmIdentifier),
                ("encrypted_data", core.OctetString)]
 

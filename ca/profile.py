@@ -88,7 +88,8 @@ def distribution_point_names(kind: CertKind, generation: int, municipality: Muni
 
 
 def _utf8(value: str) -> bytes:
-    return core.UTF8String(value).dump()
+    der: bytes = core.UTF8String(value).dump()
+    return der
 
 
 def signature_san(facts: Facts) -> x509.SubjectAlternativeName:

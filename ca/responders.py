@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -24,7 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ca import authority, lint
 from ca.authority import CAGeneration
-from ca.keybackend import KeyAlgorithm, KeyBackend, PrivateKey, PublicKey, fingerprint
+from ca.keybackend import KeyAlgorithm, KeyBackend, PrivateKey, PublicKey, spki_fingerprint
 from ca.kinds import CertKind
 from registry import audit
 from registry.clock import Clock, epoch
@@ -32,7 +33,7 @@ from registry.store import Store
 
 
 @dataclass(frozen=True)
-class ResponderPolicy:
+class ResponderCertificatePolicy:
     validity_days: int = 30
     renew_before_days: int = 7
     key_size: int = 2048  # responders of RSA generations; a P-384 generation's is P-384
@@ -59,7 +60,7 @@ class ResponderRecord:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.certificate.public_key())  # type: ignore[arg-type]
+        return spki_fingerprint(self.certificate.public_key())
 
 
 def responder_name(ca: CAGeneration) -> x509.Name:
@@ -108,7 +109,7 @@ def build_responder_certificate(ca: CAGeneration, ca_key: PrivateKey, public_key
                      f"OCSP responder certificate of {ca.label}")
 
 
-def _record(row: dict) -> ResponderRecord:
+def _record(row: dict[str, Any]) -> ResponderRecord:
     return ResponderRecord(row["id"], row["ca_id"], x509.load_der_x509_certificate(row["cert_der"]),
                            row["key_file"])
 
@@ -120,7 +121,7 @@ def latest(store: Store, ca_id: int) -> ResponderRecord | None:
 
 
 def issue(store: Store, ca_keys: KeyBackend, responder_keys: KeyBackend, clock: Clock,
-          ca: CAGeneration, policy: ResponderPolicy, *, actor: str = "operator",
+          ca: CAGeneration, policy: ResponderCertificatePolicy, *, actor: str = "operator",
           reason: str = "renewal") -> ResponderRecord:
     """A new key and certificate for the responder of one CA generation."""
     previous = latest(store, ca.id)
@@ -148,18 +149,19 @@ def issue(store: Store, ca_keys: KeyBackend, responder_keys: KeyBackend, clock: 
         audit.append(store, clock, actor=actor, action="ocsp.signer.issue", serial=serial,
                      detail={"ca": ca.label, "reason": reason,
                              "old_key": previous.fingerprint if previous else None,
-                             "new_key": fingerprint(key.public_key()),
+                             "new_key": spki_fingerprint(key.public_key()),
                              "not_after": certificate.not_valid_after_utc.isoformat()})
     return ResponderRecord(cursor.lastrowid or 0, ca.id, certificate, key_file)
 
 
-def needs_renewal(not_after: datetime | None, now: datetime, policy: ResponderPolicy) -> bool:
+def needs_renewal(not_after: datetime | None, now: datetime,
+                  policy: ResponderCertificatePolicy) -> bool:
     """Renew `renew_before_days` ahead, so nextUpdate (capped by notAfter) never shrinks to 0."""
     return not_after is None or not_after - now <= timedelta(days=policy.renew_before_days)
 
 
 def ensure(store: Store, ca_keys: KeyBackend, responder_keys: KeyBackend, clock: Clock,
-           policy: ResponderPolicy, *, force: bool = False, actor: str = "operator",
+           policy: ResponderCertificatePolicy, *, force: bool = False, actor: str = "operator",
            kinds: frozenset[CertKind] | None = None, reason: str | None = None
            ) -> list[ResponderRecord]:
     """Issue a responder certificate for every live CA generation that lacks a fresh one.

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -33,7 +34,7 @@ from ca import authority, lint, responders
 from ca.authority import CAGeneration
 from ca.keybackend import KeyAlgorithm, KeyBackend, PrivateKey
 from ca.kinds import CertKind
-from ca.responders import ResponderPolicy, ResponderRecord
+from ca.responders import ResponderCertificatePolicy, ResponderRecord
 from registry import audit
 from registry.clock import Clock, epoch, from_epoch
 from registry.errors import Conflict, JPKIError
@@ -69,7 +70,7 @@ def link_builder(*, subject: CAGeneration, issuer: CAGeneration, not_before: dat
         x509.CertificateBuilder()
         .subject_name(subject.certificate.subject)
         .issuer_name(issuer.certificate.subject)
-        .public_key(public_key)  # type: ignore[arg-type]  # checked just above
+        .public_key(public_key)
         .serial_number(subject.serial)  # see the module docstring
         .not_valid_before(not_before)
         .not_valid_after(not_after)
@@ -118,14 +119,14 @@ def _rehearse(old: CAGeneration, clock: Clock, *, algorithm: KeyAlgorithm, years
                       issuer.algorithm, f"link certificate {issuer.label} -> {subject.label}")
 
 
-def _link_from_row(row: dict) -> LinkCertificate:
+def _link_from_row(row: dict[str, Any]) -> LinkCertificate:
     return LinkCertificate(row["id"], CertKind(row["kind"]), row["direction"], row["old_ca_id"],
                            row["new_ca_id"], x509.load_der_x509_certificate(row["cert_der"]))
 
 
 def links(store: Store, kind: CertKind | None = None) -> list[LinkCertificate]:
     sql = "SELECT * FROM ca_links"
-    params: tuple = ()
+    params: tuple[object, ...] = ()
     if kind is not None:
         sql += " WHERE kind = ?"
         params = (kind.value,)
@@ -243,7 +244,7 @@ class CompletedRotation:
 
 def rotate_kinds(store: Store, keys: KeyBackend, responder_keys: KeyBackend, clock: Clock,
                  kinds: list[CertKind], *, algorithm: KeyAlgorithm | None, years: int,
-                 responder_policy: ResponderPolicy,
+                 responder_policy: ResponderCertificatePolicy,
                  publish_crls: Callable[[CertKind], int], operator: str,
                  reason: str) -> CompletedRotation:
     """Rotate each kind, then complete the rotation: responder certificates and CRLs.

@@ -66,7 +66,7 @@ def signed_crl(ca: CAGeneration, key: PrivateKey, *, number: int, this_update: d
         ],
     }
     if idp is not None:
-        tbs["crl_extensions"].append({  # type: ignore[attr-defined]
+        tbs["crl_extensions"].append({  # type: ignore[attr-defined]  # the list built above
             "extn_id": "issuing_distribution_point", "critical": True,
             "extn_value": asn1_crl.IssuingDistributionPoint.load(idp.public_bytes()),
         })
@@ -75,8 +75,9 @@ def signed_crl(ca: CAGeneration, key: PrivateKey, *, number: int, this_update: d
         tbs["revoked_certificates"] = asn1_crl.RevokedCertificates(contents=joined)
     tbs_cert_list = asn1_crl.TbsCertList(tbs)
     signature = scheme.sign(key, tbs_cert_list.dump())
-    return asn1_crl.CertificateList({
+    der: bytes = asn1_crl.CertificateList({
         "tbs_cert_list": tbs_cert_list,
         "signature_algorithm": algorithm,
         "signature": signature,
     }).dump()
+    return der

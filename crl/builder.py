@@ -26,7 +26,7 @@ from ca.keybackend import PrivateKey
 from ca.kinds import CertKind
 from ca.profile import distribution_point_names
 from crl import assembly
-from crl.entries import Entry
+from crl.entries import RevokedEntry
 from registry.municipalities import Municipality
 from registry.reasons import Reason, pyca_reason_flag
 
@@ -43,7 +43,7 @@ for _reason in Reason:
         ]
 
 
-def revoked_certificates(entries: Iterable[Entry]) -> list[x509.RevokedCertificate]:
+def revoked_certificates(entries: Iterable[RevokedEntry]) -> list[x509.RevokedCertificate]:
     """One RevokedCertificate per entry; the hot loop of a national-scale CRL."""
     builder = x509.RevokedCertificateBuilder
     from_ts = datetime.fromtimestamp
@@ -70,7 +70,7 @@ class EntryEncoder:
         self._key = ec.generate_private_key(ec.SECP256R1())
         self._name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scratch")])
 
-    def encode(self, entries: list[Entry]) -> list[bytes]:
+    def encode(self, entries: list[RevokedEntry]) -> list[bytes]:
         if not entries:
             return []
         moment = datetime(2000, 1, 1, tzinfo=UTC)

@@ -19,7 +19,7 @@ from registry.store import Store
 BATCH = 50_000
 
 
-class Entry(NamedTuple):
+class RevokedEntry(NamedTuple):
     """A revoked certificate in a CRL's scope whose entry is not encoded yet."""
 
     serial: str
@@ -66,7 +66,7 @@ class PartitionEntries:
 
     cached: bytes  # concatenated DER of the cached entries
     cached_count: int
-    missing: list[Entry]
+    missing: list[RevokedEntry]
 
 
 def read(store: Store, ca_id: int, partition: str, cutoff: int) -> PartitionEntries:
@@ -95,7 +95,7 @@ def read(store: Store, ca_id: int, partition: str, cutoff: int) -> PartitionEntr
             sql += (" AND NOT EXISTS (SELECT 1 FROM crl_entries e WHERE e.ca_id = c.ca_id"
                     " AND e.partition = c.partition AND e.not_after = c.not_after"
                     " AND e.serial = c.serial)")
-        missing = [Entry(*row) for row in conn.execute(sql, (ca_id, partition, cutoff))]
+        missing = [RevokedEntry(*row) for row in conn.execute(sql, (ca_id, partition, cutoff))]
     finally:
         conn.execute("COMMIT")
     return PartitionEntries(b"".join(chunks), count, missing)

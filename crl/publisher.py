@@ -142,7 +142,7 @@ class Publisher:
         label = f"{ca.label}/{partition}"
         state = self.state(ca.id, partition)
         if state is not None and state["published_number"] is not None:
-            published = int(state["published_number"])  # type: ignore[call-overload]
+            published = int(state["published_number"])  # type: ignore[call-overload]  # an INTEGER column
             if number <= published:
                 raise Conflict(
                     f"refusing to publish CRL {label} number {number}: number {published} is"

@@ -30,7 +30,7 @@ class Check:
 
 
 @dataclass(frozen=True)
-class Entry:
+class LedgerRow:
     check: Check
     resident_id: str | None
     price: Price
@@ -48,7 +48,7 @@ def _residents(store: Store, serials: set[str]) -> dict[str, str]:
     return found
 
 
-def write_batch(store: Store, tariff: Tariff, checks: Sequence[Check]) -> list[Entry]:
+def write_batch(store: Store, tariff: Tariff, checks: Sequence[Check]) -> list[LedgerRow]:
     """Price and insert every check in one transaction; return the entries in order.
 
     Hot path of every metered answer: prices are looked up once per (check, channel, JST day)
@@ -57,7 +57,7 @@ def write_batch(store: Store, tariff: Tariff, checks: Sequence[Check]) -> list[E
     """
     prices: dict[tuple[str, str, date], Price] = {}
     rows: list[tuple[object, ...]] = []
-    entries: list[Entry] = []
+    entries: list[LedgerRow] = []
     with store.transaction() as conn:
         residents = _residents(store, {c.serial for c in checks
                                        if c.serial and c.status_confirmation})
@@ -84,7 +84,7 @@ def write_batch(store: Store, tariff: Tariff, checks: Sequence[Check]) -> list[E
             rows.append((epoch(check.at), f"{local:%Y-%m}", local.year, check.verifier_id,
                          check.check_type, check.channel, check.serial, resident,
                          int(check.status_confirmation), price.rule_id, price.yen))
-            entries.append(Entry(check, resident, price))
+            entries.append(LedgerRow(check, resident, price))
         conn.executemany(
             "INSERT INTO ledger (at, month, year, verifier_id, check_type, channel, serial,"
             " resident_id, status_confirmation, rule_id, amount_yen)"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from prometheus_client import Counter, Histogram
 
-from fees.ledger import Check, Entry, write_batch
+from fees.ledger import Check, LedgerRow, write_batch
 from fees.tariff import Tariff
 from registry import tokens, verifiers
 from registry.clock import Clock
@@ -34,17 +34,18 @@ YEN = Counter("jpki_fee_yen_total", "Yen charged by verifier and check type, bef
 BATCH = Histogram("jpki_fee_commit_batch_size", "Checks per ledger commit (group commit: "
                   "larger under load)", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 
-_Waiter = tuple[list[Check], asyncio.Future[list[Entry]], asyncio.AbstractEventLoop]
+_Waiter = tuple[list[Check], asyncio.Future[list[LedgerRow]], asyncio.AbstractEventLoop]
 
 
-def _count(entries: Sequence[Entry]) -> None:
+def _count(entries: Sequence[LedgerRow]) -> None:
     for entry in entries:
         CHECKS.labels(entry.check.verifier_name, entry.check.check_type).inc()
         if entry.price.yen:
             YEN.labels(entry.check.verifier_name, entry.check.check_type).inc(entry.price.yen)
 
 
-def _resolve(future: asyncio.Future[list[Entry]], value: list[Entry] | BaseException) -> None:
+def _resolve(future: asyncio.Future[list[LedgerRow]],
+             value: list[LedgerRow] | BaseException) -> None:
     if future.done():
         return
     if isinstance(value, BaseException):
@@ -53,7 +54,7 @@ def _resolve(future: asyncio.Future[list[Entry]], value: list[Entry] | BaseExcep
         future.set_result(value)
 
 
-def _resolve_all(items: list[tuple[asyncio.Future[list[Entry]], list[Entry]]]) -> None:
+def _resolve_all(items: list[tuple[asyncio.Future[list[LedgerRow]], list[LedgerRow]]]) -> None:
     for future, value in items:
         _resolve(future, value)
 
@@ -74,11 +75,11 @@ class LedgerMeter:
             self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
             self._thread.start()
 
-    async def record(self, checks: Sequence[Check]) -> list[Entry]:
+    async def record(self, checks: Sequence[Check]) -> list[LedgerRow]:
         if not checks:
             return []
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Entry]] = loop.create_future()
+        future: asyncio.Future[list[LedgerRow]] = loop.create_future()
         with self._cond:
             if self._closing:
                 raise RuntimeError("the meter is closed")
@@ -108,8 +109,8 @@ class LedgerMeter:
                 BATCH.observe(len(flat))
                 _count(entries)
                 # One wake-up per event loop for the whole batch, not one per request.
-                results: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[Entry]],
-                                                                    list[Entry]]]] = {}
+                results: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[LedgerRow]],
+                                                                    list[LedgerRow]]]] = {}
                 offset = 0
                 for checks, future, loop in batch:
                     results.setdefault(loop, []).append(
@@ -135,7 +136,7 @@ class DirectMeter:
         self.store = store
         self.tariff = tariff
 
-    def record_now(self, checks: Sequence[Check]) -> list[Entry]:
+    def record_now(self, checks: Sequence[Check]) -> list[LedgerRow]:
         entries = write_batch(self.store, self.tariff, checks)
         _count(entries)
         return entries

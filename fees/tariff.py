@@ -25,7 +25,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Rule(_Model):
+class TariffRule(_Model):
     id: str = Field(min_length=1, max_length=64)
     check: str = Field(min_length=1, max_length=64)
     channel: str = "any"
@@ -34,7 +34,7 @@ class Rule(_Model):
     yen: int = Field(ge=0)
 
     @model_validator(mode="after")
-    def _check(self) -> Rule:
+    def _check(self) -> TariffRule:
         if self.channel not in CHANNELS:
             raise ValueError(f"channel must be one of {', '.join(CHANNELS)}")
         if self.valid_to is not None and self.valid_to < self.valid_from:
@@ -64,7 +64,7 @@ class StatusConfirmation(_Model):
 
 
 class TariffFile(_Model):
-    rule: list[Rule]
+    rule: list[TariffRule]
     status_confirmation: StatusConfirmation = StatusConfirmation()
     discounts: DiscountTable = DiscountTable()
 
@@ -83,7 +83,7 @@ class Tariff:
     def __init__(self, spec: TariffFile) -> None:
         self.spec = spec
         self.repeat_rule_id = spec.status_confirmation.repeat_rule_id
-        self._by_check: dict[str, list[Rule]] = {}
+        self._by_check: dict[str, list[TariffRule]] = {}
         for rule in spec.rule:
             self._by_check.setdefault(rule.check, []).append(rule)
         self._refuse_overlaps()

@@ -102,7 +102,10 @@ class RequestDeadline(asyncio.Protocol):
             self._timer = self.loop.call_at(self._since + self.timeout, self._expire)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
+        # aiohttp's handler returns None (close on EOF); asyncio.Protocol allows True (stay
+        # half-open), so pass on whatever the inner protocol answers
+        protocol: asyncio.Protocol = self.inner
+        return protocol.eof_received()
 
     def pause_writing(self) -> None:
         self.inner.pause_writing()
@@ -129,7 +132,7 @@ def protocol_factory(server: web.Server, timeout: float,
         # requests aiohttp's parser refuses: counted and logged at debug, not one ERROR
         # traceback each (httpapi/badinput.py). The slot is typed Logger; aiohttp calls only
         # debug() and exception() on it, which ClientErrorLogger provides.
-        handler.logger = ClientErrorLogger(handler.logger)  # type: ignore[assignment]
+        handler.logger = ClientErrorLogger(handler.logger)  # type: ignore[assignment]  # above
         return RequestDeadline(handler, timeout, loop, arrivals)
 
     return factory

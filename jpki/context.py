@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ca import auditkey, cardprofile
-from ca.issuance import IssuancePolicy, Issuer
+from ca.issuance import IssuancePolicy, PairIssuer
 from ca.keyaccess import open_backend
 from ca.keybackend import BackendSpec, Holder, KeyBackend, Role
 from ca.phone import PhoneIssuer
@@ -111,7 +111,7 @@ class Context:
         return PhoneIssuer(self.store, self.keys, self.clock, self.issuer.policy)
 
     @cached_property
-    def issuer(self) -> Issuer:
+    def issuer(self) -> PairIssuer:
         policy = IssuancePolicy(
             base_url=self.settings.server.public_base_url,
             cps_uri=self.settings.ca.cps_uri,
@@ -121,4 +121,4 @@ class Context:
             profile=cardprofile.profile(self.settings.issuance.profile),
             pkcs12_kdf_rounds=self.settings.issuance.pkcs12_kdf_rounds,
         )
-        return Issuer(self.store, self.keys, self.clock, policy)
+        return PairIssuer(self.store, self.keys, self.clock, policy)

@@ -39,7 +39,8 @@ def plain_default_server_header() -> None:
     if not isinstance(getattr(web_response, "SERVER_SOFTWARE", None), str):
         raise RuntimeError("this aiohttp's web_response has no SERVER_SOFTWARE:"
                            " jpki/listeners.py must be adapted to it")
-    web_response.SERVER_SOFTWARE = "jpki"
+    # not re-exported by aiohttp, checked just above:
+    web_response.SERVER_SOFTWARE = "jpki"  # type: ignore[attr-defined]  # replaced on purpose
 
 
 def metrics_app() -> web.Application:

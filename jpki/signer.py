@@ -125,6 +125,7 @@ class SignerProcess:
                  time.perf_counter() - started)
 
     def _renew(self) -> None:
+        assert self.store is not None  # set in run(), before the schedule starts
         issued = responders.ensure(self.store, self.context.keys, self.context.responder_keys,
                                    self.context.clock, responder_policy(self.settings),
                                    actor="signer")

@@ -7,7 +7,7 @@ The roles never read the settings model (nor import this package): the CLI, `jpk
 from __future__ import annotations
 
 from ca.keybackend import KeyBackend
-from ca.responders import ResponderPolicy
+from ca.responders import ResponderCertificatePolicy
 from crl.generator import CRLPolicy, Generator
 from crl.publisher import Publisher
 from jpki.settings import Settings
@@ -15,9 +15,9 @@ from registry.clock import Clock
 from registry.store import Store
 
 
-def responder_policy(settings: Settings) -> ResponderPolicy:
+def responder_policy(settings: Settings) -> ResponderCertificatePolicy:
     ocsp = settings.ocsp
-    return ResponderPolicy(validity_days=ocsp.responder_validity_days,
+    return ResponderCertificatePolicy(validity_days=ocsp.responder_validity_days,
                            renew_before_days=ocsp.renew_before_days,
                            key_size=settings.ca.key_size)
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from fees.ledger import Check, Entry
+from fees.ledger import Check, LedgerRow
 from httpapi.body import read_limited
 from httpapi.problem import problem
 from linkage.service import Answer, LinkageService
@@ -26,8 +26,8 @@ from registry.verifiers import Verifier
 log = logging.getLogger("jpki.linkage")
 
 
-class Meter(Protocol):
-    async def record(self, checks: list[Check]) -> list[Entry]: ...
+class CheckRecorder(Protocol):
+    async def record(self, checks: list[Check]) -> list[LedgerRow]: ...
 
 
 TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Consent Required", 404: "Not Found",
@@ -71,7 +71,7 @@ def consent_route(store: Store, desk: SignedConsentDesk, read_timeout: float) ->
     return web.post("/linkage/v1/consents", handler)
 
 
-def routes(store: Store, service: LinkageService, meter: Meter) -> list[web.RouteDef]:
+def routes(store: Store, service: LinkageService, meter: CheckRecorder) -> list[web.RouteDef]:
     def endpoint(name: str, answer: Callable[[Verifier, web.Request], Answer]
                  ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:

@@ -159,7 +159,7 @@ class VerifierDirectory:
     async def identify_signed(self, signature: RequestSignature, now: int) -> Verifier:
         """The verifier whose registered certificate signed the request; else Unauthorized
         (or TryLater when the verification pool is full). See the module docstring."""
-        digest = verifiers.fingerprint(signature.certificate)
+        digest = verifiers.certificate_fingerprint(signature.certificate)
         verifier = self.credentials.by_signer.get(digest)
         if verifier is None:
             metrics.SIGNED_REQUESTS.inc("unregistered")

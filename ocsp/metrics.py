@@ -20,7 +20,7 @@ class LoopCounter:
         self.documentation = documentation
         self.labelnames = labelnames
         self.values: dict[tuple[str, ...], int] = {}
-        REGISTRY.register(self)  # type: ignore[arg-type]
+        REGISTRY.register(self)
 
     def inc(self, *labels: str) -> None:
         self.values[labels] = self.values.get(labels, 0) + 1

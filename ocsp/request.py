@@ -195,12 +195,12 @@ def cert_id_for(algorithm: str, name_hash: bytes, key_hash: bytes, serial: int) 
                   canonical_cert_id(algorithm, name_hash, key_hash, serial))
 
 
-def parse_fast(der: bytes, allowed: frozenset[str]) -> ParsedRequest | None:
+def _parse_fast(der: bytes, allowed: frozenset[str]) -> ParsedRequest | None:
     """The common request, decoded by pyca's Rust parser in ~10 µs instead of ~75 µs.
 
     Only an unsigned request with one canonical CertID and at most a well-formed nonce takes
     this path; anything else (several CertIDs, which pyca refuses, a signature, other
-    extensions, any doubt) returns None and goes through `parse`, which decides and explains.
+    extensions, any doubt) returns None and goes through `_parse_full`, which decides and explains.
     """
     try:
         request = pyca_ocsp.load_der_ocsp_request(der)
@@ -234,7 +234,7 @@ def parse_fast(der: bytes, allowed: frozenset[str]) -> ParsedRequest | None:
                          nonce_value, None)
 
 
-def parse(der: bytes, allowed: frozenset[str]) -> ParsedRequest:
+def _parse_full(der: bytes, allowed: frozenset[str]) -> ParsedRequest:
     """Decode and check a DER OCSPRequest; raise MalformedRequest with a loggable reason."""
     try:
         request = ocsp.OCSPRequest.load(der, strict=True)
@@ -259,8 +259,7 @@ def parse(der: bytes, allowed: frozenset[str]) -> ParsedRequest:
                          signature)
 
 
-
 def parse_request(der: bytes, allowed: frozenset[str]) -> ParsedRequest:
     """The one way in: pyca's fast parse for the common request, else the full parse, which
     decides (and explains) every error."""
-    return parse_fast(der, allowed) or parse(der, allowed)
+    return _parse_fast(der, allowed) or _parse_full(der, allowed)

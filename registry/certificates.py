@@ -162,9 +162,9 @@ def counterpart(store: Store, serial: str) -> str | None:
     )
     if row is None:
         return None
-    if row["signature_serial"] == serial:
-        return row["authentication_serial"]
-    return row["signature_serial"]
+    other: str = row["authentication_serial" if row["signature_serial"] == serial
+                     else "signature_serial"]
+    return other
 
 
 def revoke(store: Store, clock: Clock, serial: str, reason: Reason, *, actor: str,

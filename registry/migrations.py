@@ -12,12 +12,12 @@ import sqlite_utils
 
 
 def _v1_foundation(db: sqlite_utils.Database) -> None:
-    db["municipalities"].create(
+    db.table("municipalities").create(
         {"code": str, "prefecture": str, "name": str, "prefecture_roman": str, "name_roman": str},
         pk="code",
         if_not_exists=True,
     )
-    db["residents"].create(
+    db.table("residents").create(
         {
             "resident_id": str,
             "name": str,
@@ -35,7 +35,7 @@ def _v1_foundation(db: sqlite_utils.Database) -> None:
         foreign_keys=[("municipality_code", "municipalities", "code")],
         if_not_exists=True,
     )
-    db["ca_generations"].create(
+    db.table("ca_generations").create(
         {
             "id": int,
             "kind": str,
@@ -52,9 +52,9 @@ def _v1_foundation(db: sqlite_utils.Database) -> None:
         not_null={"kind", "generation", "serial", "key_id", "cert_der"},
         if_not_exists=True,
     )
-    db["ca_generations"].create_index(["kind", "generation"], unique=True, if_not_exists=True)
-    db["ca_generations"].create_index(["key_id"], unique=True, if_not_exists=True)
-    db["certificates"].create(
+    db.table("ca_generations").create_index(["kind", "generation"], unique=True, if_not_exists=True)
+    db.table("ca_generations").create_index(["key_id"], unique=True, if_not_exists=True)
+    db.table("certificates").create(
         {
             "serial": str,
             "kind": str,
@@ -77,30 +77,30 @@ def _v1_foundation(db: sqlite_utils.Database) -> None:
                                                            "resident_id")],
         if_not_exists=True,
     )
-    db["certificates"].create_index(["resident_id"], if_not_exists=True)
-    db["certificates"].create_index(["ca_id", "partition", "status"], if_not_exists=True)
-    db["pairs"].create(
+    db.table("certificates").create_index(["resident_id"], if_not_exists=True)
+    db.table("certificates").create_index(["ca_id", "partition", "status"], if_not_exists=True)
+    db.table("pairs").create(
         {"id": int, "resident_id": str, "signature_serial": str, "authentication_serial": str,
          "created_at": int},
         pk="id",
         not_null={"resident_id", "authentication_serial"},
         if_not_exists=True,
     )
-    db["pairs"].create_index(["signature_serial"], unique=True, if_not_exists=True)
-    db["pairs"].create_index(["authentication_serial"], unique=True, if_not_exists=True)
-    db["successors"].create(
+    db.table("pairs").create_index(["signature_serial"], unique=True, if_not_exists=True)
+    db.table("pairs").create_index(["authentication_serial"], unique=True, if_not_exists=True)
+    db.table("successors").create(
         {"old_serial": str, "new_serial": str, "kind": str, "linked_at": int},
         pk="old_serial",
         not_null={"new_serial", "kind"},
         if_not_exists=True,
     )
-    db["successors"].create_index(["new_serial"], unique=True, if_not_exists=True)
-    db["state_changes"].create(
+    db.table("successors").create_index(["new_serial"], unique=True, if_not_exists=True)
+    db.table("state_changes").create(
         {"seq": int, "serial": str, "status": str, "at": int},
         pk="seq",
         if_not_exists=True,
     )
-    db["audit_log"].create(
+    db.table("audit_log").create(
         {
             "id": int,
             "at": int,
@@ -119,33 +119,33 @@ def _v1_foundation(db: sqlite_utils.Database) -> None:
 
 def _v2_events(db: sqlite_utils.Database) -> None:
     """Resident-register events (applied exactly once) and operator tokens."""
-    db["events"].create(
+    db.table("events").create(
         {"event_id": str, "body_sha256": str, "resident_id": str, "type": str,
          "outcome": str, "applied_at": int},
         pk="event_id",
         not_null={"body_sha256", "outcome", "applied_at"},
         if_not_exists=True,
     )
-    db["operators"].create(
+    db.table("operators").create(
         {"name": str, "token_sha256": str, "created_at": int},
         pk="name",
         not_null={"token_sha256", "created_at"},
         if_not_exists=True,
     )
-    db["operators"].create_index(["token_sha256"], unique=True, if_not_exists=True)
+    db.table("operators").create_index(["token_sha256"], unique=True, if_not_exists=True)
 
 
 def _v3_verifiers(db: sqlite_utils.Database) -> None:
     """Verifiers (tokens stored as SHA-256) and the certificates that sign their requests."""
-    db["verifiers"].create(
+    db.table("verifiers").create(
         {"id": int, "name": str, "token_hash": str, "created_at": int},
         pk="id",
         not_null={"name", "token_hash"},
         if_not_exists=True,
     )
-    db["verifiers"].create_index(["name"], unique=True, if_not_exists=True)
-    db["verifiers"].create_index(["token_hash"], unique=True, if_not_exists=True)
-    db["verifier_signers"].create(
+    db.table("verifiers").create_index(["name"], unique=True, if_not_exists=True)
+    db.table("verifiers").create_index(["token_hash"], unique=True, if_not_exists=True)
+    db.table("verifier_signers").create(
         {"fingerprint": str, "verifier_id": int, "cert_der": bytes, "added_at": int},
         pk="fingerprint",
         not_null={"verifier_id", "cert_der"},
@@ -156,7 +156,7 @@ def _v3_verifiers(db: sqlite_utils.Database) -> None:
 
 def _v4_fees_and_consent(db: sqlite_utils.Database) -> None:
     """The fee ledger (one row per metered check) and residents' consents per verifier."""
-    db["ledger"].create(
+    db.table("ledger").create(
         {
             "id": int,
             "at": int,
@@ -177,11 +177,11 @@ def _v4_fees_and_consent(db: sqlite_utils.Database) -> None:
         foreign_keys=[("verifier_id", "verifiers", "id")],
         if_not_exists=True,
     )
-    db["ledger"].create_index(["verifier_id", "serial", "at"], if_not_exists=True)
-    db["ledger"].create_index(["month", "verifier_id"], if_not_exists=True)
-    db["ledger"].create_index(["verifier_id", "resident_id", "year", "status_confirmation"],
+    db.table("ledger").create_index(["verifier_id", "serial", "at"], if_not_exists=True)
+    db.table("ledger").create_index(["month", "verifier_id"], if_not_exists=True)
+    db.table("ledger").create_index(["verifier_id", "resident_id", "year", "status_confirmation"],
                               if_not_exists=True)
-    db["consents"].create(
+    db.table("consents").create(
         {
             "id": int,
             "resident_id": str,
@@ -198,12 +198,12 @@ def _v4_fees_and_consent(db: sqlite_utils.Database) -> None:
                       ("resident_id", "residents", "resident_id")],
         if_not_exists=True,
     )
-    db["consents"].create_index(["resident_id", "verifier_id", "service"], if_not_exists=True)
+    db.table("consents").create_index(["resident_id", "verifier_id", "service"], if_not_exists=True)
 
 
 def _v5_ocsp_signers(db: sqlite_utils.Database) -> None:
     """OCSP: the delegated responder certificates, one or more per CA generation."""
-    db["ocsp_signers"].create(
+    db.table("ocsp_signers").create(
         {
             "id": int,
             "ca_id": int,
@@ -219,7 +219,7 @@ def _v5_ocsp_signers(db: sqlite_utils.Database) -> None:
         foreign_keys=[("ca_id", "ca_generations", "id")],
         if_not_exists=True,
     )
-    db["ocsp_signers"].create_index(["ca_id", "not_after"], if_not_exists=True)
+    db.table("ocsp_signers").create_index(["ca_id", "not_after"], if_not_exists=True)
 
 
 def _v6_crl_state(db: sqlite_utils.Database) -> None:
@@ -229,7 +229,7 @@ def _v6_crl_state(db: sqlite_utils.Database) -> None:
     reserved, `published_number` the last one published, `idp` the hex DER of the scope's
     IssuingDistributionPoint ('' for the full CRL), which must never change for a URL.
     """
-    db["crl_state"].create(
+    db.table("crl_state").create(
         {
             "ca_id": int,
             "partition": str,
@@ -273,8 +273,8 @@ def _v7_key_rotation(db: sqlite_utils.Database) -> None:
     A retired generation (every certificate it issued has expired, its key archived) no longer
     signs CRLs or responder certificates; `retired_at` says since when.
     """
-    db["ca_generations"].add_column("retired_at", int)
-    db["ca_links"].create(
+    db.table("ca_generations").add_column("retired_at", int)
+    db.table("ca_links").create(
         {
             "id": int,
             "kind": str,
@@ -293,7 +293,7 @@ def _v7_key_rotation(db: sqlite_utils.Database) -> None:
                       ("new_ca_id", "ca_generations", "id")],
         if_not_exists=True,
     )
-    db["ca_links"].create_index(["old_ca_id", "new_ca_id", "direction"], unique=True,
+    db.table("ca_links").create_index(["old_ca_id", "new_ca_id", "direction"], unique=True,
                                 if_not_exists=True)
 
 
@@ -303,13 +303,13 @@ def _v8_audit_checkpoints(db: sqlite_utils.Database) -> None:
     Only the public key is stored here: verifying needs no secret; signing needs the CA key
     backend, where the private audit key lives under the CA passphrase.
     """
-    db["audit_keys"].create(
+    db.table("audit_keys").create(
         {"id": int, "key_ref": str, "public_der": bytes, "fingerprint": str, "created_at": int},
         pk="id",
         not_null={"key_ref", "public_der", "fingerprint", "created_at"},
         if_not_exists=True,
     )
-    db["audit_checkpoints"].create(
+    db.table("audit_checkpoints").create(
         {"id": int, "key_id": int, "row_id": int, "head_hash": str, "at": int,
          "signature": bytes},
         pk="id",
@@ -327,7 +327,7 @@ def _v9_phone_certificates(db: sqlite_utils.Database) -> None:
     OCSP lookups); this table only marks them and keeps the link to the card, which a card
     renewal supersedes (`card_successor`, `card_superseded_at`) without revoking the phone.
     """
-    db["phone_certificates"].create(
+    db.table("phone_certificates").create(
         {"serial": str, "resident_id": str, "device": str, "card_serial": str,
          "issued_at": int, "card_successor": str, "card_superseded_at": int},
         pk="serial",
@@ -336,14 +336,14 @@ def _v9_phone_certificates(db: sqlite_utils.Database) -> None:
                       ("resident_id", "residents", "resident_id")],
         if_not_exists=True,
     )
-    db["phone_certificates"].create_index(["resident_id", "device"], if_not_exists=True)
-    db["phone_certificates"].create_index(["card_serial"], if_not_exists=True)
+    db.table("phone_certificates").create_index(["resident_id", "device"], if_not_exists=True)
+    db.table("phone_certificates").create_index(["card_serial"], if_not_exists=True)
 
 
 def _v10_signed_consents(db: sqlite_utils.Database) -> None:
     """The evidence of consents the resident signed (linkage/signed_consent.py): the CMS as
     received, the statement's SHA-256 (unique: a replay is refused), the signer and times."""
-    db["signed_consents"].create(
+    db.table("signed_consents").create(
         {"id": int, "resident_id": str, "verifier_id": int, "consent_id": int, "action": str,
          "service": str, "statement_sha256": str, "signer_serial": str, "signed_at": int,
          "received_at": int, "cms": bytes},
@@ -354,7 +354,7 @@ def _v10_signed_consents(db: sqlite_utils.Database) -> None:
                       ("resident_id", "residents", "resident_id")],
         if_not_exists=True,
     )
-    db["signed_consents"].create_index(["statement_sha256"], unique=True, if_not_exists=True)
+    db.table("signed_consents").create_index(["statement_sha256"], unique=True, if_not_exists=True)
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
@@ -364,7 +364,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
-    if not db["schema_migrations"].exists():
+    if not db.table("schema_migrations").exists():
         return 0
     row = next(db.query("SELECT MAX(version) AS v FROM schema_migrations"))
     return int(row["v"] or 0)

@@ -29,7 +29,7 @@ def token_hash(token: str) -> str:
     return tokens.digest(token)
 
 
-def fingerprint(cert_der: bytes) -> str:
+def certificate_fingerprint(cert_der: bytes) -> str:
     """SHA-256 of the DER certificate: how a request signer is matched to a verifier."""
     return hashlib.sha256(cert_der).hexdigest()
 
@@ -118,7 +118,7 @@ def add_signer(store: Store, clock: Clock, name: str, certificate: x509.Certific
     """Register a certificate whose signed OCSP requests identify this verifier."""
     verifier = require(store, name)
     der = certificate.public_bytes(Encoding.DER)
-    digest = fingerprint(der)
+    digest = certificate_fingerprint(der)
     with store.transaction() as conn:
         if conn.execute("SELECT 1 FROM verifier_signers WHERE fingerprint = ?",
                         (digest,)).fetchone():

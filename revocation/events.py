@@ -25,7 +25,7 @@ from registry.facts import Facts
 from registry.logtext import untrusted
 from registry.store import Store
 from revocation.jsonlines import BadLine
-from revocation.policy import EVENT_TYPES, REVOCATION_POLICY, Rule, Scope
+from revocation.policy import EVENT_TYPES, REVOCATION_POLICY, RevocationRule, Scope
 
 log = logging.getLogger("jpki.events")
 EVENT_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -171,7 +171,7 @@ def _parse_event(raw: Any, clock: Clock) -> Event:
                  device)
 
 
-def _revokes(rule: Rule, kind: CertKind, device: str | None, event: Event,
+def _revokes(rule: RevocationRule, kind: CertKind, device: str | None, event: Event,
              facts_differ: bool) -> bool:
     """The policy cell for one certificate: card or phone (`device`), signature or not."""
     if device is None:
@@ -270,7 +270,7 @@ class EventApplier:
         return outcome
 
     @staticmethod
-    def _note(event: Event, rule: Rule, live: list[certificates.CertificateRecord],
+    def _note(event: Event, rule: RevocationRule, live: list[certificates.CertificateRecord],
               revoked: list[dict[str, str]], facts_differ: bool,
               device_of: dict[str, str]) -> str:
         if not live:

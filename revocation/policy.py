@@ -58,7 +58,7 @@ class Scope(Enum):
 
 
 @dataclass(frozen=True)
-class Rule:
+class RevocationRule:
     """One row: the scope for each of the four certificate kinds a resident can hold."""
 
     signature: Scope
@@ -71,19 +71,19 @@ class Rule:
 
 
 A, N = Scope.ALWAYS, Scope.NEVER
-REVOCATION_POLICY: dict[str, Rule] = {
+REVOCATION_POLICY: dict[str, RevocationRule] = {
     # columns: card signature, card authentication, phone signature, phone authentication
-    "change": Rule(Scope.IF_FACTS_DIFFER, N, Scope.IF_FACTS_DIFFER, N,
+    "change": RevocationRule(Scope.IF_FACTS_DIFFER, N, Scope.IF_FACTS_DIFFER, N,
                    Reason.affiliationChanged, updates_facts=True),
-    "emigration_keep_card": Rule(A, N, A, N, Reason.affiliationChanged),
-    "deletion": Rule(A, A, A, A, Reason.cessationOfOperation),
-    "stop_request": Rule(A, A, A, A, Reason.cessationOfOperation),
-    "card_lost": Rule(A, A, N, N, Reason.certificateHold),
-    "key_compromise": Rule(A, A, A, A, Reason.keyCompromise),
-    "record_error": Rule(A, Scope.IF_OWN_CONTENTS_WRONG, A, Scope.IF_OWN_CONTENTS_WRONG,
+    "emigration_keep_card": RevocationRule(A, N, A, N, Reason.affiliationChanged),
+    "deletion": RevocationRule(A, A, A, A, Reason.cessationOfOperation),
+    "stop_request": RevocationRule(A, A, A, A, Reason.cessationOfOperation),
+    "card_lost": RevocationRule(A, A, N, N, Reason.certificateHold),
+    "key_compromise": RevocationRule(A, A, A, A, Reason.keyCompromise),
+    "record_error": RevocationRule(A, Scope.IF_OWN_CONTENTS_WRONG, A, Scope.IF_OWN_CONTENTS_WRONG,
                          Reason.affiliationChanged),
-    "destroyed_before_delivery": Rule(A, A, A, A, Reason.unspecified),
-    "phone_lost": Rule(N, N, Scope.IF_NAMED_DEVICE, Scope.IF_NAMED_DEVICE,
+    "destroyed_before_delivery": RevocationRule(A, A, A, A, Reason.unspecified),
+    "phone_lost": RevocationRule(N, N, Scope.IF_NAMED_DEVICE, Scope.IF_NAMED_DEVICE,
                        Reason.certificateHold, names_device=True),
 }
 

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from ca import authority
+from ca.kinds import CertKind
 from jpki.commands.crl import ProgressBar
+from registry.store import Store
 from tests.helpers import Daemon, Signer, jpki
 
 
@@ -92,11 +95,23 @@ def test_signer_publishes_missing_crls_at_start(daemon: Daemon) -> None:
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            status = get(daemon.url + "/crl/sign/g1/full.crl")[0]
-            if status == 200 and get(daemon.url + "/crl/auth/g1/full.crl")[0] == 200:
+            sign_status, _, sign_body = get(daemon.url + "/crl/sign/g1/full.crl")
+            auth_status, _, auth_body = get(daemon.url + "/crl/auth/g1/full.crl")
+            if sign_status == 200 and auth_status == 200:
                 break
             time.sleep(0.1)
-        assert status == 200
+        # both CRLs waited for are served, and each is a CRL of its own CA
+        assert (sign_status, auth_status) == (200, 200)
+        store = Store.open(daemon.data_dir)
+        try:
+            cas = {ca.kind: ca for ca in authority.generations(store) if ca.generation == 1}
+        finally:
+            store.close()
+        for body, kind in ((sign_body, CertKind.SIGNATURE),
+                           (auth_body, CertKind.AUTHENTICATION)):
+            crl = x509.load_der_x509_crl(body)
+            assert crl.issuer == cas[kind].certificate.subject
+            assert crl.is_signature_valid(cas[kind].certificate.public_key())
         assert json.loads(get(daemon.url + "/healthz")[2]) == {"status": "ok"}
     finally:
         signer.stop()

@@ -39,8 +39,8 @@ from ocsp.presign import make_cert_id
 from ocsp.responder import Responder
 from registry.clock import FrozenClock
 from tests.helpers import Daemon, jpki, openssl
+from tests.ocsp_support import build, data_clock
 from tests.stack import running
-from tests.test_ocsp_sources import build
 from tests.test_revocation_events import event, issue
 
 OCSP_REQUEST = {"Content-Type": "application/ocsp-request"}
@@ -253,7 +253,7 @@ async def test_a_refused_big_key_request_costs_a_fraction_of_a_millisecond(
                   "--address", "東京都新宿区西新宿二丁目8番1号", "--municipality-code", "13104",
                   "--sign-pin", "abc12345", "--auth-pin", "1234")
     assert issued.code == 0, issued.err
-    responder = build(data_dir, FrozenClock(datetime.now(UTC)))
+    responder = build(data_dir, data_clock(data_dir))
     try:
         plain = plain_request(responder, CertKind.SIGNATURE, issued.json["signature"]["serial"])
         rng = random.Random(2)
@@ -382,7 +382,7 @@ async def test_cert_id_hash_parameters_other_than_null_are_malformed(
     """Found by tests/test_fuzz_ocsp.py: a CertID's hash parameters were parsed only when the
     answer echoing it was encoded, so a [0] or an OCTET STRING there was an internalError
     with a traceback on the several-CertID (asn1crypto) path."""
-    responder = build(data_dir, FrozenClock(datetime.now(UTC)))
+    responder = build(data_dir, data_clock(data_dir))
     try:
         issuer = next(i for i in responder.issuers.issuers if i.ca.kind is CertKind.SIGNATURE)
         cert_ids = [ocsp.CertId.load(make_cert_id(issuer, "sha1", serial).der)

@@ -1,10 +1,14 @@
-"""The layers of the responder, each driven alone in-process with a frozen clock (no mocks)."""
+"""The layers of the responder, each driven alone in-process with a frozen clock (no mocks).
+
+The clock is built from the data directory's own times (`data_clock`), never read from the
+wall clock: what a test asserts about an answer's times is relative to that clock.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,15 +21,9 @@ from httpapi.arrivals import Arrivals
 from jpki.context import Context
 from jpki.settings import load_settings
 from jpki.wiring import responder_policy
-from ocsp.auth import VerifierDirectory
-from ocsp.cache import PresignedCache
 from ocsp.errors import TryLater, Unauthorized
-from ocsp.issuers import IssuerIndex
-from ocsp.live import AnswerPolicy
-from ocsp.meter import NoMeter
 from ocsp.presign import make_cert_id
 from ocsp.responder import Responder
-from ocsp.signing import SigningPool
 from ocsp.watch import RegistryWatch
 from registry import certificates
 from registry.clock import FrozenClock
@@ -33,6 +31,7 @@ from registry.reasons import Reason
 from registry.store import Store
 from registry.verifiers import Verifier
 from tests.helpers import CONFIG
+from tests.ocsp_support import build, data_clock
 
 
 class RecordingMeter:
@@ -43,21 +42,6 @@ class RecordingMeter:
                      at: datetime, *, status_confirmation: bool = False) -> None:
         for kind, serial in answered:
             self.calls.append((verifier.name if verifier else None, kind, serial))
-
-
-def build(data_dir: Path, clock: FrozenClock, *, anonymous: bool = True,
-          meter: object | None = None, queue_limit: int = 16,
-          arrivals: Arrivals | None = None) -> Responder:
-    context = Context(load_settings(CONFIG, data_dir), clock)
-    store = Store.open(data_dir)
-    return Responder(
-        store=store, issuers=IssuerIndex(store, context.responder_keys, ("sha1", "sha256")),
-        cache=PresignedCache(1000), pool=SigningPool(2, queue_limit),
-        directory=VerifierDirectory(store, anonymous), meter=meter or NoMeter(),  # type: ignore[arg-type]
-        clock=clock,
-        policy=AnswerPolicy(timedelta(hours=24), 0.5, frozenset({"sha1", "sha256"})),
-        arrivals=arrivals,
-    )
 
 
 def request_for(responder: Responder, kind: CertKind, serial: str, algorithm: str = "sha1"
@@ -74,7 +58,7 @@ def single(der: bytes) -> ocsp.SingleResponse:
 
 async def test_in_process_revocation_drops_the_cached_answer(data_dir: Path, issued: dict,
                                                             context: Context) -> None:
-    clock = FrozenClock(datetime.now(UTC))
+    clock = data_clock(data_dir)
     meter = RecordingMeter()
     responder = build(data_dir, clock, meter=meter)
     serial = issued["signature"]["serial"]
@@ -94,7 +78,7 @@ async def test_in_process_revocation_drops_the_cached_answer(data_dir: Path, iss
 
 async def test_stale_answers_are_resigned_and_next_update_respects_the_signer(
         data_dir: Path, issued: dict) -> None:
-    clock = FrozenClock(datetime.now(UTC))
+    clock = data_clock(data_dir)
     responder = build(data_dir, clock)
     body = request_for(responder, CertKind.AUTHENTICATION, issued["authentication"]["serial"],
                        "sha256")
@@ -120,8 +104,9 @@ async def test_stale_answers_are_resigned_and_next_update_respects_the_signer(
 
 def test_responder_certificates_are_renewed_before_expiry(context: Context) -> None:
     keys, policy = context.responder_keys, responder_policy(context.settings)
-    assert responders.ensure(context.store, context.keys, keys, context.clock, policy) == []
-    later = FrozenClock(datetime.now(UTC) + timedelta(days=policy.validity_days
+    start = data_clock(context.settings.data_dir)
+    assert responders.ensure(context.store, context.keys, keys, start, policy) == []
+    later = FrozenClock(start() + timedelta(days=policy.validity_days
                                                      - policy.renew_before_days + 1))
     renewed = responders.ensure(context.store, context.keys, keys, later, policy)
     assert len(renewed) == len(authority.generations(context.store))
@@ -132,7 +117,7 @@ def test_responder_certificates_are_renewed_before_expiry(context: Context) -> N
 
 
 async def test_anonymous_setting_and_bounded_live_signing(data_dir: Path, issued: dict) -> None:
-    clock = FrozenClock(datetime.now(UTC))
+    clock = data_clock(data_dir)
     closed = build(data_dir, clock, anonymous=False)
     body = request_for(closed, CertKind.SIGNATURE, issued["signature"]["serial"])
     with pytest.raises(Unauthorized):
@@ -148,13 +133,14 @@ async def test_anonymous_setting_and_bounded_live_signing(data_dir: Path, issued
 
 
 def test_fast_parser_agrees_with_the_full_parser(env_requests: list[bytes]) -> None:
-    from ocsp.request import parse, parse_fast
+    # the two paths inside parse_request, compared directly: private on purpose
+    from ocsp.request import _parse_fast, _parse_full
 
     allowed = frozenset({"sha1", "sha256"})
     for der in env_requests:
-        fast = parse_fast(der, allowed)
+        fast = _parse_fast(der, allowed)
         assert fast is not None
-        assert fast == parse(der, allowed)
+        assert fast == _parse_full(der, allowed)
 
 
 @pytest.fixture
@@ -192,7 +178,7 @@ async def test_live_answers_read_a_memoized_status_that_a_revocation_elsewhere_d
     """The status memo spares the signing threads a database read, and is never stale: a
     revocation committed on another connection (another process, for the responder) is in
     the very next nonce answer, once a byte of that request has arrived."""
-    clock = FrozenClock(datetime.now(UTC))
+    clock = data_clock(data_dir)
     arrivals = Arrivals()
     arrivals.counting = True  # as httpapi/deadline.listen() sets it
     responder = build(data_dir, clock, arrivals=arrivals)
@@ -229,7 +215,7 @@ def test_a_freshness_proof_covers_exactly_the_requests_that_arrived_before_it(
     try:
         arrivals.count += 1
         assert watch.poll() is None  # a first proof: nothing changed
-        certificates.revoke(other, FrozenClock(datetime.now(UTC)), issued["signature"]["serial"],
+        certificates.revoke(other, data_clock(data_dir), issued["signature"]["serial"],
                             Reason.superseded, actor="test")
         # No byte arrived since the proof: whatever is being handled arrived before the
         # commit, and the proof still holds for it.
@@ -243,7 +229,7 @@ def test_a_freshness_proof_covers_exactly_the_requests_that_arrived_before_it(
         # proves afresh, although the count never moves.
         uncounted = RegistryWatch(store.conn, Arrivals())
         assert uncounted.poll() is None
-        certificates.revoke(other, FrozenClock(datetime.now(UTC)),
+        certificates.revoke(other, data_clock(data_dir),
                             issued["authentication"]["serial"], Reason.superseded, actor="test")
         assert uncounted.poll() is not None
     finally:

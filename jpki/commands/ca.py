@@ -11,6 +11,8 @@ import getpass
 import os
 import re
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from ca import rotation
 from ca import status as ca_status
@@ -51,7 +53,8 @@ def add_operator_options(parser: argparse.ArgumentParser, default_reason: str) -
                         help=f"why, for the audit log (default: {default_reason!r})")
 
 
-def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+             parent: argparse.ArgumentParser) -> None:
     ca = subparsers.add_parser("ca", parents=[parent], help="CA generations and their keys")
     ca_sub = ca.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -158,7 +161,8 @@ def cmd_status(context: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(items: list[dict], links: list[dict]) -> None:
+def _print_table(items: list[dict[str, Any]], links: list[dict[str, Any]]) -> None:
+    columns: list[tuple[str, Callable[[dict[str, Any]], str]]]
     columns = [("CA", lambda g: f"{g['kind']} g{g['generation']}{' *' if g['current'] else ''}"),
                ("STATE", lambda g: g["state"]),
                ("FINGERPRINT", lambda g: g["fingerprint"][:23] + "…"),

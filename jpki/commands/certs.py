@@ -50,7 +50,8 @@ def _resident_flags(parser: argparse.ArgumentParser) -> None:
                         " issuance, 5th for minors)")
 
 
-def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+             parent: argparse.ArgumentParser) -> None:
     issue = subparsers.add_parser(
         "issue", parents=[parent], help="issue a signature + authentication pair",
         description="Generate two key pairs, issue the linked pair under the current CA"

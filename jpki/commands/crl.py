@@ -34,7 +34,8 @@ class ProgressBar:
         self.stream.flush()
 
 
-def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+             parent: argparse.ArgumentParser) -> None:
     crl = subparsers.add_parser("crl", parents=[parent], help="certificate revocation lists")
     crl_sub = crl.add_subparsers(dest="action", required=True, metavar="ACTION")
     generate = crl_sub.add_parser(

@@ -17,7 +17,8 @@ from revocation.events import EventApplier
 from revocation.policy import EVENT_TYPES
 
 
-def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+             parent: argparse.ArgumentParser) -> None:
     events = subparsers.add_parser("events", parents=[parent],
                                    help="apply resident-register events")
     events_sub = events.add_subparsers(dest="action", required=True, metavar="ACTION")

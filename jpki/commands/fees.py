@@ -11,7 +11,8 @@ from jpki.output import print_json
 from registry import consents, verifiers
 
 
-def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+             parent: argparse.ArgumentParser) -> None:
     fees = subparsers.add_parser("fees", parents=[parent], help="invoices and usage")
     fees_sub = fees.add_subparsers(dest="action", required=True, metavar="ACTION")
     inv = fees_sub.add_parser(

@@ -15,7 +15,8 @@ from registry import verifiers
 from registry.errors import InvalidInput
 
 
-def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+             parent: argparse.ArgumentParser) -> None:
     ver = subparsers.add_parser("verifier", parents=[parent],
                                 help="registered verifiers (who may query OCSP)")
     ver_sub = ver.add_subparsers(dest="action", required=True, metavar="ACTION")

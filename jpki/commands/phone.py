@@ -17,7 +17,8 @@ from registry import phones
 from registry.errors import InvalidInput
 
 
-def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+             parent: argparse.ArgumentParser) -> None:
     phone = subparsers.add_parser("phone", parents=[parent],
                                   help="smartphone certificates (a pair per device kind)")
     phone_sub = phone.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -9,7 +9,8 @@ import threading
 from jpki.context import Context
 
 
-def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+             parent: argparse.ArgumentParser) -> None:
     serve = subparsers.add_parser(
         "serve", parents=[parent], help="run the network daemon (OCSP, CRLs, linkage, events)",
         description="Serve OCSP (delegated responder keys), CRL and CA distribution, linkage,"

@@ -15,7 +15,8 @@ from registry import audit, municipalities
 from registry.clock import iso
 
 
-def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+             parent: argparse.ArgumentParser) -> None:
     init = subparsers.add_parser(
         "init", parents=[parent], help="create generation 1 of both CAs (idempotent)",
         description="Create the data directory, the municipality table and generation 1 of the"
