@@ -7,7 +7,8 @@ Unchanged partitions are re-signed anyway: a verifier needs a fresh nextUpdate e
 Partition CRLs are signed by pyca/cryptography, in a pool of worker processes when the CA has
 many revoked entries; the full CRL of the generation (no IssuingDistributionPoint, so it also
 covers the self-signed CA certificate that `openssl verify -crl_check_all` checks; PEERS.md) is
-assembled from the partitions' encoded entries (crl.assembly), so no entry is built twice.
+streamed from the same cached encodings (crl.assembly, crl.partitions.stream_crl), so no entry
+is built twice and no CRL is held in memory.
 A run for one partition (an urgent revocation) publishes that partition and the full CRL; the
 full CRL still has to list every partition's current entries, so they are all rebuilt.
 """
@@ -175,26 +176,30 @@ class Generator:
         numbers = self.publisher.reserve_many(ca, [job.partition for job in jobs if job.number])
         jobs = [replace(job, number=numbers.get(job.partition, 0)) for job in jobs]
         results: list[Published] = []
-        contents: list[bytes] = []
-        count = 0
         for result in self._sign_partitions(ca, jobs):
-            contents.append(assembly.revoked_contents(result.der))
-            count += result.entries
-            if result.number:
-                staged = self.publisher.stage(ca, result.partition, result.der, result.entries)
+            if result.written is not None:
+                staged = self.publisher.adopt(ca, result.written, result.entries)
                 results.append(self.publisher.commit(staged, result.duration_ms))
             step(f"{ca.label}/{result.partition}")
         number = self.publisher.reserve(ca, FULL)
-        der = assembly.signed_crl(ca, ca.private_key(self.keys), number=number, this_update=now,
-                                next_update=next_update, contents=contents)
-        del contents
-        staged = self.publisher.stage(ca, FULL, der, count)
+        frame = assembly.CRLFrame.make(ca, number=number, this_update=now,
+                                       next_update=next_update,
+                                       freshest_url=self._freshest_url(ca, FULL))
+        written, count = partitions.stream_crl(
+            self.store, self.publisher.data_dir, ca, ca.private_key(self.keys), scope=FULL,
+            partition=None, cutoff=self.cutoff(now), frame=frame, number=number,
+            this_update=now, next_update=next_update, idp=None)
+        staged = self.publisher.adopt(ca, written, count)
         results.append(self.publisher.commit(
             staged, int((time.perf_counter() - started) * 1000)))
         step(f"{ca.label}/{FULL}")
         log.info("generated CRLs of %s: %d partition(s) published, full CRL %d entries,"
                  " %.1f s", ca.label, len(results) - 1, count, time.perf_counter() - started)
         return results
+
+    def _freshest_url(self, ca: CAGeneration, scope: str) -> str | None:
+        """The delta CRL's URL for a complete CRL (RFC 5280 §5.2.6), when deltas are on."""
+        return None
 
     def _municipality(self, ca: CAGeneration, code: str) -> municipalities.Municipality | None:
         if not self._known_municipality(code):
@@ -212,7 +217,8 @@ class Generator:
         # revocation); a daily run reads cached encodings and is fastest in-process.
         uncached = entries.uncached_count(self.store, ca.id)
         if workers <= 1 or uncached < self.policy.parallel_threshold or len(jobs) < 2:
-            signer = PartitionSigner(self.store, ca, ca.private_key(self.keys))
+            signer = PartitionSigner(self.store, self.publisher.data_dir, ca,
+                                     ca.private_key(self.keys))
             for job in jobs:
                 yield signer.sign(job)
             return
