@@ -43,6 +43,8 @@ class LeafRequest:
     not_before: datetime
     not_after: datetime
     facts: Facts | None  # signature certificates only
+    # The CRL partition fixed at issuance (registry/shards.py); None: the municipality code.
+    partition: str | None = None
 
 
 def issuance_id(municipality_code: str) -> str:
@@ -176,7 +178,8 @@ def build_leaf(request: LeafRequest, ca: CAGeneration, ca_key: PrivateKey, *, se
                 [
                     x509.DistributionPoint(
                         full_name=distribution_point_names(
-                            kind, ca.generation, request.municipality, base_url
+                            kind, ca.generation, request.municipality, base_url,
+                            request.partition,
                         ),
                         relative_name=None,
                         reasons=None,

@@ -32,7 +32,7 @@ from ca.kinds import CertKind
 from crl import assembly, builder, entries, partitions
 from crl.partitions import PartitionJob, PartitionResult, PartitionSigner
 from crl.publisher import FULL, Published, Publisher
-from registry import municipalities
+from registry import municipalities, shards
 from registry.clock import Clock, epoch
 from registry.datadir import create_private_file, make_private_dirs
 from registry.errors import InvalidInput, NotFound
@@ -100,9 +100,9 @@ class Generator:
                 oldest = value if oldest is None else min(oldest, value)
         return oldest
 
-    def _known_municipality(self, code: str) -> bool:
+    def _known_municipality(self, partition: str) -> bool:
         row = self.store.conn.execute("SELECT 1 FROM municipalities WHERE code = ?",
-                                      (code,)).fetchone()
+                                      (shards.municipality_of(partition),)).fetchone()
         return row is not None
 
     def run(self, kind: CertKind | None = None, partition: str | None = None,
@@ -208,7 +208,7 @@ class Generator:
             log.warning("partition %s of %s is not in the municipality table; its entries"
                         " are published in the full CRL only", code, ca.label)
             return None
-        return municipalities.get(self.store, code)
+        return municipalities.get(self.store, shards.municipality_of(code))
 
     def _sign_partitions(self, ca: CAGeneration, jobs: list[PartitionJob]
                          ) -> Iterator[PartitionResult]:

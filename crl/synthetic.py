@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ca import authority
 from ca.kinds import CertKind
+from registry import shards
 from registry.clock import Clock, epoch
 from registry.errors import InvalidInput, NotInitialised
 from registry.reasons import Reason
@@ -45,9 +46,11 @@ class PopulateReport:
 
 def populate(store: Store, clock: Clock, *, residents: int, revoked_fraction: float,
              kinds: list[CertKind], seed: int = 1, prefix: str = "demo",
-             progress: Callable[[int, int], None] | None = None) -> PopulateReport:
+             progress: Callable[[int, int], None] | None = None,
+             shard_capacity: int = shards.DEFAULT_CAPACITY) -> PopulateReport:
     """Add `residents` synthetic residents, one certificate per kind each, under the current
-    generation of each CA; a `revoked_fraction` of those certificates is revoked."""
+    generation of each CA; a `revoked_fraction` of those certificates is revoked. Each
+    certificate gets its CRL shard as issuance would give it (registry/shards.py)."""
     if residents < 0:
         raise InvalidInput("must not be negative", field="residents")
     if not 0.0 <= revoked_fraction <= 1.0:
@@ -68,7 +71,9 @@ def populate(store: Store, clock: Clock, *, residents: int, revoked_fraction: fl
     for start in range(0, residents, BATCH):
         count = min(BATCH, residents - start)
         resident_rows = []
-        cert_rows = []
+        cert_rows: list[list[object]] = []
+        # (CA id, municipality) -> indexes into cert_rows, to number their shard places
+        places: dict[tuple[int, str], list[int]] = {}
         for index in range(taken + start, taken + start + count):
             resident_id = f"{prefix}-{index:09d}"
             code = codes[rng.randrange(len(codes))]
@@ -85,12 +90,17 @@ def populate(store: Store, clock: Clock, *, residents: int, revoked_fraction: fl
                     revoked_at = rng.randrange(not_before, now + 1)
                     revoked_total += 1
                 serial = format(rng.getrandbits(63) | (1 << 63), "x")
-                cert_rows.append((serial, kind.value, ca.id, resident_id,
+                places.setdefault((ca.id, code), []).append(len(cert_rows))
+                cert_rows.append([serial, kind.value, ca.id, resident_id,
                                   f"{code}{rng.randrange(10**15):015d}", code, not_before,
                                   not_after, not_before, "revoked" if revoked else "good",
                                   revoked_at if revoked else None,
-                                  int(reason) if revoked else None))
+                                  int(reason) if revoked else None])
         with store.transaction() as conn:
+            for (ca_id, code), indexes in places.items():
+                assigned = shards.assign_many(conn, ca_id, code, len(indexes), shard_capacity)
+                for index, partition in zip(indexes, assigned, strict=True):
+                    cert_rows[index][5] = partition
             conn.executemany(
                 "INSERT INTO residents (resident_id, name, dob, sex, address, municipality_code,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", resident_rows)

@@ -110,5 +110,7 @@ def routes(data_dir: Path, clock: Clock, meter: DownloadMeter | None = None
         return web.Response(body=served.body, content_type=CONTENT_TYPE, headers=headers)
 
     # The generation's digits are bounded: a 300-digit one made a file name too long for
-    # os.stat (500). The CRL files' names are exactly these, nothing else is looked up.
-    return [web.get(r"/crl/{kind}/g{generation:\d{1,9}}/{name:\d{5}|full}.crl", serve)]
+    # os.stat (500). The CRL files' names are exactly these, nothing else is looked up: a
+    # municipality code with its shard (registry/shards.py) or "full", each with its delta.
+    return [web.get(r"/crl/{kind}/g{generation:\d{1,9}}"
+                    r"/{name:(?:\d{5}(?:-\d{1,6})?|full)(?:\.delta)?}.crl", serve)]

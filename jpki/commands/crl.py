@@ -12,6 +12,7 @@ from crl import synthetic
 from jpki.context import Context
 from jpki.output import print_json
 from jpki.wiring import crl_generator
+from registry import shards
 
 
 class ProgressBar:
@@ -89,6 +90,8 @@ def cmd_populate(context: Context, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     report = synthetic.populate(context.store, context.clock, residents=args.residents,
                                 revoked_fraction=args.revoked_fraction, kinds=kinds,
-                                seed=args.seed, progress=lambda done, total: bar(done, total))
+                                seed=args.seed, progress=lambda done, total: bar(done, total),
+                                shard_capacity=shards.capacity(
+                                    context.settings.crl.max_partition_bytes))
     print_json({**report.to_json(), "seconds": round(time.perf_counter() - started, 3)})
     return 0
