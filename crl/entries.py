@@ -140,3 +140,17 @@ def cached(store: Store, ca_id: int, partition: str | None, cutoff: int
         yield CachedSpan(int(count), int(length), chunks())
     finally:
         conn.execute("COMMIT")
+
+
+def revoked_since(store: Store, ca_id: int, partition: str | None, after_seq: int,
+                  cutoff: int) -> list[Entry]:
+    """Revoked certificates of a scope (a partition, or the whole CA) whose revocation was
+    committed after state change `after_seq`: the entries of a delta CRL (RFC 5280 §5.2.4)."""
+    sql = ("SELECT c.serial, c.not_after, c.revoked_at, c.reason FROM certificates c"
+           " WHERE c.serial IN (SELECT serial FROM state_changes WHERE seq > ?)"
+           " AND c.ca_id = ? AND c.status = 'revoked' AND c.not_after >= ?")
+    params: tuple[object, ...] = (after_seq, ca_id, cutoff)
+    if partition is not None:
+        sql += " AND c.partition = ?"
+        params += (partition,)
+    return [Entry(*row) for row in store.conn.execute(sql + " ORDER BY c.serial", params)]

@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -29,10 +30,11 @@ from ca import authority
 from ca.authority import CAGeneration
 from ca.keybackend import KeyBackend
 from ca.kinds import CertKind
+from ca.urls import crl_delta_path
 from crl import assembly, builder, entries, partitions
 from crl.partitions import PartitionJob, PartitionResult, PartitionSigner
 from crl.publisher import FULL, Published, Publisher
-from registry import municipalities, shards
+from registry import certificates, municipalities, shards
 from registry.clock import Clock, epoch
 from registry.datadir import create_private_file, make_private_dirs
 from registry.errors import InvalidInput, NotFound
@@ -55,6 +57,8 @@ class CRLPolicy:
     # "spawn" wherever threads run (the daemon: forking a threaded process is unsafe);
     # the single-threaded CLI may use "fork", which starts workers in milliseconds.
     start_method: str = "spawn"
+    # Delta CRLs (crl/delta.py) every this many minutes; 0: none, and no freshestCRL.
+    delta_interval_minutes: int = 0
 
 
 class Generator:
@@ -117,13 +121,19 @@ class Generator:
         an operator's `jpki crl generate` never interleave their numbers (a run that reserved
         a lower number would otherwise be refused at publication).
         """
+        with self.locked():
+            return self._run(kind, partition, progress, scopes)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """The run lock (also taken by delta runs, crl/delta.py, which share the numbers)."""
         lock_path = self.publisher.data_dir / "crl" / ".generate.lock"
         make_private_dirs(lock_path.parent)
         create_private_file(lock_path)
         with lock_path.open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                return self._run(kind, partition, progress, scopes)
+                yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -166,20 +176,24 @@ class Generator:
                     now: datetime, step: Callable[[str], None]) -> list[Published]:
         started = time.perf_counter()
         next_update = builder.next_update(now, self.policy.grace_hours, ca.not_after)
+        # Read before any entry is: every revocation after it is in the deltas (RFC 5280
+        # §5.2.4), some maybe in this base as well, which a delta may repeat.
+        watermark = certificates.last_change(self.store)
         jobs = []
         for code in known:
             publish = only is None or code in only
-            municipality = self._municipality(ca, code) if publish else None
+            municipality = self.municipality(ca, code) if publish else None
             jobs.append(PartitionJob(code, self.cutoff(now), now, next_update,
                                      1 if publish and municipality else 0, municipality,
-                                     self.policy.base_url))
+                                     self.policy.base_url, self._freshest_url(ca, code)))
         numbers = self.publisher.reserve_many(ca, [job.partition for job in jobs if job.number])
         jobs = [replace(job, number=numbers.get(job.partition, 0)) for job in jobs]
         results: list[Published] = []
         for result in self._sign_partitions(ca, jobs):
             if result.written is not None:
                 staged = self.publisher.adopt(ca, result.written, result.entries)
-                results.append(self.publisher.commit(staged, result.duration_ms))
+                results.append(self.publisher.commit(staged, result.duration_ms,
+                                                     watermark=watermark))
             step(f"{ca.label}/{result.partition}")
         number = self.publisher.reserve(ca, FULL)
         frame = assembly.CRLFrame.make(ca, number=number, this_update=now,
@@ -191,7 +205,7 @@ class Generator:
             this_update=now, next_update=next_update, idp=None)
         staged = self.publisher.adopt(ca, written, count)
         results.append(self.publisher.commit(
-            staged, int((time.perf_counter() - started) * 1000)))
+            staged, int((time.perf_counter() - started) * 1000), watermark=watermark))
         step(f"{ca.label}/{FULL}")
         log.info("generated CRLs of %s: %d partition(s) published, full CRL %d entries,"
                  " %.1f s", ca.label, len(results) - 1, count, time.perf_counter() - started)
@@ -199,9 +213,11 @@ class Generator:
 
     def _freshest_url(self, ca: CAGeneration, scope: str) -> str | None:
         """The delta CRL's URL for a complete CRL (RFC 5280 §5.2.6), when deltas are on."""
-        return None
+        if not self.policy.delta_interval_minutes:
+            return None
+        return self.policy.base_url + crl_delta_path(ca.kind, ca.generation, scope)
 
-    def _municipality(self, ca: CAGeneration, code: str) -> municipalities.Municipality | None:
+    def municipality(self, ca: CAGeneration, code: str) -> municipalities.Municipality | None:
         if not self._known_municipality(code):
             # Certificates name a partition the table no longer has: the DirectoryName of their
             # cRLDistributionPoints cannot be rebuilt; the full CRL still lists them.

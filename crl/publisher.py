@@ -23,7 +23,7 @@ from typing import BinaryIO
 from cryptography import x509
 
 from ca.authority import CAGeneration
-from ca.urls import crl_full_path, crl_partition_path
+from ca.urls import DELTA_SUFFIX, crl_full_path, crl_partition_path
 from registry.clock import Clock, epoch
 from registry.datadir import PRIVATE_FILE, make_private_dirs
 from registry.errors import Conflict
@@ -218,8 +218,25 @@ class Publisher:
                       written.sha256, written.temporary, written.target, written.this_update,
                       written.next_update, entries)
 
-    def commit(self, staged: Staged, duration_ms: int = 0) -> Published:
-        """Serve the staged CRL (atomic rename), keep it in history, record the state."""
+    def reserve_delta(self, ca: CAGeneration, scope: str) -> int:
+        """Commit and return the next number of a complete CRL's sequence for its delta CRL
+        (RFC 5280 §5.2.3: a delta and its base share one sequence per scope), and make the
+        delta's own state row (published at its own URL, `<scope>.delta`)."""
+        with self.store.transaction() as conn:
+            number = self.reserve(ca, scope)
+            conn.execute(
+                "INSERT INTO crl_state (ca_id, partition, number) VALUES (?, ?, ?)"
+                " ON CONFLICT(ca_id, partition) DO UPDATE SET number = excluded.number",
+                (ca.id, scope + DELTA_SUFFIX, number))
+        return number
+
+    def commit(self, staged: Staged, duration_ms: int = 0, *, watermark: int | None = None,
+               base_number: int | None = None) -> Published:
+        """Serve the staged CRL (atomic rename), keep it in history, record the state.
+
+        `watermark`: for a complete CRL, the last registry state change before its entries
+        were read (its delta lists the revocations after it); `base_number`: for a delta CRL,
+        the number of the complete CRL it updates."""
         history = staged.target.parent / HISTORY
         make_private_dirs(history)
         kept = history / f"{staged.target.name}.{staged.number}"
@@ -232,10 +249,11 @@ class Publisher:
             conn.execute(
                 "UPDATE crl_state SET published_number = ?, idp = ?, this_update = ?,"
                 " next_update = ?, entries = ?, size = ?, sha256 = ?, duration_ms = ?,"
-                " published_at = ? WHERE ca_id = ? AND partition = ?",
+                " published_at = ?, watermark = ?, base_number = ?"
+                " WHERE ca_id = ? AND partition = ?",
                 (staged.number, staged.idp, staged.this_update, staged.next_update,
                  staged.entries, size, staged.sha256, duration_ms,
-                 epoch(self.clock()), staged.ca.id, staged.partition),
+                 epoch(self.clock()), watermark, base_number, staged.ca.id, staged.partition),
             )
         self._prune(history, staged.target.name)
         log.debug("published CRL %s/%s number=%d entries=%d size=%d", staged.ca.label,
