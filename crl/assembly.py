@@ -166,10 +166,12 @@ class CRLFrame:
 
 @dataclass(frozen=True)
 class Streamed:
-    """What was written: the file's size and SHA-256."""
+    """What was written: the file's size and SHA-256, and where its entries lie in it."""
 
     size: int
     sha256: str
+    entries_offset: int
+    entries_length: int
 
 
 def write_streamed(out: BinaryIO, frame: CRLFrame, key: PrivateKey, entries_length: int,
@@ -203,6 +205,7 @@ def write_streamed(out: BinaryIO, frame: CRLFrame, key: PrivateKey, entries_leng
     emit(tbs_header)
     emit(frame.head)
     emit(revoked)
+    entries_offset = len(outer) + len(tbs_header) + len(frame.head) + len(revoked)
     written = 0
     for chunk in chunks:
         emit(chunk)
@@ -224,5 +227,5 @@ def write_streamed(out: BinaryIO, frame: CRLFrame, key: PrivateKey, entries_leng
         raise RuntimeError("the signature is not as long as the modulus")
     emit(algorithm, signed=False)
     emit(encoded_signature, signed=False)
-    return Streamed(total + len(outer), whole.hexdigest())
+    return Streamed(total + len(outer), whole.hexdigest(), entries_offset, entries_length)
 

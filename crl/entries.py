@@ -120,6 +120,14 @@ class CachedSpan:
     chunks: Iterator[bytes]
 
 
+def cached_size(store: Store, ca_id: int, partition: str, cutoff: int) -> tuple[int, int]:
+    """(entries, bytes) of a partition's cached encodings in scope."""
+    count, length = store.conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(length(der)), 0) FROM crl_entries WHERE ca_id = ?"
+        " AND partition = ? AND not_after >= ?", (ca_id, partition, cutoff)).fetchone()
+    return int(count), int(length)
+
+
 @contextmanager
 def cached(store: Store, ca_id: int, partition: str | None, cutoff: int
            ) -> Iterator[CachedSpan]:

@@ -33,7 +33,7 @@ from ca.kinds import CertKind
 from ca.urls import crl_delta_path
 from crl import assembly, builder, entries, partitions
 from crl.partitions import PartitionJob, PartitionResult, PartitionSigner
-from crl.publisher import FULL, Published, Publisher
+from crl.publisher import FULL, Published, Publisher, Written
 from registry import certificates, municipalities, shards
 from registry.clock import Clock, epoch
 from registry.datadir import create_private_file, make_private_dirs
@@ -189,8 +189,10 @@ class Generator:
         numbers = self.publisher.reserve_many(ca, [job.partition for job in jobs if job.number])
         jobs = [replace(job, number=numbers.get(job.partition, 0)) for job in jobs]
         results: list[Published] = []
+        published: dict[str, tuple[Written, int]] = {}
         for result in self._sign_partitions(ca, jobs):
             if result.written is not None:
+                published[result.partition] = (result.written, result.entries)
                 staged = self.publisher.adopt(ca, result.written, result.entries)
                 results.append(self.publisher.commit(staged, result.duration_ms,
                                                      watermark=watermark))
@@ -199,10 +201,11 @@ class Generator:
         frame = assembly.CRLFrame.make(ca, number=number, this_update=now,
                                        next_update=next_update,
                                        freshest_url=self._freshest_url(ca, FULL))
-        written, count = partitions.stream_crl(
-            self.store, self.publisher.data_dir, ca, ca.private_key(self.keys), scope=FULL,
-            partition=None, cutoff=self.cutoff(now), frame=frame, number=number,
-            this_update=now, next_update=next_update, idp=None)
+        written, count = partitions.stream_full(
+            self.store, self.publisher.data_dir, ca, ca.private_key(self.keys),
+            order=[job.partition for job in jobs], published=published,
+            cutoff=self.cutoff(now), frame=frame, number=number, this_update=now,
+            next_update=next_update)
         staged = self.publisher.adopt(ca, written, count)
         results.append(self.publisher.commit(
             staged, int((time.perf_counter() - started) * 1000), watermark=watermark))

@@ -14,7 +14,9 @@ own registry connection, caches the encodings it made, and loads the CA key once
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +29,7 @@ from ca.authority import CAGeneration
 from ca.keyaccess import open_backend
 from ca.keybackend import BackendSpec, PrivateKey
 from crl import assembly, builder, entries
+from crl.publisher import FULL as FULL_SCOPE
 from crl.publisher import Written, relative_path, staging_file, write_private
 from registry.clock import epoch
 from registry.municipalities import Municipality
@@ -76,7 +79,59 @@ def stream_crl(store: Store, data_dir: Path, ca: CAGeneration, key: PrivateKey, 
     streamed, count = made[0]
     return Written(scope, number, idp.public_bytes().hex() if idp is not None else "",
                    temporary, target, epoch(this_update), epoch(next_update), streamed.size,
-                   streamed.sha256), count
+                   streamed.sha256, streamed.entries_offset, streamed.entries_length), count
+
+
+def stream_full(store: Store, data_dir: Path, ca: CAGeneration, key: PrivateKey, *,
+                order: list[str], published: dict[str, tuple[Written, int]], cutoff: int,
+                frame: assembly.CRLFrame, number: int, this_update: datetime,
+                next_update: datetime) -> tuple[Written, int]:
+    """Write the full CRL: every partition's list, in `order`, taken from the partition CRL
+    this run just published (its entries lie contiguous in the file) or, for a partition not
+    published in this run, from the cache.
+
+    Runs hold the run lock and only runs write the cache, so a partition's cached list is the
+    one its CRL of this run was streamed from: the full CRL lists exactly the union of the
+    partitions' lists. `write_streamed` checks the announced length against what it wrote.
+    """
+    target = data_dir / relative_path(ca, FULL_SCOPE)
+    temporary = staging_file(target, number)
+    spans = {code: entries.cached_size(store, ca.id, code, cutoff)
+             for code in order if code not in published}
+    length = sum(item.entries_length for item, _count in published.values()) + \
+        sum(size for _count, size in spans.values())
+    count = sum(listed for _item, listed in published.values()) + \
+        sum(listed for listed, _size in spans.values())
+
+    def chunks() -> Iterator[bytes]:
+        for code in order:
+            if code in published:
+                yield from _file_chunks(published[code][0])
+            elif spans[code][0]:
+                with entries.cached(store, ca.id, code, cutoff) as span:
+                    yield from span.chunks
+    made: list[assembly.Streamed] = []
+    write_private(temporary, lambda handle: made.append(
+        assembly.write_streamed(handle, frame, key, length, chunks())))
+    streamed = made[0]
+    return Written(FULL_SCOPE, number, "", temporary, target, epoch(this_update),
+                   epoch(next_update), streamed.size, streamed.sha256, streamed.entries_offset,
+                   streamed.entries_length), count
+
+
+FILE_CHUNK = 1 << 20
+
+
+def _file_chunks(written: Written) -> Iterator[bytes]:
+    """The entries of a published partition CRL, read back from its file in 1 MiB chunks."""
+    with written.target.open("rb") as handle:
+        offset, end = written.entries_offset, written.entries_offset + written.entries_length
+        while offset < end:
+            chunk = os.pread(handle.fileno(), min(FILE_CHUNK, end - offset), offset)
+            if not chunk:
+                raise RuntimeError(f"{written.target} is shorter than when it was written")
+            yield chunk
+            offset += len(chunk)
 
 
 class PartitionSigner:

@@ -98,6 +98,8 @@ class Written:
     next_update: int
     size: int
     sha256: str
+    entries_offset: int = 0  # where the concatenated entries lie in the file
+    entries_length: int = 0
 
 
 def staging_file(target: Path, number: int) -> Path:
