@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from ca.authority import CAGeneration
@@ -51,36 +52,55 @@ class DeltaIssuer:
             " AND partition NOT LIKE ? ORDER BY partition", (ca.id, "%" + DELTA_SUFFIX))
         return [(str(scope), int(number), int(mark)) for scope, number, mark in rows]
 
-    def due(self) -> bool:
-        """Whether a delta is missing, names a base that is no longer served, or is older
-        than the interval."""
+    def _due(self, every: bool) -> list[tuple[CAGeneration, str, int, int]]:
+        """The complete CRLs whose delta is missing, names a base no longer served, or is
+        older than the interval (all of them with `every`)."""
         now = self.generator.clock()
         publisher = self.generator.publisher
+        due = []
         for ca in self.generator.live_generations(now):
-            for scope, number, _mark in self._bases(ca):
+            for scope, number, mark in self._bases(ca):
                 state = publisher.state(ca.id, scope + DELTA_SUFFIX)
-                if (state is None or state["published_number"] is None
+                if (every or state is None or state["published_number"] is None
                         or state["base_number"] != number
                         or int(state["this_update"]) + self.interval.total_seconds()  # type: ignore[call-overload]
                         <= epoch(now)):
-                    return True
-        return False
+                    due.append((ca, scope, number, mark))
+        return due
 
-    def tick(self) -> list[Published]:
-        return self.run() if self.due() else []
+    def due(self) -> bool:
+        return bool(self._due(every=False))
+
+    def tick(self, should_yield: Callable[[], bool] = lambda: False) -> list[Published]:
+        """Publish the deltas that are due, stopping early (the rest stay due) when
+        `should_yield` says more urgent work waits: the signer's urgent CRL runs must not
+        queue behind an hourly burst of deltas."""
+        return self._publish_all(self._due(every=False), should_yield)
 
     def run(self) -> list[Published]:
-        """Publish every delta now; all share one thisUpdate."""
+        """Publish every delta now."""
+        return self._publish_all(self._due(every=True), lambda: False)
+
+    def _publish_all(self, due: list[tuple[CAGeneration, str, int, int]],
+                     should_yield: Callable[[], bool]) -> list[Published]:
+        results: list[Published] = []
+        if not due:
+            return results
         with self.generator.locked():
             now = self.generator.clock().replace(microsecond=0)
-            results: list[Published] = []
-            for ca in self.generator.live_generations(now):
-                for scope, number, mark in self._bases(ca):
-                    results.append(self._publish(ca, scope, number, mark, now))
-            if results:
-                log.info("published %d delta CRL(s), %d entries in all", len(results),
-                         sum(r.entries for r in results))
-            return results
+            for ca, scope, number, mark in due:
+                if should_yield():
+                    break
+                # The base may have been re-issued since `due` was read: name the served one.
+                state = self.generator.publisher.state(ca.id, scope)
+                if state is not None and state["published_number"] is not None:
+                    number = int(state["published_number"])  # type: ignore[call-overload]
+                    mark = int(state["watermark"])  # type: ignore[call-overload]
+                results.append(self._publish(ca, scope, number, mark, now))
+        if results:
+            log.info("published %d delta CRL(s), %d entries in all", len(results),
+                     sum(r.entries for r in results))
+        return results
 
     def _publish(self, ca: CAGeneration, scope: str, base_number: int, watermark: int,
                  now: datetime) -> Published:

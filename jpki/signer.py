@@ -109,13 +109,19 @@ class SignerProcess:
             self._guard("daily CRL run", self._daily)
         if self.deltas is not None and now >= self._next_delta:
             self._next_delta = now + DELTA_CHECK_SECONDS
-            self._guard("delta CRLs", self.deltas.tick)
+            deltas = self.deltas
+            self._guard("delta CRLs", lambda: deltas.tick(self._revocations_waiting))
         if self.settings.ocsp.auto_renew and now >= self._next_renewal:
             self._next_renewal = now + self.settings.ocsp.renew_check_minutes * 60
             self._guard("responder renewal", self._renew)
         if now >= self._next_checkpoint:
             self._next_checkpoint = now + self.settings.signer.checkpoint_seconds
             self._guard("audit checkpoint", self._checkpoint)
+
+    def _revocations_waiting(self) -> bool:
+        """A revocation committed since this pass began, or one already waiting: deltas
+        give way to the urgent run (`PRAGMA data_version` is one cheap read)."""
+        return self.urgent.pending or self._data_version() != self._version
 
     def _daily(self) -> None:
         if self.daily.tick():
