@@ -104,8 +104,8 @@ crl: init ## generate and publish every CRL now (an urgent revocation)
 invoice: init ## last month's invoices (MONTH=YYYY-MM to choose)
 	$(JPKI) fees invoice --month $${MONTH:-$$(date -d "$$(date +%Y-%m-01) -1 day" +%Y-%m)}
 
-bench-crl: venv ## full-CRL generation vs openssl ca -gencrl, 1,000,000 revoked (not in test)
-	$(BIN)/python bench/crl_bench.py
+bench-crl: venv ## CRL generation vs openssl ca -gencrl, SIZE revoked (default 1,000,000)
+	$(BIN)/python bench/crl_bench.py --revoked $${SIZE:-1000000}
 
 bench-crl-urgent: venv ## revocation -> CRL served, through jpki signer + jpki serve (DELAY=60 N=20)
 	$(BIN)/python bench/crl_urgent_bench.py --delay $${DELAY:-60} -n $${N:-20}

@@ -1,6 +1,7 @@
 """Benchmark: full-CRL generation against `openssl ca -gencrl` over the same entries.
 
     make bench-crl                      # 1,000,000 revoked signature certificates
+    make bench-crl SIZE=10000000        # 10 million (populate alone takes minutes)
     python bench/crl_bench.py --revoked 100000 --keep
 
 One run: a fresh data directory (`jpki init`), `jpki demo populate` with every certificate
@@ -15,6 +16,11 @@ with its peak RSS and CPU time from wait4():
   and reasons (it has no cache: it rebuilds every entry each time).
 The CA key is written unencrypted for openssl into the work directory, mode 0600, and the
 directory is deleted afterwards unless --keep.
+
+Targets (issue 17): peak RSS of every one of our processes under 500 MiB whatever the size
+(the same figure at 1 million and 10 million: CRLs are streamed); the daily run at 10 million
+under 30 s; the first run no slower than openssl; no partition CRL over
+`crl.max_partition_bytes` (the largest file and the count over the cap are printed).
 """
 
 from __future__ import annotations
@@ -35,8 +41,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "configs" / "default.toml"
 JPKI = [sys.executable, "-m", "jpki.cli", "--config", str(CONFIG)]
-TARGET_RATIO = 0.5
-TARGET_MIB = 700
+TARGET_RATIO = 0.5  # daily run / openssl
+TARGET_COLD_RATIO = 1.0  # first run / openssl
+TARGET_MIB = 500
+TARGET_DAILY_SECONDS_AT_10M = 30.0
 # openssl's index.txt reason names (crypto/x509/v3_crld.c / apps/ca.c crl_reasons).
 OPENSSL_REASONS = {
     None: "", 0: ",unspecified", 1: ",keyCompromise", 2: ",CACompromise",
@@ -140,11 +148,24 @@ def populate(data_dir: Path, revoked: int, env: dict[str, str]) -> None:
     subprocess.run([*JPKI, "--data-dir", str(data_dir), "init"], check=True, env=env,
                    stdout=subprocess.DEVNULL, cwd=REPO)
     started = time.perf_counter()
-    subprocess.run([*JPKI, "--data-dir", str(data_dir), "demo", "populate", "--residents",
-                    str(revoked), "--revoked-fraction", "1", "--kinds", "signature"],
-                   check=True, env=env, stdout=subprocess.DEVNULL, cwd=REPO)
+    done = subprocess.run([*JPKI, "--data-dir", str(data_dir), "demo", "populate",
+                           "--residents", str(revoked), "--revoked-fraction", "1", "--kinds",
+                           "signature"], check=True, env=env, stdout=subprocess.PIPE, cwd=REPO)
+    elapsed = time.perf_counter() - started
+    report = json.loads(done.stdout)
     print(f"populate: {revoked:,} residents, {revoked:,} revoked signature certificates"
-          f" in {time.perf_counter() - started:.1f} s", flush=True)
+          f" in {elapsed:.1f} s ({report['residents_per_second']:,} residents/s inside)",
+          flush=True)
+
+
+def file_report(data_dir: Path, cap: int) -> tuple[int, int, int, int]:
+    """(largest partition file, partition files, partition files over the cap, full CRL size)
+    of the signature CA's current generation, delta CRLs aside."""
+    directory = data_dir / "crl" / "sign" / "g1"
+    sizes = [path.stat().st_size for path in directory.glob("*.crl")
+             if path.name != "full.crl" and ".delta." not in path.name]
+    return (max(sizes, default=0), len(sizes), sum(size > cap for size in sizes),
+            (directory / "full.crl").stat().st_size)
 
 
 def main() -> int:
@@ -218,10 +239,23 @@ def main() -> int:
         ratio = median["daily"] / median["openssl"]
         cold_ratio = median["cold"] / median["openssl"]
         ours_mib = max(peak["cold"], peak["daily"])
-        print(f"ratio ours/openssl: daily {ratio:.2f}, first run {cold_ratio:.2f}"
-              f" (target <= {TARGET_RATIO}); peak memory {ours_mib:.0f} MiB"
-              f" (target < {TARGET_MIB} MiB)")
-        ok = ratio <= TARGET_RATIO and ours_mib < TARGET_MIB
+        sys.path.insert(0, str(REPO))
+        from jpki.settings import load_settings
+
+        cap = load_settings(CONFIG, data_dir).crl.max_partition_bytes
+        largest, files, over, full_size = file_report(data_dir, cap)
+        # The 30 s target is the issue's, at 10 million; smaller runs are not held to a pro
+        # rata share of it (start-up and the 140 files' fsyncs do not shrink with the size).
+        daily_target = TARGET_DAILY_SECONDS_AT_10M if args.revoked >= 10_000_000 else float("inf")
+        print(f"ratio ours/openssl: daily {ratio:.2f} (target <= {TARGET_RATIO}), first run"
+              f" {cold_ratio:.2f} (target <= {TARGET_COLD_RATIO}); peak RSS {ours_mib:.0f} MiB"
+              f" (target < {TARGET_MIB} MiB at any size); daily run {median['daily']:.1f} s"
+              f" (target < {TARGET_DAILY_SECONDS_AT_10M:.0f} s at 10 M)")
+        print(f"files: largest partition CRL {largest / 1e6:.2f} MB of {files} partition"
+              f" files, {over} over the cap of {cap / 1e6:.0f} MB (target 0); full CRL"
+              f" {full_size / 1e6:.1f} MB")
+        ok = (ratio <= TARGET_RATIO and cold_ratio <= TARGET_COLD_RATIO
+              and ours_mib < TARGET_MIB and over == 0 and median["daily"] <= daily_target)
         print("PASS" if ok else "FAIL: target missed")
         return 0 if ok else 1
     finally:

@@ -23,7 +23,7 @@ from ca.cardprofile import CURRENT, CardProfile
 from ca.keybackend import KeyBackend
 from ca.kinds import CertKind
 from ca.profile import LeafRequest, build_leaf, issuance_id
-from registry import audit, certificates, municipalities, phones, residents
+from registry import audit, certificates, municipalities, phones, residents, shards
 from registry.certificates import CertificateRecord, serial_hex
 from registry.clock import JST, Clock, epoch, from_epoch
 from registry.errors import Conflict, InvalidInput
@@ -48,6 +48,8 @@ class IssuancePolicy:
     profile: CardProfile = CURRENT
     # PBKDF2 iterations of the residents' PKCS#12 files (ca/credentials.py explains the MAC).
     pkcs12_kdf_rounds: int = credentials.KDF_ROUNDS
+    # Certificates per CRL shard of a municipality (registry/shards.py: crl.max_partition_bytes).
+    shard_capacity: int = shards.DEFAULT_CAPACITY
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ class PairIssuer:
         }
         resident_algorithm = card.resident_algorithm(self.policy.key_size)
         auth_end = plans[CertKind.AUTHENTICATION].authentication_not_after
-        built: dict[CertKind, tuple[x509.Certificate, str, bytes]] = {}
+        built: dict[CertKind, tuple[x509.Certificate, str, bytes, str]] = {}
         for kind in kinds:
             ca = cas[kind]
             key = resident_algorithm.generate()
@@ -193,9 +195,13 @@ class PairIssuer:
             not_after = min(plan.signature_not_after, auth_end) \
                 if kind is CertKind.SIGNATURE else auth_end
             cn = issuance_id(municipality.code)
+            # The CRL shard is fixed now: it goes into cRLDistributionPoints (registry/shards).
+            partition = shards.assign(self.store, ca.id, municipality.code,
+                                      self.policy.shard_capacity)
             certificate = build_leaf(
                 LeafRequest(kind, key.public_key(), municipality, plan.not_before, not_after,
-                            request.facts if kind is CertKind.SIGNATURE else None),
+                            request.facts if kind is CertKind.SIGNATURE else None,
+                            partition=partition),
                 ca, ca.private_key(self.keys), serial=x509.random_serial_number(), cn=cn,
                 base_url=self.policy.base_url, cps_uri=self.policy.cps_uri,
             )
@@ -205,12 +211,12 @@ class PairIssuer:
                 key=key, certificate=certificate, ca_certificate=ca.certificate, pin=pin or "",
                 friendly_name=f"{kind.value}-{serial_hex(certificate.serial_number)}",
                 kdf_rounds=self.policy.pkcs12_kdf_rounds)
-            built[kind] = (certificate, cn, pkcs12_file)
+            built[kind] = (certificate, cn, pkcs12_file, partition)
         return self._commit(request, municipality, cas, built, predecessors, out_dir)
 
     def _commit(self, request: IssueRequest, municipality: municipalities.Municipality,
                 cas: dict[CertKind, authority.CAGeneration],
-                built: dict[CertKind, tuple[x509.Certificate, str, bytes]],
+                built: dict[CertKind, tuple[x509.Certificate, str, bytes, str]],
                 predecessors: list[CertificateRecord], out_dir: Path) -> IssuedPair:
         issued: dict[CertKind, IssuedCertificate] = {}
         written: list[Path] = []
@@ -222,12 +228,12 @@ class PairIssuer:
                     residents.record(self.store, self.clock, request.resident_id, request.facts)
                 else:
                     residents.update(self.store, self.clock, request.resident_id, request.facts)
-                for kind, (certificate, cn, _pkcs12) in built.items():
+                for kind, (certificate, cn, _pkcs12, partition) in built.items():
                     serial = serial_hex(certificate.serial_number)
                     certificates.insert(
                         self.store, serial=serial, kind=kind, ca_id=cas[kind].id,
                         resident_id=request.resident_id, subject_cn=cn,
-                        partition=municipality.code,
+                        partition=partition,
                         not_before=epoch(certificate.not_valid_before_utc),
                         not_after=epoch(certificate.not_valid_after_utc), issued_at=now,
                         der=certificate.public_bytes(Encoding.DER),
@@ -235,7 +241,7 @@ class PairIssuer:
                     audit.append(self.store, self.clock, actor=request.actor,
                                  action="certificate.issue", serial=serial,
                                  detail={"kind": kind.value, "ca": cas[kind].label,
-                                         "partition": municipality.code,
+                                         "partition": partition,
                                          "profile": (request.profile
                                                      or self.policy.profile).name})
                     files = credentials.paths_for(out_dir, kind, serial)
@@ -260,7 +266,7 @@ class PairIssuer:
                     issued[CertKind.SIGNATURE].serial if CertKind.SIGNATURE in issued else None,
                     issued[CertKind.AUTHENTICATION].serial,
                 )
-                for kind, (certificate, _cn, pkcs12_file) in built.items():
+                for kind, (certificate, _cn, pkcs12_file, _partition) in built.items():
                     files = issued[kind].files
                     credentials.write(files, pkcs12_file=pkcs12_file, certificate=certificate)
                     written += [files.key, files.certificate]

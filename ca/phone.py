@@ -33,7 +33,7 @@ from ca.issuance import IssuancePolicy, IssuedCertificate, IssuedPair, check_res
 from ca.keybackend import KeyBackend
 from ca.kinds import CertKind
 from ca.profile import LeafRequest, build_leaf, issuance_id
-from registry import audit, certificates, municipalities, phones, residents
+from registry import audit, certificates, municipalities, phones, residents, shards
 from registry.certificates import serial_hex
 from registry.clock import Clock, epoch, from_epoch
 from registry.errors import Conflict, InvalidInput, JPKIError
@@ -186,7 +186,8 @@ class PhoneIssuer:
         facts = residents.require(self.store, request.resident_id)
         municipality = municipalities.check_address(self.store, facts)
         now = self.clock()
-        built: dict[CertKind, tuple[x509.Certificate, str, bytes, authority.CAGeneration]] = {}
+        built: dict[CertKind, tuple[x509.Certificate, str, bytes, authority.CAGeneration,
+                                    str]] = {}
         for kind in (CertKind.SIGNATURE, CertKind.AUTHENTICATION):
             ca = authority.current(self.store, kind)
             plan = validity.plan(facts.dob, now, birthdays=self.policy.birthdays,
@@ -195,10 +196,14 @@ class PhoneIssuer:
             not_after = min(plan.authentication_not_after, from_epoch(card.not_after))
             key = request.keys[kind]
             cn = issuance_id(municipality.code)
+            # The CRL shard is fixed at issuance, as for the card (registry/shards.py).
+            partition = shards.assign(self.store, ca.id, municipality.code,
+                                      self.policy.shard_capacity)
             certificate = build_leaf(
                 LeafRequest(kind, key.public_key(), municipality, plan.not_before, not_after,
                             facts if kind is CertKind.SIGNATURE else None,
-                            extra_policies=(SMARTPHONE_POLICY[request.device],)),
+                            extra_policies=(SMARTPHONE_POLICY[request.device],),
+                            partition=partition),
                 ca, ca.private_key(self.keys), serial=x509.random_serial_number(), cn=cn,
                 base_url=self.policy.base_url, cps_uri=self.policy.cps_uri)
             pin = request.sign_password if kind is CertKind.SIGNATURE else request.auth_pin
@@ -207,13 +212,12 @@ class PhoneIssuer:
                 friendly_name=f"{request.device}-{kind.value}-"
                 f"{serial_hex(certificate.serial_number)}",
                 kdf_rounds=self.policy.pkcs12_kdf_rounds)
-            built[kind] = (certificate, cn, pkcs12_file, ca)
-        return self._commit(request, card, municipality.code, built, out_dir)
+            built[kind] = (certificate, cn, pkcs12_file, ca, partition)
+        return self._commit(request, card, built, out_dir)
 
     def _commit(self, request: PhoneRequest, card: certificates.CertificateRecord,
-                partition: str,
                 built: dict[CertKind, tuple[x509.Certificate, str, bytes,
-                                            authority.CAGeneration]],
+                                            authority.CAGeneration, str]],
                 out_dir: Path) -> IssuedPair:
         issued: dict[CertKind, IssuedCertificate] = {}
         written: list[Path] = []
@@ -227,7 +231,7 @@ class PhoneIssuer:
                                        " valid", field="card_key")
                 previous = phones.newest_without_successor(self.store, request.resident_id,
                                                            request.device)
-                for kind, (certificate, cn, _p12, ca) in built.items():
+                for kind, (certificate, cn, _p12, ca, partition) in built.items():
                     serial = serial_hex(certificate.serial_number)
                     certificates.insert(
                         self.store, serial=serial, kind=kind, ca_id=ca.id,
@@ -257,7 +261,7 @@ class PhoneIssuer:
                 certificates.link_pair(self.store, self.clock, request.resident_id,
                                        issued[CertKind.SIGNATURE].serial,
                                        issued[CertKind.AUTHENTICATION].serial)
-                for kind, (certificate, _cn, pkcs12_file, _ca) in built.items():
+                for kind, (certificate, _cn, pkcs12_file, _ca, _partition) in built.items():
                     files = issued[kind].files
                     credentials.write(files, pkcs12_file=pkcs12_file, certificate=certificate)
                     written += [files.key, files.certificate]

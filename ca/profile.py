@@ -44,6 +44,8 @@ class LeafRequest:
     facts: Facts | None  # signature certificates only
     # Policy OIDs after the kind's own: a smartphone certificate's mark (ca/phone.py).
     extra_policies: tuple[ObjectIdentifier, ...] = ()
+    # The CRL partition fixed at issuance (registry/shards.py); None: the municipality code.
+    partition: str | None = None
 
 
 def issuance_id(municipality_code: str) -> str:
@@ -62,8 +64,18 @@ def leaf_subject(kind: CertKind, municipality: Municipality, cn: str) -> x509.Na
     return x509.Name(attributes)
 
 
-def crl_directory_name(kind: CertKind, municipality: Municipality) -> x509.Name:
-    """The directory name of the municipality's partition, as on real cards."""
+def crl_directory_name(kind: CertKind, municipality: Municipality,
+                       partition: str | None = None) -> x509.Name:
+    """The directory name of the municipality's partition, as on real cards.
+
+    A shard of a large municipality (registry/shards.py) gets its own name: CN ends with the
+    shard number as its URL does. The names of two shards must differ, or a relying party
+    matching cRLDistributionPoints against IssuingDistributionPoint by any name (RFC 5280
+    §6.3.3 (b)(2)(i)) would take one shard's CRL for another's.
+    """
+    common_name = municipality.name_roman
+    if partition is not None and partition != municipality.code:
+        common_name += partition.removeprefix(municipality.code)
     return x509.Name(
         [
             x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
@@ -71,18 +83,23 @@ def crl_directory_name(kind: CertKind, municipality: Municipality) -> x509.Name:
             x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, kind.ca_unit),
             x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "CRL Distribution Points"),
             x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, municipality.prefecture_roman),
-            x509.NameAttribute(NameOID.COMMON_NAME, municipality.name_roman),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )
 
 
 def distribution_point_names(kind: CertKind, generation: int, municipality: Municipality,
-                             base_url: str) -> list[x509.GeneralName]:
-    """The partition's names; the CRL's IssuingDistributionPoint must carry the same ones."""
+                             base_url: str, partition: str | None = None
+                             ) -> list[x509.GeneralName]:
+    """The partition's names; the CRL's IssuingDistributionPoint must carry the same ones.
+
+    `partition` is the certificate's CRL partition fixed at issuance: the municipality code,
+    or for a shard of a large municipality the code and shard number (registry/shards.py).
+    """
     return [
-        x509.DirectoryName(crl_directory_name(kind, municipality)),
+        x509.DirectoryName(crl_directory_name(kind, municipality, partition)),
         x509.UniformResourceIdentifier(
-            base_url + crl_partition_path(kind, generation, municipality.code)
+            base_url + crl_partition_path(kind, generation, partition or municipality.code)
         ),
     ]
 
@@ -163,7 +180,8 @@ def build_leaf(request: LeafRequest, ca: CAGeneration, ca_key: PrivateKey, *, se
                 [
                     x509.DistributionPoint(
                         full_name=distribution_point_names(
-                            kind, ca.generation, request.municipality, base_url
+                            kind, ca.generation, request.municipality, base_url,
+                            request.partition,
                         ),
                         relative_name=None,
                         reasons=None,

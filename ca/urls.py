@@ -13,6 +13,15 @@ def crl_full_path(kind: CertKind, generation: int) -> str:
     return f"/crl/{kind.short}/g{generation}/full.crl"
 
 
+DELTA_SUFFIX = ".delta"
+
+
+def crl_delta_path(kind: CertKind, generation: int, scope: str) -> str:
+    """The delta CRL (RFC 5280 §5.2.4) of a partition or of the full CRL ("full"), named in
+    its base's freshestCRL (§5.2.6)."""
+    return f"/crl/{kind.short}/g{generation}/{scope}{DELTA_SUFFIX}.crl"
+
+
 def ca_cert_path(kind: CertKind, generation: int) -> str:
     return f"/ca/{kind.short}/g{generation}.der"
 

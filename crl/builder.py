@@ -97,7 +97,7 @@ class EntryEncoder:
 
 
 def partition_idp(kind: CertKind, generation: int, municipality: Municipality,
-                  base_url: str) -> x509.IssuingDistributionPoint:
+                  base_url: str, partition: str | None = None) -> x509.IssuingDistributionPoint:
     """RFC 5280 §5.2.5: the scope of a partition CRL.
 
     fullName repeats the names of the certificates' cRLDistributionPoints exactly (the
@@ -106,7 +106,8 @@ def partition_idp(kind: CertKind, generation: int, municipality: Municipality,
     certificates are covered by the full CRL of the generation.
     """
     return x509.IssuingDistributionPoint(
-        full_name=distribution_point_names(kind, generation, municipality, base_url),
+        full_name=distribution_point_names(kind, generation, municipality, base_url,
+                                           partition),
         relative_name=None,
         only_contains_user_certs=True,
         only_contains_ca_certs=False,

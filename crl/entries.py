@@ -11,6 +11,8 @@ run only has to encode the revocations made since the previous one.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -60,47 +62,6 @@ def uncached_count(store: Store, ca_id: int) -> int:
     return max(0, int(revoked) - int(cached))
 
 
-@dataclass(frozen=True)
-class PartitionEntries:
-    """A partition's entries in scope: the cached encodings, and the entries to encode."""
-
-    cached: bytes  # concatenated DER of the cached entries
-    cached_count: int
-    missing: list[RevokedEntry]
-
-
-def read(store: Store, ca_id: int, partition: str, cutoff: int) -> PartitionEntries:
-    """Entries of the revoked certificates of one partition whose notAfter is at or after
-    `cutoff`, in one read transaction (a consistent snapshot).
-
-    Both queries are range scans: the clustered `crl_entries` for the cached encodings, and
-    the partial covering index `certificates_crl_entries` (the literal `status = 'revoked'`
-    selects it) for the certificates without one. No Python runs per cached entry.
-    """
-    conn = store.conn
-    conn.execute("BEGIN")
-    try:
-        cursor = conn.execute(
-            "SELECT der FROM crl_entries WHERE ca_id = ? AND partition = ? AND not_after >= ?",
-            (ca_id, partition, cutoff))
-        chunks: list[bytes] = []
-        count = 0
-        while rows := cursor.fetchmany(BATCH):
-            chunks.append(b"".join(row[0] for row in rows))
-            count += len(rows)
-        sql = ("SELECT c.serial, c.not_after, c.revoked_at, c.reason FROM certificates c"
-               " WHERE c.ca_id = ? AND c.partition = ? AND c.status = 'revoked'"
-               " AND c.not_after >= ?")
-        if count:  # nothing cached yet (a first run): no need to probe the cache per row
-            sql += (" AND NOT EXISTS (SELECT 1 FROM crl_entries e WHERE e.ca_id = c.ca_id"
-                    " AND e.partition = c.partition AND e.not_after = c.not_after"
-                    " AND e.serial = c.serial)")
-        missing = [RevokedEntry(*row) for row in conn.execute(sql, (ca_id, partition, cutoff))]
-    finally:
-        conn.execute("COMMIT")
-    return PartitionEntries(b"".join(chunks), count, missing)
-
-
 def remember(store: Store, ca_id: int, partition: str, cutoff: int,
              encoded: list[tuple[str, int, bytes]]) -> None:
     """Cache newly encoded entries (serial, notAfter, DER) and drop the partition's cached
@@ -119,3 +80,95 @@ def remember(store: Store, ca_id: int, partition: str, cutoff: int,
             " VALUES (?, ?, ?, ?, ?)",
             [(ca_id, partition, not_after, serial, der) for serial, not_after, der in encoded],
         )
+
+
+def missing(store: Store, ca_id: int, partition: str, cutoff: int) -> list[RevokedEntry]:
+    """The partition's revoked certificates in scope that have no cached encoding yet.
+
+    Bounded by the partition's size, which shards keep under `crl.max_partition_bytes`.
+    The cache only ever holds entries of revoked certificates (a revocation is final), so
+    when both counts agree nothing is missing: two index-only range counts instead of a
+    probe of the cache per revoked certificate (the daily run's common case).
+    """
+    conn = store.conn
+    cached = conn.execute(
+        "SELECT COUNT(*) FROM crl_entries WHERE ca_id = ? AND partition = ? AND not_after >= ?",
+        (ca_id, partition, cutoff)).fetchone()[0]
+    sql = ("SELECT c.serial, c.not_after, c.revoked_at, c.reason FROM certificates c"
+           " WHERE c.ca_id = ? AND c.partition = ? AND c.status = 'revoked'"
+           " AND c.not_after >= ?")
+    if cached:
+        revoked = conn.execute(
+            "SELECT COUNT(*) FROM certificates WHERE ca_id = ? AND partition = ?"
+            " AND status = 'revoked' AND not_after >= ?",
+            (ca_id, partition, cutoff)).fetchone()[0]
+        if revoked == cached:
+            return []
+        sql += (" AND NOT EXISTS (SELECT 1 FROM crl_entries e WHERE e.ca_id = c.ca_id"
+                " AND e.partition = c.partition AND e.not_after = c.not_after"
+                " AND e.serial = c.serial)")
+    return [RevokedEntry(*row) for row in conn.execute(sql, (ca_id, partition, cutoff))]
+
+
+@dataclass(frozen=True)
+class CachedSpan:
+    """The cached entries of a scope in one read snapshot: how many, how many bytes, and
+    their encodings in batches (never all at once)."""
+
+    count: int
+    length: int
+    chunks: Iterator[bytes]
+
+
+def cached_size(store: Store, ca_id: int, partition: str, cutoff: int) -> tuple[int, int]:
+    """(entries, bytes) of a partition's cached encodings in scope."""
+    count, length = store.conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(length(der)), 0) FROM crl_entries WHERE ca_id = ?"
+        " AND partition = ? AND not_after >= ?", (ca_id, partition, cutoff)).fetchone()
+    return int(count), int(length)
+
+
+@contextmanager
+def cached(store: Store, ca_id: int, partition: str | None, cutoff: int
+           ) -> Iterator[CachedSpan]:
+    """The cached encodings of one partition (or of every partition: the full CRL), read in
+    one transaction so the announced length is the length streamed.
+
+    Both queries are range scans of the clustered `crl_entries`; SQLite's length() of a blob
+    reads no blob. The full CRL's entries come in partition order, as the concatenation of
+    the partitions' lists.
+    """
+    where = "ca_id = ? AND not_after >= ?"
+    params: tuple[object, ...] = (ca_id, cutoff)
+    if partition is not None:
+        where = "ca_id = ? AND partition = ? AND not_after >= ?"
+        params = (ca_id, partition, cutoff)
+    conn = store.conn
+    conn.execute("BEGIN")
+    try:
+        count, length = conn.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(length(der)), 0) FROM crl_entries WHERE {where}",
+            params).fetchone()
+        cursor = conn.execute(f"SELECT der FROM crl_entries WHERE {where}", params)
+
+        def chunks() -> Iterator[bytes]:
+            while rows := cursor.fetchmany(BATCH):
+                yield b"".join(row[0] for row in rows)
+
+        yield CachedSpan(int(count), int(length), chunks())
+    finally:
+        conn.execute("COMMIT")
+
+
+def revoked_since(store: Store, ca_id: int, partition: str | None, after_seq: int,
+                  cutoff: int) -> list[RevokedEntry]:
+    """Revoked certificates of a scope (a partition, or the whole CA) whose revocation was
+    committed after state change `after_seq`: the entries of a delta CRL (RFC 5280 §5.2.4)."""
+    sql = ("SELECT c.serial, c.not_after, c.revoked_at, c.reason FROM certificates c"
+           " WHERE c.serial IN (SELECT serial FROM state_changes WHERE seq > ?)"
+           " AND c.ca_id = ? AND c.status = 'revoked' AND c.not_after >= ?")
+    params: tuple[object, ...] = (after_seq, ca_id, cutoff)
+    if partition is not None:
+        sql += " AND c.partition = ?"
+        params += (partition,)
+    return [RevokedEntry(*row) for row in store.conn.execute(sql + " ORDER BY c.serial", params)]

@@ -25,6 +25,8 @@ def overdue(store: Store, schedule: DailySchedule, now: datetime) -> dict[str, s
         "SELECT g.kind, g.generation, MIN(s.this_update), MIN(s.next_update),"
         " COUNT(*) FROM crl_state s JOIN ca_generations g ON g.id = s.ca_id"
         " WHERE s.published_number IS NOT NULL AND g.retired_at IS NULL AND g.not_after > ?"
+        # Delta CRLs (crl/delta.py) run hourly, not daily; their base's age is what counts.
+        " AND s.partition NOT LIKE '%.delta'"
         " GROUP BY g.id ORDER BY g.kind, g.generation", (epoch(now),))
     problems: dict[str, str] = {}
     for kind, generation, oldest, soonest_next, count in rows:

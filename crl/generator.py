@@ -7,7 +7,8 @@ Unchanged partitions are re-signed anyway: a verifier needs a fresh nextUpdate e
 Partition CRLs are signed by pyca/cryptography, in a pool of worker processes when the CA has
 many revoked entries; the full CRL of the generation (no IssuingDistributionPoint, so it also
 covers the self-signed CA certificate that `openssl verify -crl_check_all` checks; PEERS.md) is
-assembled from the partitions' encoded entries (crl.assembly), so no entry is built twice.
+streamed from the same cached encodings (crl.assembly, crl.partitions.stream_crl), so no entry
+is built twice and no CRL is held in memory.
 A run for one partition (an urgent revocation) publishes that partition and the full CRL; the
 full CRL still has to list every partition's current entries, so they are all rebuilt.
 """
@@ -21,6 +22,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -28,10 +30,11 @@ from ca import authority
 from ca.authority import CAGeneration
 from ca.keybackend import KeyBackend
 from ca.kinds import CertKind
+from ca.urls import crl_delta_path
 from crl import assembly, builder, entries, partitions
 from crl.partitions import PartitionJob, PartitionResult, PartitionSigner
-from crl.publisher import FULL, Published, Publisher
-from registry import municipalities
+from crl.publisher import FULL, Published, Publisher, Written
+from registry import certificates, municipalities, shards
 from registry.clock import Clock, epoch
 from registry.datadir import create_private_file, make_private_dirs
 from registry.errors import InvalidInput, NotFound
@@ -54,6 +57,8 @@ class CRLPolicy:
     # "spawn" wherever threads run (the daemon: forking a threaded process is unsafe);
     # the single-threaded CLI may use "fork", which starts workers in milliseconds.
     start_method: str = "spawn"
+    # Delta CRLs (crl/delta.py) every this many minutes; 0: none, and no freshestCRL.
+    delta_interval_minutes: int = 0
 
 
 class Generator:
@@ -99,9 +104,9 @@ class Generator:
                 oldest = value if oldest is None else min(oldest, value)
         return oldest
 
-    def _known_municipality(self, code: str) -> bool:
+    def _known_municipality(self, partition: str) -> bool:
         row = self.store.conn.execute("SELECT 1 FROM municipalities WHERE code = ?",
-                                      (code,)).fetchone()
+                                      (shards.municipality_of(partition),)).fetchone()
         return row is not None
 
     def run(self, kind: CertKind | None = None, partition: str | None = None,
@@ -116,13 +121,19 @@ class Generator:
         an operator's `jpki crl generate` never interleave their numbers (a run that reserved
         a lower number would otherwise be refused at publication).
         """
+        with self.locked():
+            return self._run(kind, partition, progress, scopes)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """The run lock (also taken by delta runs, crl/delta.py, which share the numbers)."""
         lock_path = self.publisher.data_dir / "crl" / ".generate.lock"
         make_private_dirs(lock_path.parent)
         create_private_file(lock_path)
         with lock_path.open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                return self._run(kind, partition, progress, scopes)
+                yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -165,45 +176,58 @@ class Generator:
                     now: datetime, step: Callable[[str], None]) -> list[Published]:
         started = time.perf_counter()
         next_update = builder.next_update(now, self.policy.grace_hours, ca.not_after)
+        # Read before any entry is: every revocation after it is in the deltas (RFC 5280
+        # §5.2.4), some maybe in this base as well, which a delta may repeat.
+        watermark = certificates.last_change(self.store)
         jobs = []
         for code in known:
             publish = only is None or code in only
-            municipality = self._municipality(ca, code) if publish else None
+            municipality = self.municipality(ca, code) if publish else None
             jobs.append(PartitionJob(code, self.cutoff(now), now, next_update,
                                      1 if publish and municipality else 0, municipality,
-                                     self.policy.base_url))
+                                     self.policy.base_url, self._freshest_url(ca, code)))
         numbers = self.publisher.reserve_many(ca, [job.partition for job in jobs if job.number])
         jobs = [replace(job, number=numbers.get(job.partition, 0)) for job in jobs]
         results: list[Published] = []
-        contents: list[bytes] = []
-        count = 0
+        published: dict[str, tuple[Written, int]] = {}
         for result in self._sign_partitions(ca, jobs):
-            contents.append(assembly.revoked_contents(result.der))
-            count += result.entries
-            if result.number:
-                staged = self.publisher.stage(ca, result.partition, result.der, result.entries)
-                results.append(self.publisher.commit(staged, result.duration_ms))
+            if result.written is not None:
+                published[result.partition] = (result.written, result.entries)
+                staged = self.publisher.adopt(ca, result.written, result.entries)
+                results.append(self.publisher.commit(staged, result.duration_ms,
+                                                     watermark=watermark))
             step(f"{ca.label}/{result.partition}")
         number = self.publisher.reserve(ca, FULL)
-        der = assembly.signed_crl(ca, ca.private_key(self.keys), number=number, this_update=now,
-                                next_update=next_update, contents=contents)
-        del contents
-        staged = self.publisher.stage(ca, FULL, der, count)
+        frame = assembly.CRLFrame.make(ca, number=number, this_update=now,
+                                       next_update=next_update,
+                                       freshest_url=self._freshest_url(ca, FULL))
+        written, count = partitions.stream_full(
+            self.store, self.publisher.data_dir, ca, ca.private_key(self.keys),
+            order=[job.partition for job in jobs], published=published,
+            cutoff=self.cutoff(now), frame=frame, number=number, this_update=now,
+            next_update=next_update)
+        staged = self.publisher.adopt(ca, written, count)
         results.append(self.publisher.commit(
-            staged, int((time.perf_counter() - started) * 1000)))
+            staged, int((time.perf_counter() - started) * 1000), watermark=watermark))
         step(f"{ca.label}/{FULL}")
         log.info("generated CRLs of %s: %d partition(s) published, full CRL %d entries,"
                  " %.1f s", ca.label, len(results) - 1, count, time.perf_counter() - started)
         return results
 
-    def _municipality(self, ca: CAGeneration, code: str) -> municipalities.Municipality | None:
+    def _freshest_url(self, ca: CAGeneration, scope: str) -> str | None:
+        """The delta CRL's URL for a complete CRL (RFC 5280 §5.2.6), when deltas are on."""
+        if not self.policy.delta_interval_minutes:
+            return None
+        return self.policy.base_url + crl_delta_path(ca.kind, ca.generation, scope)
+
+    def municipality(self, ca: CAGeneration, code: str) -> municipalities.Municipality | None:
         if not self._known_municipality(code):
             # Certificates name a partition the table no longer has: the DirectoryName of their
             # cRLDistributionPoints cannot be rebuilt; the full CRL still lists them.
             log.warning("partition %s of %s is not in the municipality table; its entries"
                         " are published in the full CRL only", code, ca.label)
             return None
-        return municipalities.get(self.store, code)
+        return municipalities.get(self.store, shards.municipality_of(code))
 
     def _sign_partitions(self, ca: CAGeneration, jobs: list[PartitionJob]
                          ) -> Iterator[PartitionResult]:
@@ -212,7 +236,8 @@ class Generator:
         # revocation); a daily run reads cached encodings and is fastest in-process.
         uncached = entries.uncached_count(self.store, ca.id)
         if workers <= 1 or uncached < self.policy.parallel_threshold or len(jobs) < 2:
-            signer = PartitionSigner(self.store, ca, ca.private_key(self.keys))
+            signer = PartitionSigner(self.store, self.publisher.data_dir, ca,
+                                     ca.private_key(self.keys))
             for job in jobs:
                 yield signer.sign(job)
             return

@@ -15,13 +15,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from cryptography import x509
 
 from ca.authority import CAGeneration
-from ca.urls import crl_full_path, crl_partition_path
+from ca.urls import DELTA_SUFFIX, crl_full_path, crl_partition_path
 from registry.clock import Clock, epoch
 from registry.datadir import PRIVATE_FILE, make_private_dirs
 from registry.errors import Conflict
@@ -47,7 +49,8 @@ class Staged:
     partition: str
     number: int
     idp: str
-    der: bytes
+    size: int
+    sha256: str
     temporary: Path
     target: Path
     this_update: int
@@ -79,6 +82,43 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class Written:
+    """A CRL streamed to its staging file (possibly by a worker process), not yet checked
+    against what is published: what `Publisher.adopt` needs to check and serve it."""
+
+    partition: str
+    number: int
+    idp: str  # hex DER of the IssuingDistributionPoint, '' for none
+    temporary: Path
+    target: Path
+    this_update: int
+    next_update: int
+    size: int
+    sha256: str
+    entries_offset: int = 0  # where the concatenated entries lie in the file
+    entries_length: int = 0
+
+
+def staging_file(target: Path, number: int) -> Path:
+    """The temporary file a CRL is written to before its rename, leftovers removed."""
+    make_private_dirs(target.parent)  # the data directory is private (registry/datadir)
+    for leftover in target.parent.glob(f".{target.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)  # from a run that crashed before its rename
+    return target.parent / f".{target.name}.{number}.tmp"
+
+
+def write_private(temporary: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Create the file 0600 (the data directory is private; the daemon itself serves CRLs),
+    let `write` fill it, and fsync it before anything may rename it into place."""
+    fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    with os.fdopen(fd, "w+b") as handle:
+        os.fchmod(handle.fileno(), PRIVATE_FILE)
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _idp_hex(crl: x509.CertificateRevocationList) -> str:
@@ -131,14 +171,9 @@ class Publisher:
             " AND published_number IS NOT NULL", (ca_id,))
         return {partition: this_update for partition, this_update in rows}
 
-    def stage(self, ca: CAGeneration, partition: str, der: bytes, entries: int) -> Staged:
-        """Check the CRL against what was published for this URL, then write it aside.
-
-        The checks read the DER that is about to be written, not what the caller says it is.
-        """
-        crl = x509.load_der_x509_crl(der)
-        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-        idp = _idp_hex(crl)
+    def check(self, ca: CAGeneration, partition: str, number: int, idp: str) -> None:
+        """Refuse a number that does not go up, or a scope that differs from the one already
+        published at this URL."""
         label = f"{ca.label}/{partition}"
         state = self.state(ca.id, partition)
         if state is not None and state["published_number"] is not None:
@@ -157,24 +192,53 @@ class Publisher:
                     " new CA generation",
                     field="idp",
                 )
-        target = self.path(ca, partition)
-        make_private_dirs(target.parent)  # the data directory is private (registry/datadir)
-        for leftover in target.parent.glob(f".{target.name}.*.tmp"):
-            leftover.unlink(missing_ok=True)  # from a run that crashed before its rename
-        temporary = target.parent / f".{target.name}.{number}.tmp"
-        # 0600 like everything in the data directory: the daemon itself serves CRLs.
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), PRIVATE_FILE)
-            handle.write(der)
-            handle.flush()
-            os.fsync(handle.fileno())
-        return Staged(ca, partition, number, idp, der, temporary, target,
-                      epoch(crl.last_update_utc), epoch(crl.next_update_utc or crl.last_update_utc),
-                      entries)
 
-    def commit(self, staged: Staged, duration_ms: int = 0) -> Published:
-        """Serve the staged CRL (atomic rename), keep it in history, record the state."""
+    def stage(self, ca: CAGeneration, partition: str, der: bytes, entries: int) -> Staged:
+        """Check a CRL held in memory against what was published for this URL, then write it
+        aside. The checks read the DER that is about to be written, not what the caller says
+        it is."""
+        crl = x509.load_der_x509_crl(der)
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        idp = _idp_hex(crl)
+        self.check(ca, partition, number, idp)
+        target = self.path(ca, partition)
+        temporary = staging_file(target, number)
+        write_private(temporary, lambda handle: handle.write(der))
+        return Staged(ca, partition, number, idp, len(der), hashlib.sha256(der).hexdigest(),
+                      temporary, target, epoch(crl.last_update_utc),
+                      epoch(crl.next_update_utc or crl.last_update_utc), entries)
+
+    def adopt(self, ca: CAGeneration, written: Written, entries: int) -> Staged:
+        """Check a streamed CRL (written by `write_private`, maybe in a worker) like `stage`
+        does; a refused file is removed, never served."""
+        try:
+            self.check(ca, written.partition, written.number, written.idp)
+        except Conflict:
+            written.temporary.unlink(missing_ok=True)
+            raise
+        return Staged(ca, written.partition, written.number, written.idp, written.size,
+                      written.sha256, written.temporary, written.target, written.this_update,
+                      written.next_update, entries)
+
+    def reserve_delta(self, ca: CAGeneration, scope: str) -> int:
+        """Commit and return the next number of a complete CRL's sequence for its delta CRL
+        (RFC 5280 §5.2.3: a delta and its base share one sequence per scope), and make the
+        delta's own state row (published at its own URL, `<scope>.delta`)."""
+        with self.store.transaction() as conn:
+            number = self.reserve(ca, scope)
+            conn.execute(
+                "INSERT INTO crl_state (ca_id, partition, number) VALUES (?, ?, ?)"
+                " ON CONFLICT(ca_id, partition) DO UPDATE SET number = excluded.number",
+                (ca.id, scope + DELTA_SUFFIX, number))
+        return number
+
+    def commit(self, staged: Staged, duration_ms: int = 0, *, watermark: int | None = None,
+               base_number: int | None = None) -> Published:
+        """Serve the staged CRL (atomic rename), keep it in history, record the state.
+
+        `watermark`: for a complete CRL, the last registry state change before its entries
+        were read (its delta lists the revocations after it); `base_number`: for a delta CRL,
+        the number of the complete CRL it updates."""
         history = staged.target.parent / HISTORY
         make_private_dirs(history)
         kept = history / f"{staged.target.name}.{staged.number}"
@@ -182,15 +246,16 @@ class Publisher:
         os.link(staged.temporary, kept)
         os.replace(staged.temporary, staged.target)
         _fsync_dir(staged.target.parent)
-        size = len(staged.der)
+        size = staged.size
         with self.store.transaction() as conn:
             conn.execute(
                 "UPDATE crl_state SET published_number = ?, idp = ?, this_update = ?,"
                 " next_update = ?, entries = ?, size = ?, sha256 = ?, duration_ms = ?,"
-                " published_at = ? WHERE ca_id = ? AND partition = ?",
+                " published_at = ?, watermark = ?, base_number = ?"
+                " WHERE ca_id = ? AND partition = ?",
                 (staged.number, staged.idp, staged.this_update, staged.next_update,
-                 staged.entries, size, hashlib.sha256(staged.der).hexdigest(), duration_ms,
-                 epoch(self.clock()), staged.ca.id, staged.partition),
+                 staged.entries, size, staged.sha256, duration_ms,
+                 epoch(self.clock()), watermark, base_number, staged.ca.id, staged.partition),
             )
         self._prune(history, staged.target.name)
         log.debug("published CRL %s/%s number=%d entries=%d size=%d", staged.ca.label,

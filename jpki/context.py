@@ -18,6 +18,7 @@ from ca.keybackend import BackendSpec, Holder, KeyBackend, Role
 from ca.phone import PhoneIssuer
 from fees.tariff import Tariff, load_tariff
 from jpki.settings import REPO_CONFIGS, Settings, load_settings
+from registry import shards
 from registry.clock import Clock, system_clock
 from registry.errors import ConfigError, JPKIError
 from registry.store import Store
@@ -120,5 +121,6 @@ class Context:
             key_size=self.settings.ca.key_size,
             profile=cardprofile.profile(self.settings.issuance.profile),
             pkcs12_kdf_rounds=self.settings.issuance.pkcs12_kdf_rounds,
+            shard_capacity=shards.capacity(self.settings.crl.max_partition_bytes),
         )
         return PairIssuer(self.store, self.keys, self.clock, policy)

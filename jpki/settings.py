@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from registry import shards
 from registry.errors import ConfigError
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -219,6 +220,15 @@ class CRLSettings(_Section):
     # and the full CRL) within this many seconds; revocations seen within the first quarter of
     # it share one run (the rest is the run's own time budget).
     urgent_delay_seconds: float = Field(60, ge=1, le=24 * 3600)
+    # No partition CRL named by a certificate exceeds this: a large municipality's certificates
+    # are spread over shards fixed at issuance (registry/shards.py). 10 MB is the ceiling
+    # Microsoft's root programme recommends for any CRL file.
+    max_partition_bytes: int = Field(shards.DEFAULT_MAX_PARTITION_BYTES,
+                                     ge=shards.FRAME_BYTES + shards.MAX_ENTRY_BYTES,
+                                     le=1_000_000_000)
+    # Delta CRLs (RFC 5280 §5.2.4): `jpki signer` publishes one for the full CRL and each
+    # partition this often, listing what was revoked since its base; 0 turns deltas off.
+    delta_interval_minutes: int = Field(60, ge=0, le=24 * 60)
 
     @field_validator("daily_time")
     @classmethod

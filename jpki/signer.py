@@ -5,6 +5,8 @@ rows, noticed through `PRAGMA data_version` on its own connection) and:
 - re-issues the CRLs that list a new revocation (its partition and the full CRL) within
   `crl.urgent_delay_seconds` (crl/urgent.py);
 - runs the daily CRL schedule (`crl.daily_time`, JST) (crl/schedule.py);
+- publishes delta CRLs (RFC 5280 §5.2.4) for every complete CRL every
+  `crl.delta_interval_minutes`, and right after a complete CRL was re-issued (crl/delta.py);
 - renews OCSP responder certificates `ocsp.renew_before_days` ahead (ca/responders.py); the
   serving daemon picks the new ones up from the registry without a restart;
 - signs audit checkpoints (ca/auditkey.py) over rows the serving daemon appended, every
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from ca import auditkey, authority, responders
 from ca.authority import CAGeneration
 from crl import freshness
+from crl.delta import DeltaIssuer
 from crl.generator import Generator
 from crl.schedule import DailyRunner, DailySchedule
 from crl.urgent import UrgentRuns
@@ -34,6 +37,8 @@ from registry.store import Store
 log = logging.getLogger("jpki.signer")
 # The daily schedule is looked at once a minute (its decision reads every live generation).
 DAILY_CHECK_SECONDS = 60.0
+# Whether a delta CRL is due is looked at this often (and after every complete CRL run).
+DELTA_CHECK_SECONDS = 60.0
 
 
 class SignerProcess:
@@ -49,6 +54,8 @@ class SignerProcess:
         self._next_daily = 0.0
         self._next_renewal = 0.0
         self._next_checkpoint = 0.0
+        self._next_delta = 0.0
+        self.deltas: DeltaIssuer | None = None
 
     def open(self) -> None:
         """Open the registry and check that the CA keys open, before anything is scheduled."""
@@ -61,6 +68,8 @@ class SignerProcess:
         self.daily = DailyRunner(DailySchedule(self.settings.crl.daily_time),
                                  self.context.clock, self.generator.run,
                                  self.generator.last_complete_run)
+        if self.settings.crl.delta_interval_minutes:
+            self.deltas = DeltaIssuer(self.generator, self.settings.crl.delta_interval_minutes)
         self._catch_up()
 
     def _live_generations(self) -> list[CAGeneration]:
@@ -97,13 +106,26 @@ class SignerProcess:
         now = self.monotonic()
         if self.settings.crl.schedule_enabled and now >= self._next_daily:
             self._next_daily = now + DAILY_CHECK_SECONDS
-            self._guard("daily CRL run", self.daily.tick)
+            self._guard("daily CRL run", self._daily)
+        if self.deltas is not None and now >= self._next_delta:
+            self._next_delta = now + DELTA_CHECK_SECONDS
+            deltas = self.deltas
+            self._guard("delta CRLs", lambda: deltas.tick(self._revocations_waiting))
         if self.settings.ocsp.auto_renew and now >= self._next_renewal:
             self._next_renewal = now + self.settings.ocsp.renew_check_minutes * 60
             self._guard("responder renewal", self._renew)
         if now >= self._next_checkpoint:
             self._next_checkpoint = now + self.settings.signer.checkpoint_seconds
             self._guard("audit checkpoint", self._checkpoint)
+
+    def _revocations_waiting(self) -> bool:
+        """A revocation committed since this pass began, or one already waiting: deltas
+        give way to the urgent run (`PRAGMA data_version` is one cheap read)."""
+        return self.urgent.pending or self._data_version() != self._version
+
+    def _daily(self) -> None:
+        if self.daily.tick():
+            self._next_delta = 0.0  # deltas for the new complete CRLs, in this pass
 
     def _checkpoint(self) -> None:
         assert self.store is not None
@@ -123,6 +145,7 @@ class SignerProcess:
         log.info("urgent CRL run: %d CRL(s) re-issued for %d changed partition(s) in %.2f s",
                  len(results), sum(len(parts) for parts in scopes.values()),
                  time.perf_counter() - started)
+        self._next_delta = 0.0  # the re-issued complete CRLs need deltas that name them
 
     def _renew(self) -> None:
         assert self.store is not None  # set in run(), before the schedule starts

@@ -26,7 +26,8 @@ def crl_policy(settings: Settings, start_method: str = "spawn") -> CRLPolicy:
     crl = settings.crl
     return CRLPolicy(base_url=settings.server.public_base_url, grace_hours=crl.grace_hours,
                      lookback_days=crl.lookback_days, workers=crl.workers,
-                     parallel_threshold=crl.parallel_threshold, start_method=start_method)
+                     parallel_threshold=crl.parallel_threshold, start_method=start_method,
+                     delta_interval_minutes=crl.delta_interval_minutes)
 
 
 def crl_generator(store: Store, keys: KeyBackend, clock: Clock, settings: Settings, *,

@@ -357,10 +357,33 @@ def _v10_signed_consents(db: sqlite_utils.Database) -> None:
     db.table("signed_consents").create_index(["statement_sha256"], unique=True, if_not_exists=True)
 
 
+def _v11_crl_shards(db: sqlite_utils.Database) -> None:
+    """Shards of large municipalities' CRL partitions (registry/shards.py) and delta CRLs.
+
+    `crl_shard_counters` counts the certificates issued per (CA generation, municipality);
+    a certificate's shard is its place in that count divided by the shard capacity. Existing
+    certificates are counted into shard 0 (their partition, and their URL, stay the code).
+    `crl_state.watermark` is the last registry state change a complete CRL was read after
+    (RFC 5280 §5.2.4: its delta lists what was revoked after it) and `base_number` the number
+    of the complete CRL a delta CRL updates.
+    """
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS crl_shard_counters (ca_id INTEGER NOT NULL"
+        " REFERENCES ca_generations(id), municipality TEXT NOT NULL, issued INTEGER NOT NULL,"
+        " PRIMARY KEY (ca_id, municipality)) WITHOUT ROWID"
+    )
+    db.execute(
+        "INSERT OR IGNORE INTO crl_shard_counters (ca_id, municipality, issued)"
+        " SELECT ca_id, partition, COUNT(*) FROM certificates GROUP BY ca_id, partition"
+    )
+    db.table("crl_state").add_column("watermark", int)
+    db.table("crl_state").add_column("base_number", int)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1_foundation, _v2_events, _v3_verifiers, _v4_fees_and_consent, _v5_ocsp_signers,
     _v6_crl_state, _v7_key_rotation, _v8_audit_checkpoints, _v9_phone_certificates,
-    _v10_signed_consents]
+    _v10_signed_consents, _v11_crl_shards]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

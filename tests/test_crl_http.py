@@ -159,3 +159,62 @@ def test_progress_bar_draws_only_on_a_terminal() -> None:
     assert "\r[" in terminal.getvalue() and "3/3 CRLs" in terminal.getvalue()
     assert terminal.getvalue().endswith("\n")
     assert pipe.getvalue() == ""
+
+
+def test_ranges_lengths_and_expires_on_every_crl_file(data_dir: Path) -> None:
+    """Range (resuming a large download), If-Range, Content-Length and Expires = nextUpdate,
+    on complete CRLs and on delta CRLs alike."""
+    from crl.delta import DeltaIssuer
+    from jpki.context import Context
+    from jpki.settings import load_settings
+    from jpki.wiring import crl_generator
+    from tests.helpers import CONFIG
+
+    assert jpki(data_dir, "crl", "generate").code == 0
+    ctx = Context(load_settings(CONFIG, data_dir))
+    try:
+        generator = crl_generator(ctx.store, ctx.keys, ctx.clock, ctx.settings)
+        DeltaIssuer(generator, ctx.settings.crl.delta_interval_minutes).run()
+    finally:
+        ctx.store.close()
+    server = Daemon(data_dir).start()
+    try:
+        for name in ("sign/g1/full", "sign/g1/13104", "sign/g1/full.delta",
+                     "auth/g1/01100.delta"):
+            url = f"{server.url}/crl/{name}.crl"
+            whole = (data_dir / "crl" / f"{name}.crl").read_bytes()
+            crl = x509.load_der_x509_crl(whole)
+            status, headers, body = get(url)
+            assert status == 200 and body == whole
+            assert int(headers["Content-Length"]) == len(whole)
+            assert headers["Accept-Ranges"] == "bytes"
+            assert parsedate_to_datetime(headers["Expires"]) == crl.next_update_utc
+            etag = headers["ETag"]
+            # A download resumed after 100 bytes, then the last 10 bytes, then a closed range.
+            status, part, body = get(url, {"Range": "bytes=100-"})
+            assert status == 206 and body == whole[100:]
+            assert part["Content-Range"] == f"bytes 100-{len(whole) - 1}/{len(whole)}"
+            assert int(part["Content-Length"]) == len(whole) - 100
+            assert part["ETag"] == etag and "Expires" in part
+            status, _, body = get(url, {"Range": "bytes=-10"})
+            assert status == 206 and body == whole[-10:]
+            status, _, body = get(url, {"Range": "bytes=0-9", "If-Range": etag})
+            assert status == 206 and body == whole[:10]
+            # The client holds part of another CRL: the whole new one, not a splice.
+            status, _, body = get(url, {"Range": "bytes=0-9", "If-Range": '"older"'})
+            assert status == 200 and body == whole
+            status, bad, _ = get(url, {"Range": f"bytes={len(whole)}-"})
+            assert status == 416 and bad["Content-Range"] == f"bytes */{len(whole)}"
+            for ignored in ("bytes=0-1,5-6", "bytes=9-3", "items=0-1", "bytes=\u00b2-", "bytes=-"):
+                status, _, body = get(url, {"Range": ignored})
+                assert status == 200 and body == whole, ignored
+            status, _, _ = get(url, {"If-None-Match": etag, "Range": "bytes=0-9"})
+            assert status == 304
+            head = urllib.request.Request(url, method="HEAD")
+            with urllib.request.urlopen(head, timeout=10) as response:
+                assert response.status == 200 and response.read() == b""
+                assert int(response.headers["Content-Length"]) == len(whole)
+        assert get(server.url + "/crl/sign/g1/13104-7.crl")[0] == 404  # no such shard yet
+        assert get(server.url + "/crl/sign/g1/13104.delta.delta.crl")[0] == 404
+    finally:
+        server.stop()

@@ -12,6 +12,7 @@ from crl import synthetic
 from jpki.context import Context
 from jpki.output import print_json
 from jpki.wiring import crl_generator
+from registry import shards
 
 
 class ProgressBar:
@@ -90,6 +91,12 @@ def cmd_populate(context: Context, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     report = synthetic.populate(context.store, context.clock, residents=args.residents,
                                 revoked_fraction=args.revoked_fraction, kinds=kinds,
-                                seed=args.seed, progress=lambda done, total: bar(done, total))
-    print_json({**report.to_json(), "seconds": round(time.perf_counter() - started, 3)})
+                                seed=args.seed,
+                                progress=lambda done, total, rate: bar(done, total,
+                                                                       f"{rate:,.0f}/s"),
+                                shard_capacity=shards.capacity(
+                                    context.settings.crl.max_partition_bytes))
+    seconds = time.perf_counter() - started
+    print_json({**report.to_json(), "seconds": round(seconds, 3),
+                "residents_per_second": round(report.residents / max(seconds, 1e-9))})
     return 0
