@@ -77,7 +77,7 @@ def build_app(context: Context) -> web.Application:
     events_web.setup(app, context.data_dir, context.clock, settings.events.max_body_bytes,
                      settings.ocsp.read_timeout_seconds)
 
-    meter = LedgerMeter(context.data_dir, context.tariff)
+    meter = LedgerMeter(context.data_dir, context.tariff, settings.fees.journal_lanes)
     app[METER] = meter
 
     async def close_meter(app: web.Application) -> None:
