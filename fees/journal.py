@@ -37,6 +37,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from collections import Counter as Tally
 from collections.abc import Sequence
@@ -331,12 +332,17 @@ class Journal:
             datadir.make_private_dirs(self.directory)
             self._lock_fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT,
                                     datadir.PRIVATE_FILE)
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(self._lock_fd)
-                raise JournalBusy(f"{self.directory}: another process writes this fee journal;"
-                                  " one daemon per data directory") from None
+            deadline = time.monotonic() + 10  # a CLI fold holds the lock briefly
+            while True:
+                try:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        os.close(self._lock_fd)
+                        raise JournalBusy(f"{self.directory}: another process writes this fee"
+                                          " journal; one daemon per data directory") from None
+                    time.sleep(0.05)
             self._store = Store.open(self.data_dir)
             leftovers = sorted(self.directory.glob("*.log"))
             frames = read_frames(self.directory)

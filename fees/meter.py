@@ -54,6 +54,10 @@ class LedgerMeter:
                                          f"{local:%Y-%m}", local.year)
         return found
 
+    def start(self) -> None:
+        """Fold what a previous run left in the journal and start the lanes (idempotent)."""
+        self.journal.start(self.tariff.repeat_rule_id)
+
     async def record_rows(self, rows: list[Row]) -> None:
         if not rows:
             return
