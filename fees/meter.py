@@ -61,7 +61,8 @@ class LedgerMeter:
     async def record_rows(self, rows: list[Row]) -> None:
         if not rows:
             return
-        self.journal.start(self.tariff.repeat_rule_id)
+        if not self.journal.started:
+            self.journal.start(self.tariff.repeat_rule_id)
         await self.journal.record(rows)
 
     async def record(self, checks: Sequence[Check]) -> list[Entry]:
