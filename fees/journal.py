@@ -194,7 +194,7 @@ def read_frames(directory: Path) -> dict[int, tuple[str, list[Row]]]:
             if magic != MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
                 break
             body = json.loads(payload)
-            frames[seq] = (body["r"], [tuple(row) for row in body["rows"]])  # type: ignore[misc]
+            frames[seq] = (body["r"], [tuple(row) for row in body["rows"]])
             offset += HEADER.size + length
     return frames
 
