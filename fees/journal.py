@@ -412,7 +412,8 @@ class Journal:
                 if lane.size + len(frame) > self.segment_bytes and lane.size:
                     self._finish(lane.open_next())
                 began = time.perf_counter()
-                os.write(lane.fd, frame)
+                if os.write(lane.fd, frame) != len(frame):  # a full disk, say
+                    raise OSError(f"{lane.path}: short write to the fee journal")
                 os.fdatasync(lane.fd)  # durable before any of its answers leaves
                 FLUSH.observe(time.perf_counter() - began)
                 lane.size += len(frame)
