@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from fees.journal import catch_up
 from fees.tariff import Tariff, discounted
 from registry.errors import InvalidInput
 from registry.store import Store
@@ -75,6 +76,7 @@ def check_month(month: str) -> str:
 def invoices(store: Store, tariff: Tariff, month: str, verifier: str | None = None
              ) -> list[Invoice]:
     check_month(month)
+    catch_up(store)  # exact: every durable check, folded or still in the journal
     sql = (
         "SELECT v.name AS verifier, l.check_type, l.rule_id, COUNT(*) AS n,"
         " SUM(l.amount_yen) AS yen, SUM(l.amount_yen > 0) AS charged"
@@ -114,6 +116,7 @@ def to_csv(items: list[Invoice]) -> str:
 
 def usage(store: Store, verifier: str | None = None) -> list[dict[str, Any]]:
     """Running totals per verifier, month and check type."""
+    catch_up(store)
     sql = (
         "SELECT v.name AS verifier, l.month, l.check_type, COUNT(*) AS checks,"
         " SUM(l.amount_yen) AS yen FROM ledger l JOIN verifiers v ON v.id = l.verifier_id"

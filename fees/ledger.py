@@ -1,8 +1,10 @@
 """The fee ledger: one row per metered check, priced by the rule in force when it happened.
 
-Rows are written in batches (one transaction, synchronous=FULL), and a response that carries a
-billed answer leaves only after its row is durable (see `fees.meter`), so a crash never loses a
-billed check nor bills one twice. Rows hold serials and verifier ids, never the 4 facts.
+The daemon's checks reach the ledger through the fee journal (`fees.journal`): a response that
+carries a billed answer leaves only after its journal row is durable, and the journal is folded
+into this table exactly once, so a crash never loses a billed check nor bills one twice. Every
+reader of the ledger here folds what the journal holds first. Direct metering (CLI tools)
+writes batches straight in (`write_batch`). Rows hold serials and verifier ids, never the 4 facts.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from fees.journal import catch_up
 from fees.tariff import Price, Tariff
 from registry.clock import JST, epoch
 from registry.store import Store
@@ -102,6 +105,7 @@ def validity_checked(store: Store, verifier_id: int, serial: str,
     The linkage preconditions: a recent check for the free answers, any check at all for a
     serial the verifier "registered" (latest facts).
     """
+    catch_up(store)  # a check answered a moment ago may still be in the journal only
     row = store.conn.execute(
         "SELECT 1 FROM ledger WHERE verifier_id = ? AND serial = ? AND at >= ?"
         " AND check_type IN (?, ?) LIMIT 1",

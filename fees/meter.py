@@ -1,132 +1,87 @@
-"""The meter: group commit of ledger rows, awaited by the responders before they answer.
+"""The meter: checks priced on the event loop, made durable by the fee journal
+(`fees.journal`: group commit in parallel lanes), folded into the ledger in the background.
 
-Requests hand their checks to `record()` and await it. One writer thread takes everything that
-queued up while the previous commit was running and writes it in one transaction (one fsync for
-the whole batch), then releases the batch's waiters. Throughput grows with concurrency while
-every answer still waits for its own row to be durable: no response leaves unbilled, and a
-crash before the commit loses only answers that were never sent.
+Requests hand their checks to `record()` and await it; the answer leaves once its rows are
+durable in the journal, so no response leaves unbilled, and a crash before the commit loses
+only answers that were never sent. The hot path (`OCSPMeter.record`) does one memoized price
+lookup per answered CertID and one list append per request; resident lookups, the
+status-confirmation once-per-year rule, SQLite inserts and the metrics happen per fold.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from prometheus_client import Counter, Histogram
-
+from fees import journal as fee_journal
+from fees.journal import Journal, Row
 from fees.ledger import Check, LedgerRow, write_batch
-from fees.tariff import Tariff
+from fees.tariff import Price, Tariff
 from registry import tokens, verifiers
-from registry.clock import Clock
+from registry.clock import JST, Clock, epoch
 from registry.store import Store
 from registry.verifiers import Verifier
 
 log = logging.getLogger("jpki.fees")
 
-CHECKS = Counter("jpki_fee_checks_total", "Metered checks by verifier and check type "
-                 "(every billable answer; the ledger is the record)", ["verifier", "check_type"])
-YEN = Counter("jpki_fee_yen_total", "Yen charged by verifier and check type, before monthly "
-              "discounts", ["verifier", "check_type"])
-BATCH = Histogram("jpki_fee_commit_batch_size", "Checks per ledger commit (group commit: "
-                  "larger under load)", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
-
-_Waiter = tuple[list[Check], asyncio.Future[list[LedgerRow]], asyncio.AbstractEventLoop]
-
-
-def _count(entries: Sequence[LedgerRow]) -> None:
-    for entry in entries:
-        CHECKS.labels(entry.check.verifier_name, entry.check.check_type).inc()
-        if entry.price.yen:
-            YEN.labels(entry.check.verifier_name, entry.check.check_type).inc(entry.price.yen)
-
-
-def _resolve(future: asyncio.Future[list[LedgerRow]],
-             value: list[LedgerRow] | BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(value, BaseException):
-        future.set_exception(value)
-    else:
-        future.set_result(value)
-
-
-def _resolve_all(items: list[tuple[asyncio.Future[list[LedgerRow]], list[LedgerRow]]]) -> None:
-    for future, value in items:
-        _resolve(future, value)
+# (rule id, yen, epoch seconds, JST month, JST year) of a (check type, channel, moment)
+_Priced = tuple[str, int, int, str, int]
+_MEMO_LIMIT = 4096
 
 
 class LedgerMeter:
-    """Durable metering for the daemon; `record()` returns once the rows are committed."""
+    """Durable metering for the daemon; `record()` returns once the checks are durable."""
 
-    def __init__(self, data_dir: Path, tariff: Tariff) -> None:
+    def __init__(self, data_dir: Path, tariff: Tariff, lanes: int = 4) -> None:
         self.data_dir = data_dir
         self.tariff = tariff
-        self._pending: list[_Waiter] = []
-        self._cond = threading.Condition()
-        self._closing = False
-        self._thread: threading.Thread | None = None
+        self.journal = Journal(data_dir, lanes=lanes)
+        self._priced: dict[tuple[str, str, datetime], _Priced] = {}
 
-    def _start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
-            self._thread.start()
+    def priced(self, check_type: str, channel: str, at: datetime) -> _Priced:
+        """The price of a check (the rule in force on its JST day), memoized per moment: the
+        responders pass one datetime per second, so this is a dict lookup per check."""
+        key = (check_type, channel, at)
+        found = self._priced.get(key)
+        if found is None:
+            price = self.tariff.price(check_type, channel, at)  # UnpricedCheck: not answered
+            local = at.astimezone(JST)
+            if len(self._priced) >= _MEMO_LIMIT:
+                self._priced.clear()
+            found = self._priced[key] = (price.rule_id, price.yen, epoch(at),
+                                         f"{local:%Y-%m}", local.year)
+        return found
+
+    def start(self) -> None:
+        """Fold what a previous run left in the journal and start the lanes (idempotent)."""
+        self.journal.start(self.tariff.repeat_rule_id)
+
+    async def record_rows(self, rows: list[Row]) -> None:
+        if not rows:
+            return
+        if not self.journal.started:
+            self.journal.start(self.tariff.repeat_rule_id)
+        await self.journal.record(rows)
 
     async def record(self, checks: Sequence[Check]) -> list[LedgerRow]:
-        if not checks:
-            return []
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[LedgerRow]] = loop.create_future()
-        with self._cond:
-            if self._closing:
-                raise RuntimeError("the meter is closed")
-            self._start()
-            self._pending.append((list(checks), future, loop))
-            self._cond.notify()
-        return await future
-
-    def _run(self) -> None:
-        store = Store.open(self.data_dir)
-        try:
-            while True:
-                with self._cond:
-                    while not self._pending and not self._closing:
-                        self._cond.wait()
-                    if not self._pending and self._closing:
-                        return
-                    batch, self._pending = self._pending, []
-                flat = [check for checks, _future, _loop in batch for check in checks]
-                try:
-                    entries = write_batch(store, self.tariff, flat)
-                except Exception as exc:  # the waiters answer with an error instead
-                    log.exception("ledger commit failed for %d checks", len(flat))
-                    for _checks, future, loop in batch:
-                        loop.call_soon_threadsafe(_resolve, future, exc)
-                    continue
-                BATCH.observe(len(flat))
-                _count(entries)
-                # One wake-up per event loop for the whole batch, not one per request.
-                results: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[LedgerRow]],
-                                                                    list[LedgerRow]]]] = {}
-                offset = 0
-                for checks, future, loop in batch:
-                    results.setdefault(loop, []).append(
-                        (future, entries[offset:offset + len(checks)]))
-                    offset += len(checks)
-                for loop, items in results.items():
-                    loop.call_soon_threadsafe(_resolve_all, items)
-        finally:
-            store.close()
+        """Linkage answers and CRL downloads. The entries carry the price before the
+        status-confirmation once-per-year rule, which is applied in sequence when folding."""
+        rows: list[Row] = []
+        entries: list[LedgerRow] = []
+        for check in checks:
+            rule_id, yen, at, month, year = self.priced(check.check_type, check.channel,
+                                                        check.at)
+            rows.append((check.verifier_name, at, month, year, check.verifier_id,
+                         check.check_type, check.channel, check.serial,
+                         int(check.status_confirmation), rule_id, yen))
+            entries.append(LedgerRow(check, None, Price(rule_id, yen)))
+        await self.record_rows(rows)
+        return entries
 
     def close(self) -> None:
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self.journal.close()
 
 
 class DirectMeter:
@@ -137,8 +92,9 @@ class DirectMeter:
         self.tariff = tariff
 
     def record_now(self, checks: Sequence[Check]) -> list[LedgerRow]:
+        fee_journal.catch_up(self.store)  # the once-per-year rule sees every earlier check
         entries = write_batch(self.store, self.tariff, checks)
-        _count(entries)
+        fee_journal.count(entries)
         return entries
 
 
@@ -148,16 +104,22 @@ class OCSPMeter:
 
     def __init__(self, ledger: LedgerMeter) -> None:
         self.ledger = ledger
+        self._check_types: dict[str, str] = {}
 
     async def record(self, verifier: Verifier | None, answered: Sequence[tuple[str, str]],
                      at: datetime, *, status_confirmation: bool = False) -> None:
         if verifier is None:
             return
-        await self.ledger.record([
-            Check(verifier.id, verifier.name, f"{kind}_check", "ocsp", serial, at,
-                  status_confirmation)
-            for kind, serial in answered
-        ])
+        flag = int(status_confirmation)
+        rows: list[Row] = []
+        for kind, serial in answered:
+            check_type = self._check_types.get(kind)
+            if check_type is None:
+                check_type = self._check_types[kind] = f"{kind}_check"
+            rule_id, yen, epoch_at, month, year = self.ledger.priced(check_type, "ocsp", at)
+            rows.append((verifier.name, epoch_at, month, year, verifier.id, check_type, "ocsp",
+                         serial, flag, rule_id, yen))
+        await self.ledger.record_rows(rows)
 
 
 class CRLDownloadMeter:

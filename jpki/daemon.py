@@ -78,8 +78,14 @@ def build_app(context: Context) -> web.Application:
     events_web.setup(app, context.data_dir, context.clock, settings.events.max_body_bytes,
                      settings.ocsp.read_timeout_seconds)
 
-    meter = LedgerMeter(context.data_dir, context.tariff)
+    meter = LedgerMeter(context.data_dir, context.tariff, settings.fees.journal_lanes)
     app[METER] = meter
+
+    async def start_meter(app: web.Application) -> None:
+        # fold what a previous run left in the fee journal before the first answer
+        await asyncio.get_running_loop().run_in_executor(None, meter.start)
+
+    app.on_startup.append(start_meter)
 
     async def close_meter(app: web.Application) -> None:
         await asyncio.get_running_loop().run_in_executor(None, meter.close)

@@ -127,6 +127,9 @@ class EventsSettings(_Section):
 
 class FeesSettings(_Section):
     tariff_file: Path = REPO_CONFIGS / "tariff.toml"
+    # Fee journal files flushed in parallel (fees/journal.py): an answer waits for one flush
+    # of its group, and a new group starts flushing while earlier ones are in the device.
+    journal_lanes: int = Field(4, ge=1, le=16)
 
 
 class LinkageSettings(_Section):

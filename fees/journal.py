@@ -1,0 +1,499 @@
+"""The fee journal: durable group commit of priced checks, folded into the ledger in the
+background.
+
+Why: a metered answer leaves only after its check is durable (DOMAIN.md, "Fees": zero loss).
+Committing each group of rows straight into the registry's SQLite ledger cost a flush of the
+registry's WAL (~3 ms on our disks) per group, serialized with the registry's own writers, plus
+Python work per row on the path of every answer. Here the answer waits only for an append to
+a private file and its `fdatasync`; several lanes (`fees.journal_lanes`) flush in parallel, so
+a new group starts its flush while earlier ones are still in the device, and the answer's
+wait is one flush, not one flush plus the queue behind it.
+
+Layout (data directory, 0700 / 0600 like the registry, registry/datadir.py):
+
+    fees-journal/lock                      flock held by the one writing process
+    fees-journal/<run>-<lane>-<part>.log   frames, appended, one per group commit
+
+A frame is `magic, payload length, sequence number, crc32` then the payload: the rows of one
+group (JSON). Sequence numbers are global across lanes and runs. Folding inserts the rows of
+frames into `ledger` and moves the mark (`fee_journal_folds.seq`) in the same transaction, so a
+crash between journal and ledger neither loses a row (the frame is still in the file, above the
+mark) nor counts one twice (a frame at or below the mark is skipped). Frames are folded in
+sequence order, which decides the status-confirmation once-per-year rule exactly as a single
+writer would.
+
+While the writer runs, only the contiguous prefix of durable frames is folded (a frame still
+in flight on another lane leaves a gap that will be filled). At start-up, with the lock taken,
+every complete frame of the earlier run is folded, gaps included: a frame that never became
+durable had its answers never sent. Then the earlier files are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import queue
+import struct
+import threading
+import time
+import zlib
+from collections import Counter as Tally
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter, Histogram
+
+if TYPE_CHECKING:
+    from fees.ledger import LedgerRow
+
+from registry import datadir
+from registry.store import Store
+
+log = logging.getLogger("jpki.fees")
+
+DIR_NAME = "fees-journal"
+MAGIC = b"JFB1"
+HEADER = struct.Struct("<4sIQI")  # magic, payload length, sequence number, crc32(payload)
+SEGMENT_BYTES = 16 << 20
+
+# A journal row: what the ledger row needs, priced when the check happened (the rule in force
+# on its JST day), plus the verifier's name for the metrics. The status-confirmation
+# once-per-year rule is applied when folding, in sequence order.
+# (verifier_name, at, month, year, verifier_id, check_type, channel, serial,
+#  status_confirmation, rule_id, amount_yen)
+Row = tuple[str, int, str, int, int, str, str, str | None, int, str, int]
+
+CHECKS = Counter("jpki_fee_checks_total", "Metered checks by verifier and check type "
+                 "(every billable answer; the ledger is the record)", ["verifier", "check_type"])
+YEN = Counter("jpki_fee_yen_total", "Yen charged by verifier and check type, before monthly "
+              "discounts", ["verifier", "check_type"])
+BATCH = Histogram("jpki_fee_commit_batch_size", "Checks per journal commit (group commit: "
+                  "larger under load)", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+FLUSH = Histogram("jpki_fee_journal_flush_seconds", "Append plus fdatasync of one journal "
+                  "frame: what a metered answer waits for (the device's flush latency; above "
+                  "~5 ms, metered answers lose throughput at a given concurrency)",
+                  buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128))
+FOLDED = Counter("jpki_fee_journal_folded_total", "Journal rows folded into the ledger (lags "
+                 "the answers by at most the fold interval; a growing gap means the ledger "
+                 "cannot keep up)")
+
+_MARK_TABLE = ("CREATE TABLE IF NOT EXISTS fee_journal_folds"
+               " (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)")
+_INSERT = ("INSERT INTO ledger (at, month, year, verifier_id, check_type, channel, serial,"
+           " resident_id, status_confirmation, rule_id, amount_yen)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+class JournalBusy(RuntimeError):
+    """Another process is writing this data directory's fee journal."""
+
+
+def count(entries: Sequence[LedgerRow]) -> None:
+    """The metrics of checks written straight to the ledger (direct metering)."""
+    for entry in entries:
+        CHECKS.labels(entry.check.verifier_name, entry.check.check_type).inc()
+        if entry.price.yen:
+            YEN.labels(entry.check.verifier_name, entry.check.check_type).inc(entry.price.yen)
+
+
+def journal_dir(data_dir: Path) -> Path:
+    return data_dir / DIR_NAME
+
+
+# -- folding (any process) -------------------------------------------------------------------
+
+def _mark(conn: Any) -> int:
+    conn.execute(_MARK_TABLE)
+    row = conn.execute("SELECT seq FROM fee_journal_folds WHERE id = 1").fetchone()
+    return int(row[0]) if row else 0
+
+
+def folded_mark(store: Store) -> int:
+    with store.transaction() as conn:
+        return _mark(conn)
+
+
+class Residents:
+    """serial -> resident id, memoized (a certificate's resident never changes)."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, str | None] = {}
+
+    def of(self, store: Store, serial: str) -> str | None:
+        if serial not in self._known:
+            row = store.conn.execute("SELECT resident_id FROM certificates WHERE serial = ?",
+                                     (serial,)).fetchone()
+            self._known[serial] = row[0] if row else None
+        return self._known[serial]
+
+
+def fold(store: Store, frames: Sequence[tuple[int, str, list[Row]]],
+         residents: Residents | None = None) -> int:
+    """Insert the rows of `frames` (sequence number, repeat rule id, rows), sorted by sequence
+    number, skipping frames at or below the mark; return the new mark. One transaction."""
+    residents = residents or Residents()
+    tally: Tally[tuple[str, str]] = Tally()
+    yen: Tally[tuple[str, str]] = Tally()
+    with store.transaction() as conn:
+        mark = _mark(conn)
+        todo = sorted((f for f in frames if f[0] > mark), key=lambda f: f[0])
+        if not todo:
+            return mark
+        charged: set[tuple[int, str, int]] = set()
+        out: list[tuple[object, ...]] = []
+        for _seq, repeat_rule_id, rows in todo:
+            for (name, at, month, year, verifier_id, check_type, channel, serial, sc, rule_id,
+                 amount) in rows:
+                resident = None
+                if sc and serial:
+                    # the once-per-year rule (configs/tariff.toml [status_confirmation])
+                    resident = residents.of(store, serial)
+                    if resident is not None:
+                        key = (verifier_id, resident, year)
+                        seen = key in charged or conn.execute(
+                            "SELECT 1 FROM ledger WHERE verifier_id = ? AND resident_id = ?"
+                            " AND year = ? AND status_confirmation = 1 AND rule_id != ?"
+                            " LIMIT 1", (verifier_id, resident, year, repeat_rule_id),
+                        ).fetchone()
+                        if seen:
+                            rule_id, amount = repeat_rule_id, 0
+                        else:
+                            charged.add(key)
+                out.append((at, month, year, verifier_id, check_type, channel, serial,
+                            resident, sc, rule_id, amount))
+                tally[(name, check_type)] += 1
+                if amount:
+                    yen[(name, check_type)] += amount
+        conn.executemany(_INSERT, out)
+        new_mark = todo[-1][0]
+        conn.execute("INSERT INTO fee_journal_folds (id, seq) VALUES (1, ?)"
+                     " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq", (new_mark,))
+    # counters per fold (per batch), after the commit, with the final prices
+    for labels, count in tally.items():
+        CHECKS.labels(*labels).inc(count)
+    for labels, amount in yen.items():
+        YEN.labels(*labels).inc(amount)
+    FOLDED.inc(len(out))
+    return new_mark
+
+
+def read_frames(directory: Path) -> dict[int, tuple[str, list[Row]]]:
+    """Every complete frame in the journal files; a torn tail (a crash mid-append: never
+    acknowledged) ends its file's frames."""
+    frames: dict[int, tuple[str, list[Row]]] = {}
+    for path in sorted(directory.glob("*.log")):
+        data = path.read_bytes()
+        offset = 0
+        while offset + HEADER.size <= len(data):
+            magic, length, seq, crc = HEADER.unpack_from(data, offset)
+            payload = data[offset + HEADER.size:offset + HEADER.size + length]
+            if magic != MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
+                break
+            body = json.loads(payload)
+            frames[seq] = (body["r"], [tuple(row) for row in body["rows"]])
+            offset += HEADER.size + length
+    return frames
+
+
+def _contiguous(frames: dict[int, Any], mark: int) -> list[int]:
+    seqs = []
+    seq = mark + 1
+    while seq in frames:
+        seqs.append(seq)
+        seq += 1
+    return seqs
+
+
+_ACTIVE: dict[Path, Journal] = {}
+_ACTIVE_LOCK = threading.Lock()
+
+
+def catch_up(store: Store) -> None:
+    """Fold what the journal holds before the ledger is read (invoices, usage, the linkage
+    preconditions, the status-confirmation rule of direct metering): they stay exact.
+
+    In the writing process, the journal's durable frames; in another process, the frames in
+    the files: all of them when no process holds the journal (a crashed daemon), else the
+    contiguous prefix above the mark."""
+    data_dir = store.path.parent
+    with _ACTIVE_LOCK:
+        journal = _ACTIVE.get(data_dir.resolve())
+    if journal is not None:
+        journal.catch_up(store)
+        return
+    directory = journal_dir(data_dir)
+    if not directory.is_dir():
+        return
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, datadir.PRIVATE_FILE)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            writer_alive = False
+        except BlockingIOError:
+            writer_alive = True
+        frames = read_frames(directory)
+        if not frames:
+            return
+        seqs = _contiguous(frames, folded_mark(store)) if writer_alive else sorted(frames)
+        fold(store, [(seq, *frames[seq]) for seq in seqs])
+    finally:
+        os.close(fd)  # releases the flock
+
+
+# -- writing (the daemon) --------------------------------------------------------------------
+
+class _Group:
+    """Rows waiting for the next commit, and one future per event loop waiting on them."""
+
+    __slots__ = ("rows", "futures")
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self.futures: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = {}
+
+
+def _release(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+
+class _Lane:
+    """One journal file being appended by one thread (a lane flushes while others do)."""
+
+    def __init__(self, directory: Path, run: int, number: int) -> None:
+        self.directory = directory
+        self.run = run
+        self.number = number
+        self.part = 0
+        self.fd = -1
+        self.size = 0
+        self.max_seq = 0
+        self.path = directory
+
+    def open_next(self) -> tuple[Path, int] | None:
+        """Start the lane's next file; returns the finished one (path, highest sequence)."""
+        done = (self.path, self.max_seq) if self.fd >= 0 else None
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.part += 1
+        self.path = self.directory / f"{self.run:012d}-{self.number:02d}-{self.part:06d}.log"
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND,
+                          datadir.PRIVATE_FILE)
+        _fsync_dir(self.directory)  # the file's name is durable before any frame counts on it
+        self.size = 0
+        self.max_seq = 0
+        return done
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """The daemon's fee journal: `await record(rows)` returns once the rows are durable."""
+
+    def __init__(self, data_dir: Path, lanes: int = 4, fold_interval: float = 0.2,
+                 segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.data_dir = data_dir
+        self.directory = journal_dir(data_dir)
+        self.lane_count = lanes
+        self.fold_interval = fold_interval
+        self.segment_bytes = segment_bytes
+        self.repeat_rule_id = ""
+        self._lock = threading.Lock()
+        # One token per group: put (on the loop's next turn, so that every request answered
+        # in the same turn joins the group) when a group opens, taken by the lane that will
+        # commit it. SimpleQueue wakes a lane in C; Condition.notify cost ~8 % of the loop.
+        self._tokens: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._open = _Group()
+        self._next_seq = 0
+        self._closing = False
+        self.started = False
+        self._threads: list[threading.Thread] = []
+        self._durable: dict[int, list[Row]] = {}  # sequence -> rows, durable, not yet folded
+        self._durable_lock = threading.Lock()
+        self._finished: list[tuple[Path, int]] = []  # lane files no longer appended
+        self._fold_lock = threading.Lock()
+        self._fold_wake = threading.Event()
+        self._folded = 0
+        self._residents = Residents()
+        self._lock_fd = -1
+        self._store: Store | None = None
+
+    # start-up and recovery
+    def start(self, repeat_rule_id: str) -> None:
+        with self._lock:
+            if self.started:
+                return
+            self.repeat_rule_id = repeat_rule_id
+            datadir.make_private_dirs(self.directory)
+            self._lock_fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT,
+                                    datadir.PRIVATE_FILE)
+            deadline = time.monotonic() + 10  # a CLI fold holds the lock briefly
+            while True:
+                try:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        os.close(self._lock_fd)
+                        raise JournalBusy(f"{self.directory}: another process writes this fee"
+                                          " journal; one daemon per data directory") from None
+                    time.sleep(0.05)
+            self._store = Store.open(self.data_dir)
+            leftovers = sorted(self.directory.glob("*.log"))
+            frames = read_frames(self.directory)
+            mark = fold(self._store, [(seq, *frames[seq]) for seq in sorted(frames)],
+                        self._residents)
+            if frames:
+                log.info("fee journal: folded %d frames left by the previous run", len(frames))
+            for path in leftovers:  # every frame is at or below the mark now
+                path.unlink()
+            if leftovers:
+                _fsync_dir(self.directory)
+            self._folded = mark
+            self._next_seq = mark + 1
+            for number in range(self.lane_count):
+                lane = _Lane(self.directory, self._next_seq, number)
+                lane.open_next()
+                thread = threading.Thread(target=self._append, args=(lane,),
+                                          name=f"fee-journal-{number}", daemon=True)
+                self._threads.append(thread)
+            self._threads.append(threading.Thread(target=self._fold_loop, name="fee-fold",
+                                                  daemon=True))
+            for thread in self._threads:
+                thread.start()
+            self.started = True
+        with _ACTIVE_LOCK:
+            _ACTIVE[self.data_dir.resolve()] = self
+
+    # the request side (event loop)
+    async def record(self, rows: list[Row]) -> None:
+        """Queue `rows` for the next commit and wait until they are durable."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("the fee journal is closed")
+            group = self._open
+            if not group.rows:
+                loop.call_soon(self._tokens.put, True)
+            group.rows.extend(rows)
+            future = group.futures.get(loop)
+            if future is None:
+                future = group.futures[loop] = loop.create_future()
+        await future
+
+    # the lanes
+    def _append(self, lane: _Lane) -> None:
+        while self._tokens.get():
+            with self._lock:
+                if not self._open.rows:
+                    continue
+                group, self._open = self._open, _Group()
+                seq = self._next_seq
+                self._next_seq += 1
+            error: BaseException | None = None
+            try:
+                payload = json.dumps({"r": self.repeat_rule_id, "rows": group.rows},
+                                     separators=(",", ":")).encode()
+                frame = HEADER.pack(MAGIC, len(payload), seq, zlib.crc32(payload)) + payload
+                if lane.size + len(frame) > self.segment_bytes and lane.size:
+                    self._finish(lane.open_next())
+                began = time.perf_counter()
+                if os.write(lane.fd, frame) != len(frame):  # a full disk, say
+                    raise OSError(f"{lane.path}: short write to the fee journal")
+                os.fdatasync(lane.fd)  # durable before any of its answers leaves
+                FLUSH.observe(time.perf_counter() - began)
+                lane.size += len(frame)
+                lane.max_seq = seq
+            except Exception as exc:  # the group's requests fail; the lane starts a new file
+                log.exception("fee journal commit failed for %d checks", len(group.rows))
+                error = exc
+                try:
+                    self._finish(lane.open_next())
+                except OSError:
+                    log.exception("fee journal: cannot start a new file")
+            with self._durable_lock:
+                # a failed frame leaves no gap: its answers were never sent
+                self._durable[seq] = group.rows if error is None else []
+                pending = len(self._durable)
+            BATCH.observe(len(group.rows))
+            by_loop = group.futures
+            for loop, future in by_loop.items():
+                loop.call_soon_threadsafe(_release, [future], error)
+            if pending > 64:
+                self._fold_wake.set()
+        if lane.fd >= 0:
+            os.close(lane.fd)
+
+    def _finish(self, done: tuple[Path, int] | None) -> None:
+        if done is not None:
+            with self._durable_lock:
+                self._finished.append(done)
+
+    # folding
+    def catch_up(self, store: Store | None = None) -> None:
+        """Fold the contiguous durable frames now (on the caller's connection if given)."""
+        with self._fold_lock:
+            with self._durable_lock:
+                seqs = _contiguous(self._durable, self._folded)
+                frames = [(seq, self.repeat_rule_id, self._durable[seq]) for seq in seqs]
+            if not frames:
+                return
+            target = store or self._store
+            assert target is not None
+            mark = fold(target, frames, self._residents)
+            with self._durable_lock:
+                for seq in seqs:
+                    del self._durable[seq]
+                self._folded = max(self._folded, seqs[-1], mark)
+                removable = [f for f in self._finished if f[1] <= self._folded]
+                self._finished = [f for f in self._finished if f[1] > self._folded]
+            for path, _seq in removable:
+                path.unlink(missing_ok=True)
+
+    def _fold_loop(self) -> None:
+        while True:
+            self._fold_wake.wait(self.fold_interval)
+            self._fold_wake.clear()
+            try:
+                self.catch_up()
+            except Exception:  # the frames stay durable in the journal; retried next time
+                log.exception("fee journal: fold into the ledger failed")
+            if self._closing and not any(t.is_alive() for t in self._threads[:-1]):
+                self.catch_up()
+                return
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.started or self._closing:
+                self._closing = True
+                return
+            self._closing = True
+            leftover = bool(self._open.rows)
+        if leftover:
+            self._tokens.put(True)
+        for _thread in self._threads[:-1]:
+            self._tokens.put(False)  # after every group's token: queued groups commit first
+        for thread in self._threads[:-1]:
+            thread.join(timeout=30)
+        self._fold_wake.set()
+        self._threads[-1].join(timeout=30)
+        with _ACTIVE_LOCK:
+            if _ACTIVE.get(self.data_dir.resolve()) is self:
+                del _ACTIVE[self.data_dir.resolve()]
+        if self._store is not None:
+            self._store.close()
+        os.close(self._lock_fd)
