@@ -18,6 +18,7 @@ from ca import lint
 from ca.keybackend import KeyAlgorithm, KeyBackend, PrivateKey, PublicKey, spki_fingerprint
 from ca.kinds import CertKind, ca_name
 from registry import audit
+from registry import generations as registry_generations
 from registry.clock import Clock, epoch, from_epoch
 from registry.errors import JPKIError, NotFound, NotInitialised
 from registry.store import Store
@@ -128,28 +129,20 @@ def generations(store: Store, kind: CertKind | None = None, *,
                 include_retired: bool = True) -> list[CAGeneration]:
     """Every generation, or with include_retired=False those that still sign CRLs and
     responder certificates (retiring is `jpki ca retire`, once all their certificates expired)."""
-    clauses = []
-    params: tuple[object, ...] = ()
-    if kind is not None:
-        clauses.append("kind = ?")
-        params = (kind.value,)
-    if not include_retired:
-        clauses.append("retired_at IS NULL")
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
     return [_from_row(row) for row in
-            store.query(f"SELECT * FROM ca_generations{where} ORDER BY kind, generation", params)]
+            registry_generations.rows(store, kind.value if kind else None,
+                                      include_retired=include_retired)]
 
 
 def by_id(store: Store, ca_id: int) -> CAGeneration:
-    row = store.one("SELECT * FROM ca_generations WHERE id = ?", (ca_id,))
+    row = registry_generations.row_by_id(store, ca_id)
     if row is None:
         raise NotInitialised(f"CA generation {ca_id} is not in the registry")
     return _from_row(row)
 
 
 def by_generation(store: Store, kind: CertKind, generation: int) -> CAGeneration:
-    row = store.one("SELECT * FROM ca_generations WHERE kind = ? AND generation = ?",
-                    (kind.value, generation))
+    row = registry_generations.row_by_generation(store, kind.value, generation)
     if row is None:
         raise NotFound(f"no {kind.value} CA generation {generation}", field="generation")
     return _from_row(row)
@@ -157,10 +150,7 @@ def by_generation(store: Store, kind: CertKind, generation: int) -> CAGeneration
 
 def current(store: Store, kind: CertKind) -> CAGeneration:
     """The newest generation of a kind: new certificates are issued under it."""
-    row = store.one(
-        "SELECT * FROM ca_generations WHERE kind = ? ORDER BY generation DESC LIMIT 1",
-        (kind.value,),
-    )
+    row = registry_generations.newest_row(store, kind.value)
     if row is None:
         raise NotInitialised(f"the {kind.value} CA does not exist yet: run `jpki init`")
     return _from_row(row)
@@ -176,9 +166,7 @@ def create_generation(store: Store, keys: KeyBackend, clock: Clock, kind: CertKi
     generation and its link certificates commit together. Either way the unique
     (kind, generation) index refuses a concurrent rotation of the same CA.
     """
-    row = store.one("SELECT COALESCE(MAX(generation), 0) AS last FROM ca_generations"
-                    " WHERE kind = ?", (kind.value,))
-    generation = int(row["last"] if row else 0) + 1
+    generation = registry_generations.last_generation(store, kind.value) + 1
     previous = current(store, kind) if generation > 1 else None
     # Lint before the key exists, for the backend writes a key as it makes it (ca/lint.py);
     # build_ca_certificate lints again, which costs a few ms once per generation.
@@ -191,17 +179,14 @@ def create_generation(store: Store, keys: KeyBackend, clock: Clock, kind: CertKi
                                   algorithm)
     now = clock()
     certificate = build_ca_certificate(kind, key, now, years)
-    with store.transaction() as conn:
+    with store.transaction():
         kid = key_id(key.public_key()).hex()
-        cursor = conn.execute(
-            "INSERT INTO ca_generations (kind, generation, serial, not_before, not_after, key_id,"
-            " key_file, cert_der, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                kind.value, generation, format(certificate.serial_number, "x"),
-                epoch(certificate.not_valid_before_utc), epoch(certificate.not_valid_after_utc),
-                kid, key_file, certificate.public_bytes(Encoding.DER), epoch(now),
-            ),
-        )
+        ca_id = registry_generations.insert(
+            store, kind=kind.value, generation=generation,
+            serial=format(certificate.serial_number, "x"),
+            not_before=epoch(certificate.not_valid_before_utc),
+            not_after=epoch(certificate.not_valid_after_utc), key_id=kid, key_file=key_file,
+            cert_der=certificate.public_bytes(Encoding.DER), created_at=epoch(now))
         audit.append(store, clock, actor=actor, action="ca.generation.create",
                      serial=format(certificate.serial_number, "x"),
                      detail={"kind": kind.value, "generation": generation, "key_id": kid,
@@ -210,5 +195,5 @@ def create_generation(store: Store, keys: KeyBackend, clock: Clock, kind: CertKi
                              "new_key": spki_fingerprint(key.public_key()),
                              "not_after": from_epoch(epoch(certificate.not_valid_after_utc))
                              .isoformat()})
-        return CAGeneration(cursor.lastrowid or 0, kind, generation, certificate, kid, key_file)
+        return CAGeneration(ca_id, kind, generation, certificate, kid, key_file)
 

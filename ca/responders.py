@@ -27,7 +27,7 @@ from ca import authority, lint
 from ca.authority import CAGeneration
 from ca.keybackend import KeyAlgorithm, KeyBackend, PrivateKey, PublicKey, spki_fingerprint
 from ca.kinds import CertKind
-from registry import audit
+from registry import audit, ocsp_signers
 from registry.clock import Clock, epoch
 from registry.store import Store
 
@@ -115,8 +115,7 @@ def _record(row: dict[str, Any]) -> ResponderRecord:
 
 
 def latest(store: Store, ca_id: int) -> ResponderRecord | None:
-    row = store.one("SELECT * FROM ocsp_signers WHERE ca_id = ? ORDER BY not_after DESC, id DESC"
-                    " LIMIT 1", (ca_id,))
+    row = ocsp_signers.newest_row(store, ca_id)
     return _record(row) if row else None
 
 
@@ -138,20 +137,17 @@ def issue(store: Store, ca_keys: KeyBackend, responder_keys: KeyBackend, clock: 
     now = clock()
     certificate = build_responder_certificate(ca, ca_key, key.public_key(), now,
                                               policy.validity_days, serial_number)
-    with store.transaction() as conn:
-        cursor = conn.execute(
-            "INSERT INTO ocsp_signers (ca_id, serial, not_before, not_after, key_file, cert_der,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (ca.id, serial, epoch(certificate.not_valid_before_utc),
-             epoch(certificate.not_valid_after_utc), key_file,
-             certificate.public_bytes(Encoding.DER), epoch(now)),
-        )
+    with store.transaction():
+        signer_id = ocsp_signers.insert(
+            store, ca_id=ca.id, serial=serial, not_before=epoch(certificate.not_valid_before_utc),
+            not_after=epoch(certificate.not_valid_after_utc), key_file=key_file,
+            cert_der=certificate.public_bytes(Encoding.DER), created_at=epoch(now))
         audit.append(store, clock, actor=actor, action="ocsp.signer.issue", serial=serial,
                      detail={"ca": ca.label, "reason": reason,
                              "old_key": previous.fingerprint if previous else None,
                              "new_key": spki_fingerprint(key.public_key()),
                              "not_after": certificate.not_valid_after_utc.isoformat()})
-    return ResponderRecord(cursor.lastrowid or 0, ca.id, certificate, key_file)
+    return ResponderRecord(signer_id, ca.id, certificate, key_file)
 
 
 def needs_renewal(not_after: datetime | None, now: datetime,

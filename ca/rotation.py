@@ -35,7 +35,7 @@ from ca.authority import CAGeneration
 from ca.keybackend import KeyAlgorithm, KeyBackend, PrivateKey
 from ca.kinds import CertKind
 from ca.responders import ResponderCertificatePolicy, ResponderRecord
-from registry import audit
+from registry import audit, ca_links, certificates, generations, ocsp_signers
 from registry.clock import Clock, epoch, from_epoch
 from registry.errors import Conflict, JPKIError
 from registry.store import Store
@@ -125,30 +125,23 @@ def _link_from_row(row: dict[str, Any]) -> LinkCertificate:
 
 
 def links(store: Store, kind: CertKind | None = None) -> list[LinkCertificate]:
-    sql = "SELECT * FROM ca_links"
-    params: tuple[object, ...] = ()
-    if kind is not None:
-        sql += " WHERE kind = ?"
-        params = (kind.value,)
-    return [_link_from_row(row) for row in store.query(sql + " ORDER BY id", params)]
+    return [_link_from_row(row) for row in ca_links.rows(store, kind.value if kind else None)]
 
 
 def _record_link(store: Store, clock: Clock, kind: CertKind, direction: str, old: CAGeneration,
                  new: CAGeneration, certificate: x509.Certificate, actor: str) -> LinkCertificate:
     serial = format(certificate.serial_number, "x")
-    with store.transaction() as conn:
-        cursor = conn.execute(
-            "INSERT INTO ca_links (kind, direction, old_ca_id, new_ca_id, serial, not_before,"
-            " not_after, cert_der, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (kind.value, direction, old.id, new.id, serial,
-             epoch(certificate.not_valid_before_utc), epoch(certificate.not_valid_after_utc),
-             certificate.public_bytes(Encoding.DER), epoch(clock())),
-        )
+    with store.transaction():
+        link_id = ca_links.insert(
+            store, kind=kind.value, direction=direction, old_ca_id=old.id, new_ca_id=new.id,
+            serial=serial, not_before=epoch(certificate.not_valid_before_utc),
+            not_after=epoch(certificate.not_valid_after_utc),
+            cert_der=certificate.public_bytes(Encoding.DER), created_at=epoch(clock()))
         audit.append(store, clock, actor=actor, action="ca.link.issue", serial=serial,
                      detail={"kind": kind.value, "direction": direction, "old": old.label,
                              "new": new.label, "old_key": old.fingerprint,
                              "new_key": new.fingerprint})
-    return LinkCertificate(cursor.lastrowid or 0, kind, direction, old.id, new.id, certificate)
+    return LinkCertificate(link_id, kind, direction, old.id, new.id, certificate)
 
 
 def rotate(store: Store, keys: KeyBackend, clock: Clock, kind: CertKind, *,
@@ -187,13 +180,8 @@ class Coverage:
 
 
 def coverage(store: Store, ca_id: int, now: datetime) -> Coverage:
-    row = store.one(
-        "SELECT COUNT(*) AS unexpired, COALESCE(SUM(status != 'revoked'), 0) AS live,"
-        " MAX(not_after) AS last FROM certificates WHERE ca_id = ? AND not_after > ?",
-        (ca_id, epoch(now)),
-    )
-    assert row is not None
-    return Coverage(int(row["unexpired"]), int(row["live"]), row["last"])
+    unexpired, live, last = certificates.coverage_under(store, ca_id, epoch(now))
+    return Coverage(unexpired, live, last)
 
 
 def retire(store: Store, keys: KeyBackend, responder_keys: KeyBackend, clock: Clock,
@@ -215,15 +203,12 @@ def retire(store: Store, keys: KeyBackend, responder_keys: KeyBackend, clock: Cl
         last = from_epoch(covered.last_expiry or 0).isoformat()
         raise Conflict(f"{ca.label} still covers {covered.unexpired} unexpired certificate(s);"
                        f" the last expires {last}", field="generation")
-    with store.transaction() as conn:
+    with store.transaction():
         archived = keys.archive(ca.key_file)
-        conn.execute("UPDATE ca_generations SET retired_at = ?, key_file = ? WHERE id = ?",
-                     (epoch(now), archived, ca.id))
-        for row in conn.execute("SELECT id, key_file FROM ocsp_signers WHERE ca_id = ?",
-                                (ca.id,)).fetchall():
-            if not row[1].startswith(("archive/", "pkcs11:archived/")):
-                conn.execute("UPDATE ocsp_signers SET key_file = ? WHERE id = ?",
-                             (responder_keys.archive(row[1]), row[0]))
+        generations.retire(store, ca.id, epoch(now), archived)
+        for signer_id, signer_key in ocsp_signers.key_files_of(store, ca.id):
+            if not signer_key.startswith(("archive/", "pkcs11:archived/")):
+                ocsp_signers.set_key_file(store, signer_id, responder_keys.archive(signer_key))
         audit.append(store, clock, actor=operator, action="ca.generation.retire",
                      serial=format(ca.serial, "x"),
                      detail={"kind": kind.value, "generation": generation, "reason": reason,

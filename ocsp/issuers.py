@@ -21,6 +21,7 @@ from ca import authority, responders
 from ca.authority import CAGeneration
 from ca.keybackend import KeyBackend
 from ocsp.builder import ResponderKey
+from registry import generations
 from registry.store import Store
 
 log = logging.getLogger("jpki.ocsp")
@@ -86,12 +87,7 @@ class IssuerIndex:
         self._fingerprint: tuple[int, int, int] | None = None
 
     def _state(self) -> tuple[int, int, int]:
-        row = self.store.conn.execute(
-            "SELECT (SELECT COUNT(*) FROM ca_generations), (SELECT COALESCE(MAX(id), 0)"
-            " FROM ocsp_signers), (SELECT COUNT(*) FROM ca_generations"
-            " WHERE retired_at IS NOT NULL)"
-        ).fetchone()
-        return int(row[0]), int(row[1]), int(row[2])
+        return generations.served_state(self.store)
 
     def forget(self) -> None:
         """Make the next reload_if_changed() re-read everything (SIGHUP)."""

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 from ocsp.issuers import ServedGeneration, cert_id_hashes
 from ocsp.request import CertID, cert_id_for
+from registry import certificates
 from registry.store import Store
 
 
@@ -20,10 +21,6 @@ def make_cert_id(issuer: ServedGeneration, algorithm: str, serial: int) -> CertI
 
 def cert_ids_for(store: Store, issuer: ServedGeneration, algorithms: tuple[str, ...],
                  limit: int) -> Iterator[CertID]:
-    rows = store.conn.execute(
-        "SELECT serial FROM certificates WHERE ca_id = ? ORDER BY issued_at DESC LIMIT ?",
-        (issuer.ca.id, limit),
-    ).fetchall()
-    for (serial,) in rows:
+    for serial in certificates.newest_serials(store, issuer.ca.id, limit):
         for algorithm in algorithms:
             yield make_cert_id(issuer, algorithm, int(serial, 16))

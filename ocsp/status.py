@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from registry import certificates, store
 from registry.clock import from_epoch
 from registry.reasons import Reason
 
@@ -43,22 +44,18 @@ class StatusReader:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True,
-                                   check_same_thread=True, timeout=30)
+            conn = store.read_only(self.db_path)
             self._local.conn = conn
         assert isinstance(conn, sqlite3.Connection)
         return conn
 
     def status(self, serial_hex: str, ca_id: int) -> Status:
-        row = self._conn().execute(
-            "SELECT kind, ca_id, status, revoked_at, reason FROM certificates WHERE serial = ?",
-            (serial_hex,),
-        ).fetchone()
-        if row is None or row[1] != ca_id:
+        row = certificates.status_under(self._conn(), ca_id, serial_hex)
+        if row is None:
             return UNKNOWN
-        kind, _, state, revoked_at, reason = row
-        kind = str(kind)
+        kind, state, revoked_at, reason = row
         if state == "revoked":
-            return Status("revoked", kind, from_epoch(revoked_at),
+            return Status("revoked", kind,
+                          from_epoch(revoked_at) if revoked_at is not None else None,
                           Reason(reason) if reason is not None else None)
         return Status("good", kind)

@@ -18,6 +18,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from httpapi.arrivals import Arrivals
+from registry import changes
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,10 @@ class RegistryWatch:
         self._proved_at = -1  # arrivals.count when the last proof was taken
         self._cursor = conn.cursor()  # reused: the check runs on every request
         self.version = self._data_version()
-        row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM state_changes").fetchone()
-        self.last_seq = int(row[0])
+        self.last_seq = changes.newest_seq(conn)
 
     def _data_version(self) -> int:
-        return int(self._cursor.execute("PRAGMA data_version").fetchone()[0])
+        return changes.data_version(self._cursor)
 
     def poll(self) -> Changes | None:
         """None when no other connection committed since the last poll, else what changed."""
@@ -52,9 +52,7 @@ class RegistryWatch:
         if version == self.version:
             return None
         self.version = version
-        rows = self.conn.execute(
-            "SELECT seq, serial FROM state_changes WHERE seq > ? ORDER BY seq", (self.last_seq,)
-        ).fetchall()
+        rows = changes.serials_since(self.conn, self.last_seq)
         if rows:
-            self.last_seq = int(rows[-1][0])
+            self.last_seq = rows[-1][0]
         return Changes(tuple(row[1] for row in rows)) if rows else NOTHING

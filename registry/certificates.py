@@ -8,6 +8,7 @@ time so that nothing has to sweep the table when certificates age out.
 from __future__ import annotations
 
 import re
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,6 +202,50 @@ def revoke(store: Store, clock: Clock, serial: str, reason: Reason, *, actor: st
                      detail=detail)
         store.after_commit(lambda: hub.publish(serial, "revoked"))
         return require(store, serial)
+
+
+_STATUS = "SELECT kind, ca_id, status, revoked_at, reason FROM certificates WHERE serial = ?"
+
+
+def status_under(conn: sqlite3.Connection, ca_id: int, serial: str
+                 ) -> tuple[str, str, int | None, int | None] | None:
+    """(kind, status, revoked_at, reason) of `serial` if CA generation `ca_id` issued it.
+
+    The OCSP hot path: one parameterised single-row statement (sqlite3 keeps it prepared in
+    the connection's statement cache), on the caller's own read-only connection. A serial
+    that another generation issued is None: RFC 6960 §2.2 `unknown` for this issuer.
+    """
+    row = conn.execute(_STATUS, (serial,)).fetchone()
+    if row is None or row[1] != ca_id:
+        return None
+    return str(row[0]), str(row[2]), row[3], row[4]
+
+
+def newest_serials(store: Store, ca_id: int, limit: int) -> list[str]:
+    """The serials most recently issued under CA generation `ca_id`, newest first."""
+    rows = store.conn.execute(
+        "SELECT serial FROM certificates WHERE ca_id = ? ORDER BY issued_at DESC LIMIT ?",
+        (ca_id, limit),
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def good_serials_under(store: Store, ca_id: int) -> list[str]:
+    """Every serial of CA generation `ca_id` still `good` (what a key compromise revokes)."""
+    return [str(row[0]) for row in store.conn.execute(
+        "SELECT serial FROM certificates WHERE ca_id = ? AND status = 'good'", (ca_id,))]
+
+
+def coverage_under(store: Store, ca_id: int, now: int) -> tuple[int, int, int | None]:
+    """(unexpired, unexpired and not revoked, last notAfter) of CA generation `ca_id`:
+    what it still answers for, so whether it may be retired."""
+    row = store.one(
+        "SELECT COUNT(*) AS unexpired, COALESCE(SUM(status != 'revoked'), 0) AS live,"
+        " MAX(not_after) AS last FROM certificates WHERE ca_id = ? AND not_after > ?",
+        (ca_id, now),
+    )
+    assert row is not None
+    return int(row["unexpired"]), int(row["live"]), row["last"]
 
 
 def last_change(store: Store) -> int:

@@ -24,6 +24,13 @@ DB_NAME = "registry.db"
 Params = tuple[Any, ...] | dict[str, Any]
 
 
+def read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the registry file, for one thread of a reader (the OCSP
+    signing threads each hold one: sqlite3 drops the GIL around every call)."""
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=True,
+                           timeout=30)
+
+
 class Store:
     """A connection to the registry database; one per thread or task that writes."""
 
