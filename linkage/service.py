@@ -14,7 +14,7 @@ from typing import Any
 from ca import validity
 from ca.kinds import CertKind
 from fees.ledger import validity_checked
-from registry import certificates, consents, phones, residents
+from registry import certificates, consents, phones, residents, successors
 from registry.certificates import CertificateRecord
 from registry.clock import JST, Clock, epoch
 from registry.errors import Conflict, InvalidInput, JPKIError
@@ -79,14 +79,10 @@ class LinkageService:
     # -- chains --------------------------------------------------------------------------
 
     def _predecessor_of(self, serial: str) -> str | None:
-        row = self.store.conn.execute("SELECT old_serial FROM successors WHERE new_serial = ?",
-                                      (serial,)).fetchone()
-        return row[0] if row else None
+        return successors.predecessor_of(self.store, serial)
 
     def _successor_of(self, serial: str) -> str | None:
-        row = self.store.conn.execute("SELECT new_serial FROM successors WHERE old_serial = ?",
-                                      (serial,)).fetchone()
-        return row[0] if row else None
+        return successors.of(self.store, serial)
 
     # -- answers -------------------------------------------------------------------------
 
@@ -156,19 +152,16 @@ class LinkageService:
                                field="serial")
         consent = self._consent(record, verifier, "latest-facts")
         self._registered(record, verifier)
-        newest = self.store.one(
-            "SELECT c.serial, c.issued_at FROM certificates c WHERE c.resident_id = ?"
-            " AND c.kind = ? AND NOT " + phones.PHONE_ROW.format(alias="c")
-            + " ORDER BY c.issued_at DESC, c.rowid DESC LIMIT 1",
-            (record.resident_id, CertKind.SIGNATURE.value))
-        if newest is None or newest["serial"] == record.serial:
+        newest = phones.newest_card_serial(self.store, record.resident_id,
+                                           CertKind.SIGNATURE.value)
+        if newest is None or newest == record.serial:
             return Answer({"serial": record.serial, "newer": None}, "latest_facts_unchanged",
                           record.serial)
         facts = residents.require(self.store, record.resident_id)
         values = {"name": facts.certified_name().text, "address": facts.certified_address().text,
                   "dob": facts.dob.isoformat(), "sex": facts.sex.value}
         return Answer({"serial": record.serial,
-                       "newer": {"serial": newest["serial"],
+                       "newer": {"serial": newest,
                                  "facts": {item: values[item] for item in consent.items}}},
                       "latest_facts_newer", record.serial)
 

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import authority
 from ca.kinds import CertKind
-from registry import audit, certificates, consents, verifiers
+from registry import audit, certificates, consents, signed_consents, verifiers
 from registry.clock import Clock, epoch, iso
 from registry.errors import Conflict, InvalidInput, JPKIError, NotFound
 from registry.store import Store
@@ -275,9 +275,8 @@ class SignedConsentDesk:
         signed = self.verify(der, caller)
         statement = signed.statement
         actor = f"resident:{signed.signer.serial}"
-        with self.store.transaction() as conn:
-            if conn.execute("SELECT 1 FROM signed_consents WHERE statement_sha256 = ?",
-                            (signed.statement_sha256,)).fetchone():
+        with self.store.transaction():
+            if signed_consents.seen(self.store, signed.statement_sha256):
                 raise Conflict("this signed statement was already submitted (replay)",
                                field="nonce")
             verifier = verifiers.require(self.store, caller.name)
@@ -297,20 +296,19 @@ class SignedConsentDesk:
                     raise ConsentRefused(f"there is no current {statement.service} consent"
                                          " to withdraw", field="service") from None
                 expires_at = None
-            cursor = conn.execute(
-                "INSERT INTO signed_consents (resident_id, verifier_id, consent_id, action,"
-                " service, statement_sha256, signer_serial, signed_at, received_at, cms)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (signed.signer.resident_id, verifier.id, consent_id, statement.action,
-                 statement.service, signed.statement_sha256, signed.signer.serial,
-                 epoch(statement.signed_at), epoch(self.clock()), signed.cms_der))
+            evidence_id = signed_consents.record(
+                self.store, resident_id=signed.signer.resident_id, verifier_id=verifier.id,
+                consent_id=consent_id, action=statement.action, service=statement.service,
+                statement_sha256=signed.statement_sha256, signer_serial=signed.signer.serial,
+                signed_at=epoch(statement.signed_at), received_at=epoch(self.clock()),
+                cms=signed.cms_der)
             audit.append(self.store, self.clock, actor=actor, action="consent.evidence",
                          serial=signed.signer.serial,
-                         detail={"evidence_id": cursor.lastrowid, "verifier": verifier.name,
+                         detail={"evidence_id": evidence_id, "verifier": verifier.name,
                                  "action": statement.action, "service": statement.service,
                                  "statement_sha256": signed.statement_sha256})
         return {"action": statement.action, "verifier": caller.name,
                 "service": statement.service, "items": list(statement.items),
-                "signature_serial": signed.signer.serial, "evidence_id": cursor.lastrowid,
+                "signature_serial": signed.signer.serial, "evidence_id": evidence_id,
                 "statement_sha256": signed.statement_sha256, "expires_at": iso(expires_at)}
 

@@ -98,3 +98,13 @@ def supersede_card_link(store: Store, clock: Clock, old_card: str, new_card: str
             audit.append(store, clock, actor=actor, action="phone.card_link.supersede",
                          serial=old_card, detail={"new_card": new_card, "phones": serials})
     return serials
+
+
+def newest_card_serial(store: Store, resident_id: str, kind: str) -> str | None:
+    """The serial of the resident's newest card certificate of `kind` (phones excluded)."""
+    row = store.conn.execute(
+        "SELECT c.serial FROM certificates c WHERE c.resident_id = ?"
+        " AND c.kind = ? AND NOT " + PHONE_ROW.format(alias="c")
+        + " ORDER BY c.issued_at DESC, c.rowid DESC LIMIT 1",
+        (resident_id, kind)).fetchone()
+    return str(row[0]) if row else None

@@ -19,9 +19,8 @@ def revoke_generation(store: Store, clock: Clock, kind: CertKind, generation: in
                       actor: str = "operator") -> list[str]:
     """Revoke every unrevoked certificate issued under one CA generation; return the serials."""
     ca = authority.by_generation(store, kind, generation)
-    with store.transaction() as conn:
-        serials = [row[0] for row in conn.execute(
-            "SELECT serial FROM certificates WHERE ca_id = ? AND status = 'good'", (ca.id,))]
+    with store.transaction():
+        serials = certificates.good_serials_under(store, ca.id)
         for serial in serials:
             certificates.revoke(store, clock, serial, Reason.cACompromise, actor=actor,
                                 cause=f"CA key compromise {ca.label}")

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from ca.kinds import CertKind
-from registry import audit, certificates, municipalities, phones, residents
+from registry import applied_events, audit, certificates, municipalities, phones, residents
 from registry.clock import Clock, epoch
 from registry.errors import Conflict, InvalidInput, JPKIError, NotFound
 from registry.facts import Facts
@@ -216,9 +216,8 @@ class EventApplier:
         return [self.apply(raw, actor=actor, location=where) for where, raw in items]
 
     def _apply(self, event: Event, actor: str) -> Outcome:
-        with self.store.transaction() as conn:
-            stored = conn.execute("SELECT body_sha256, outcome FROM events WHERE event_id = ?",
-                                  (event.event_id,)).fetchone()
+        with self.store.transaction():
+            stored = applied_events.stored(self.store, event.event_id)
             if stored is not None:
                 if stored[0] != event.body_sha256:
                     raise Conflict(f"event {event.event_id} was already applied with another"
@@ -254,12 +253,10 @@ class EventApplier:
                 residents.update(self.store, self.clock, event.resident_id, event.facts)
             note = self._note(event, rule, live, revoked, facts_differ, device_of)
             outcome = Outcome("applied", event.event_id, revoked, note)
-            conn.execute(
-                "INSERT INTO events (event_id, body_sha256, resident_id, type, outcome,"
-                " applied_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (event.event_id, event.body_sha256, event.resident_id, event.type,
-                 json.dumps({"revoked": revoked, "note": note}), now),
-            )
+            applied_events.record(
+                self.store, event_id=event.event_id, body_sha256=event.body_sha256,
+                resident_id=event.resident_id, type_=event.type,
+                outcome=json.dumps({"revoked": revoked, "note": note}), applied_at=now)
             audit.append(self.store, self.clock, actor=actor, action="event.apply",
                          detail={"event_id": event.event_id, "type": event.type,
                                  "resident_id": event.resident_id,
