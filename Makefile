@@ -14,7 +14,7 @@ DEB_PACKAGES := openssl:openssl softhsm2-util:softhsm2
 BENCH_OCSP_PACKAGES := wrk golang-cfssl
 # every package, held to `mypy --strict` by `make lint` (pyproject.toml: [tool.mypy]); a new
 # package joins this list
-MYPY_PACKAGES := ocsp httpapi registry jpki ca revocation linkage fees crl
+MYPY_PACKAGES := ocsp httpapi registry jpki ca revocation linkage fees crl demo
 
 .PHONY: help deps venv run init serve signer test fuzz lint audit-verify clean bench-ocsp bench-crl bench-crl-urgent rotate-keys \
         rotate-ca rotate-ocsp retire-ca ca-status renew-signers crl invoice

@@ -29,6 +29,7 @@ from ca.urls import DELTA_SUFFIX
 from crl import assembly, builder, entries
 from crl.generator import Generator
 from crl.publisher import FULL, Published
+from registry import crl_state
 from registry.clock import epoch
 
 log = logging.getLogger("jpki.crl.delta")
@@ -46,11 +47,7 @@ class DeltaIssuer:
 
     def _bases(self, ca: CAGeneration) -> list[tuple[str, int, int]]:
         """(scope, number, watermark) of every complete CRL published with a watermark."""
-        rows = self.generator.store.conn.execute(
-            "SELECT partition, published_number, watermark FROM crl_state WHERE ca_id = ?"
-            " AND published_number IS NOT NULL AND watermark IS NOT NULL"
-            " AND partition NOT LIKE ? ORDER BY partition", (ca.id, "%" + DELTA_SUFFIX))
-        return [(str(scope), int(number), int(mark)) for scope, number, mark in rows]
+        return crl_state.delta_bases(self.generator.store, ca.id, DELTA_SUFFIX)
 
     def _due(self, every: bool) -> list[tuple[CAGeneration, str, int, int]]:
         """The complete CRLs whose delta is missing, names a base no longer served, or is

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from crl.schedule import DailySchedule
+from registry import crl_state
 from registry.clock import epoch
 from registry.store import Store
 
@@ -21,13 +22,7 @@ def overdue(store: Store, schedule: DailySchedule, now: datetime) -> dict[str, s
     """{"crl <kind> g<N>": problem} for each live generation whose CRLs missed a run."""
     due = schedule.last_due(now)
     late = now - due > RUN_ALLOWANCE
-    rows = store.conn.execute(
-        "SELECT g.kind, g.generation, MIN(s.this_update), MIN(s.next_update),"
-        " COUNT(*) FROM crl_state s JOIN ca_generations g ON g.id = s.ca_id"
-        " WHERE s.published_number IS NOT NULL AND g.retired_at IS NULL AND g.not_after > ?"
-        # Delta CRLs (crl/delta.py) run hourly, not daily; their base's age is what counts.
-        " AND s.partition NOT LIKE '%.delta'"
-        " GROUP BY g.id ORDER BY g.kind, g.generation", (epoch(now),))
+    rows = crl_state.schedule_by_generation(store, now)
     problems: dict[str, str] = {}
     for kind, generation, oldest, soonest_next, count in rows:
         label = f"crl {kind} g{generation}"
@@ -38,10 +33,7 @@ def overdue(store: Store, schedule: DailySchedule, now: datetime) -> dict[str, s
             signed = datetime.fromtimestamp(oldest, due.tzinfo).isoformat()
             problems[label] = (f"oldest CRL thisUpdate {signed} missed the daily run of"
                                f" {due.isoformat()} (is `jpki signer` running?)")
-    unpublished = store.conn.execute(
-        "SELECT g.kind, g.generation FROM ca_generations g WHERE g.retired_at IS NULL"
-        " AND g.not_after > ? AND NOT EXISTS (SELECT 1 FROM crl_state s WHERE s.ca_id = g.id"
-        " AND s.partition = 'full' AND s.published_number IS NOT NULL)", (epoch(now),))
+    unpublished = crl_state.unpublished_generations(store, now)
     for kind, generation in unpublished:
         problems[f"crl {kind} g{generation}"] = (
             "no CRL published yet (`jpki signer` publishes missing CRLs when it starts)")
@@ -51,7 +43,4 @@ def overdue(store: Store, schedule: DailySchedule, now: datetime) -> dict[str, s
 def oldest_full_crl(store: Store) -> int | None:
     """thisUpdate (epoch) of the oldest published full CRL: revocations committed since then
     may be missing from some CRL, which a signer starting up catches up on."""
-    row = store.conn.execute(
-        "SELECT MIN(this_update) FROM crl_state WHERE partition = 'full'"
-        " AND published_number IS NOT NULL").fetchone()
-    return int(row[0]) if row and row[0] is not None else None
+    return crl_state.oldest_full_this_update(store)

@@ -105,9 +105,7 @@ class Generator:
         return oldest
 
     def _known_municipality(self, partition: str) -> bool:
-        row = self.store.conn.execute("SELECT 1 FROM municipalities WHERE code = ?",
-                                      (shards.municipality_of(partition),)).fetchone()
-        return row is not None
+        return municipalities.exists(self.store, shards.municipality_of(partition))
 
     def run(self, kind: CertKind | None = None, partition: str | None = None,
             progress: Progress | None = None,

@@ -14,6 +14,7 @@ from pathlib import Path
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
+from registry import crl_state
 from registry.clock import Clock, epoch
 from registry.store import Store
 
@@ -41,10 +42,7 @@ class CRLCollector(Collector):
         if (self.data_dir / "registry.db").exists():
             store = Store(self.data_dir / "registry.db")
             try:
-                rows = store.query(
-                    "SELECT g.kind, g.generation, s.partition, s.size, s.entries, s.duration_ms,"
-                    " s.this_update, s.next_update FROM crl_state s JOIN ca_generations g"
-                    " ON g.id = s.ca_id WHERE s.published_number IS NOT NULL")
+                rows = crl_state.published_with_generation(store)
             finally:
                 store.close()
             now = epoch(self.clock())

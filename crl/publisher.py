@@ -24,6 +24,7 @@ from cryptography import x509
 
 from ca.authority import CAGeneration
 from ca.urls import DELTA_SUFFIX, crl_full_path, crl_partition_path
+from registry import crl_state
 from registry.clock import Clock, epoch
 from registry.datadir import PRIVATE_FILE, make_private_dirs
 from registry.errors import Conflict
@@ -140,8 +141,7 @@ class Publisher:
         return self.data_dir / relative_path(ca, partition)
 
     def state(self, ca_id: int, partition: str) -> dict[str, object] | None:
-        return self.store.one("SELECT * FROM crl_state WHERE ca_id = ? AND partition = ?",
-                              (ca_id, partition))
+        return crl_state.row(self.store, ca_id, partition)
 
     def reserve(self, ca: CAGeneration, partition: str) -> int:
         """Commit and return the next CRL number of this scope."""
@@ -149,27 +149,11 @@ class Publisher:
 
     def reserve_many(self, ca: CAGeneration, partitions: list[str]) -> dict[str, int]:
         """Commit and return the next CRL number of each scope, in one transaction."""
-        numbers: dict[str, int] = {}
-        with self.store.transaction() as conn:
-            for partition in partitions:
-                row = conn.execute(
-                    "SELECT number FROM crl_state WHERE ca_id = ? AND partition = ?",
-                    (ca.id, partition),
-                ).fetchone()
-                numbers[partition] = (row[0] if row else 0) + 1
-                conn.execute(
-                    "INSERT INTO crl_state (ca_id, partition, number) VALUES (?, ?, ?)"
-                    " ON CONFLICT(ca_id, partition) DO UPDATE SET number = excluded.number",
-                    (ca.id, partition, numbers[partition]),
-                )
-        return numbers
+        return crl_state.reserve_numbers(self.store, ca.id, partitions)
 
     def published_this_updates(self, ca_id: int) -> dict[str, int]:
         """thisUpdate of every CRL published for a CA generation, by partition."""
-        rows = self.store.conn.execute(
-            "SELECT partition, this_update FROM crl_state WHERE ca_id = ?"
-            " AND published_number IS NOT NULL", (ca_id,))
-        return {partition: this_update for partition, this_update in rows}
+        return crl_state.published_this_updates(self.store, ca_id)
 
     def check(self, ca: CAGeneration, partition: str, number: int, idp: str) -> None:
         """Refuse a number that does not go up, or a scope that differs from the one already
@@ -224,12 +208,9 @@ class Publisher:
         """Commit and return the next number of a complete CRL's sequence for its delta CRL
         (RFC 5280 §5.2.3: a delta and its base share one sequence per scope), and make the
         delta's own state row (published at its own URL, `<scope>.delta`)."""
-        with self.store.transaction() as conn:
+        with self.store.transaction():
             number = self.reserve(ca, scope)
-            conn.execute(
-                "INSERT INTO crl_state (ca_id, partition, number) VALUES (?, ?, ?)"
-                " ON CONFLICT(ca_id, partition) DO UPDATE SET number = excluded.number",
-                (ca.id, scope + DELTA_SUFFIX, number))
+            crl_state.set_number(self.store, ca.id, scope + DELTA_SUFFIX, number)
         return number
 
     def commit(self, staged: Staged, duration_ms: int = 0, *, watermark: int | None = None,
@@ -247,16 +228,11 @@ class Publisher:
         os.replace(staged.temporary, staged.target)
         _fsync_dir(staged.target.parent)
         size = staged.size
-        with self.store.transaction() as conn:
-            conn.execute(
-                "UPDATE crl_state SET published_number = ?, idp = ?, this_update = ?,"
-                " next_update = ?, entries = ?, size = ?, sha256 = ?, duration_ms = ?,"
-                " published_at = ?, watermark = ?, base_number = ?"
-                " WHERE ca_id = ? AND partition = ?",
-                (staged.number, staged.idp, staged.this_update, staged.next_update,
-                 staged.entries, size, staged.sha256, duration_ms,
-                 epoch(self.clock()), watermark, base_number, staged.ca.id, staged.partition),
-            )
+        crl_state.record_published(
+            self.store, staged.ca.id, staged.partition, number=staged.number, idp=staged.idp,
+            this_update=staged.this_update, next_update=staged.next_update,
+            entries=staged.entries, size=size, sha256=staged.sha256, duration_ms=duration_ms,
+            published_at=epoch(self.clock()), watermark=watermark, base_number=base_number)
         self._prune(history, staged.target.name)
         log.debug("published CRL %s/%s number=%d entries=%d size=%d", staged.ca.label,
                  staged.partition, staged.number, staged.entries, size)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +107,17 @@ def insert(store: Store, *, serial: str, kind: CertKind, ca_id: int, resident_id
             (serial, kind.value, ca_id, resident_id, subject_cn, partition, not_before,
              not_after, issued_at, der),
         )
+
+
+def insert_many(store: Store, rows: Sequence[Sequence[object]]) -> None:
+    """Bulk insert rows without DER (serial, kind, ca_id, resident_id, subject_cn, partition,
+    not_before, not_after, issued_at, status, revoked_at, reason): synthetic demo data only.
+    No audit row and no state change: nothing was issued or revoked."""
+    with store.transaction() as conn:
+        conn.executemany(
+            "INSERT INTO certificates (serial, kind, ca_id, resident_id, subject_cn,"
+            " partition, not_before, not_after, issued_at, status, revoked_at, reason)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
 def link_pair(store: Store, clock: Clock, resident_id: str, signature: str | None,
@@ -246,6 +258,26 @@ def coverage_under(store: Store, ca_id: int, now: int) -> tuple[int, int, int | 
     )
     assert row is not None
     return int(row["unexpired"]), int(row["live"]), row["last"]
+
+
+def partitions_under(store: Store, ca_id: int) -> list[str]:
+    """Every CRL partition that certificates of CA generation `ca_id` carry."""
+    return [str(row[0]) for row in store.conn.execute(
+        "SELECT DISTINCT partition FROM certificates WHERE ca_id = ?", (ca_id,))]
+
+
+def any_expiring_from(store: Store, ca_id: int, cutoff: int) -> bool:
+    """Whether CA generation `ca_id` has a certificate whose notAfter is at or after `cutoff`."""
+    return store.conn.execute(
+        "SELECT 1 FROM certificates WHERE ca_id = ? AND not_after >= ? LIMIT 1", (ca_id, cutoff)
+    ).fetchone() is not None
+
+
+def revoked_total(store: Store, ca_id: int) -> int:
+    """How many certificates of CA generation `ca_id` are revoked."""
+    return int(store.conn.execute(
+        "SELECT COUNT(*) FROM certificates WHERE ca_id = ? AND status = 'revoked'", (ca_id,)
+    ).fetchone()[0])
 
 
 def last_change(store: Store) -> int:

@@ -76,6 +76,16 @@ def count(store: Store) -> int:
     return int(store.conn.execute("SELECT COUNT(*) FROM municipalities").fetchone()[0])
 
 
+def codes(store: Store) -> list[str]:
+    """Every municipality code (each is a CRL partition, published even when empty)."""
+    return [str(row[0]) for row in store.conn.execute("SELECT code FROM municipalities")]
+
+
+def exists(store: Store, code: str) -> bool:
+    return store.conn.execute("SELECT 1 FROM municipalities WHERE code = ?",
+                              (code,)).fetchone() is not None
+
+
 def get(store: Store, code: str) -> Municipality:
     if not CODE.match(code or ""):
         raise InvalidInput("must be a 5-digit local-government code", field="municipality_code")

@@ -70,3 +70,20 @@ def update(store: Store, clock: Clock, resident_id: str, facts: Facts) -> None:
         ).rowcount
         if not changed:
             raise NotFound(f"resident {resident_id} is not in the registry", field="resident_id")
+
+
+def count_with_prefix(store: Store, prefix: str) -> int:
+    """How many residents have an id starting with `prefix` (a demo run continues after them)."""
+    return int(store.conn.execute(
+        "SELECT COUNT(*) FROM residents WHERE resident_id LIKE ?", (prefix + "%",)
+    ).fetchone()[0])
+
+
+def insert_many(store: Store, rows: list[tuple[Any, ...]]) -> None:
+    """Bulk insert (resident_id, name, dob, sex, address, municipality_code, created_at,
+    updated_at) rows: synthetic demo data only, no facts validation."""
+    with store.transaction() as conn:
+        conn.executemany(
+            "INSERT INTO residents (resident_id, name, dob, sex, address,"
+            " municipality_code, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows)

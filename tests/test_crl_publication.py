@@ -13,10 +13,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import authority
 from ca.kinds import CertKind
-from crl import builder, synthetic
+from crl import builder
 from crl.generator import Generator
 from crl.publisher import FULL
 from crl.schedule import DailyRunner, DailySchedule
+from demo import populate as demo_populate
 from jpki.context import Context
 from jpki.settings import load_settings
 from jpki.wiring import crl_generator
@@ -164,8 +165,8 @@ def test_keeps_the_last_n_versions(generator: Generator, clock: FrozenClock) -> 
 
 def test_expired_certificates_drop_off_after_the_look_back(ctx: Context, generator: Generator,
                                                            clock: FrozenClock) -> None:
-    synthetic.populate(ctx.store, clock, residents=5, revoked_fraction=1.0,
-                       kinds=[CertKind.SIGNATURE])
+    demo_populate.populate(ctx.store, clock, residents=5, revoked_fraction=1.0,
+                           kinds=[CertKind.SIGNATURE])
     rows = ctx.store.query("SELECT serial, not_after FROM certificates WHERE status='revoked'")
     assert len(rows) == 5
     latest = max(row["not_after"] for row in rows)
@@ -222,8 +223,8 @@ def test_worker_pool_publishes_the_same_crls(ctx: Context, clock: FrozenClock,
                                              start_method: str) -> None:
     """The pool path (spawned in the daemon, forked by the CLI) gives what the in-process
     path gives: same entries per partition, full CRL = union of the partitions."""
-    synthetic.populate(ctx.store, clock, residents=400, revoked_fraction=0.5,
-                       kinds=[CertKind.SIGNATURE])
+    demo_populate.populate(ctx.store, clock, residents=400, revoked_fraction=0.5,
+                           kinds=[CertKind.SIGNATURE])
     serial = crl_generator(ctx.store, ctx.keys, clock, ctx.settings)
     inline = {(p.kind, p.partition): p.entries for p in serial.run(kind=CertKind.SIGNATURE)}
     pooled_generator = crl_generator(ctx.store, ctx.keys, clock, ctx.settings,
@@ -243,8 +244,8 @@ def test_worker_pool_publishes_the_same_crls(ctx: Context, clock: FrozenClock,
 
 def test_entries_are_encoded_once_and_new_revocations_join_the_cache(
         ctx: Context, generator: Generator, clock: FrozenClock) -> None:
-    synthetic.populate(ctx.store, clock, residents=50, revoked_fraction=0.5,
-                       kinds=[CertKind.SIGNATURE])
+    demo_populate.populate(ctx.store, clock, residents=50, revoked_fraction=0.5,
+                           kinds=[CertKind.SIGNATURE])
     generator.run(kind=CertKind.SIGNATURE)
     cold = {(e.serial_number, e.revocation_date_utc, tuple(e.extensions))
             for e in load(generator, CertKind.SIGNATURE, FULL)}
@@ -278,8 +279,8 @@ def test_entries_are_encoded_once_and_new_revocations_join_the_cache(
 
 def test_partition_missing_from_the_table_is_listed_in_the_full_crl_only(
         ctx: Context, generator: Generator, clock: FrozenClock) -> None:
-    synthetic.populate(ctx.store, clock, residents=20, revoked_fraction=1.0,
-                       kinds=[CertKind.SIGNATURE])
+    demo_populate.populate(ctx.store, clock, residents=20, revoked_fraction=1.0,
+                           kinds=[CertKind.SIGNATURE])
     ctx.store.conn.execute("PRAGMA foreign_keys=OFF")
     ctx.store.conn.execute("UPDATE certificates SET partition = '99999'"
                            " WHERE rowid = (SELECT MIN(rowid) FROM certificates)")

@@ -13,14 +13,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import authority
 from ca.kinds import CertKind
-from crl import assembly, builder, entries, synthetic
+from crl import assembly, builder, entries
 from crl.entries import RevokedEntry
 from crl.generator import Generator
 from crl.publisher import FULL
+from demo import populate as demo_populate
 from jpki.context import Context
 from jpki.settings import load_settings
 from jpki.wiring import crl_generator
-from registry import municipalities
+from registry import crl_entries, municipalities
 from registry.clock import FrozenClock
 from tests.helpers import CONFIG
 
@@ -82,9 +83,9 @@ def test_a_run_streams_the_cached_entries_in_batches(ctx: Context,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Many batches per CRL (a small batch size): the files list every revoked certificate
     and equal, entry for entry, what the registry holds."""
-    monkeypatch.setattr(entries, "BATCH", 7)
-    synthetic.populate(ctx.store, ctx.clock, residents=400, revoked_fraction=0.5,
-                       kinds=[CertKind.SIGNATURE])
+    monkeypatch.setattr(crl_entries, "BATCH", 7)  # the registry streams the cache
+    demo_populate.populate(ctx.store, ctx.clock, residents=400, revoked_fraction=0.5,
+                           kinds=[CertKind.SIGNATURE])
     generator: Generator = crl_generator(ctx.store, ctx.keys, ctx.clock, ctx.settings)
     generator.run(kind=CertKind.SIGNATURE)
     generator.run(kind=CertKind.SIGNATURE)  # the daily run: every entry from the cache

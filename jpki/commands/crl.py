@@ -8,7 +8,7 @@ import time
 from typing import TextIO
 
 from ca.kinds import CertKind
-from crl import synthetic
+from demo import populate as demo_populate
 from jpki.context import Context
 from jpki.output import print_json
 from jpki.wiring import crl_generator
@@ -89,12 +89,12 @@ def cmd_populate(context: Context, args: argparse.Namespace) -> int:
              if token.strip()]
     bar = ProgressBar(sys.stderr, "residents")
     started = time.perf_counter()
-    report = synthetic.populate(context.store, context.clock, residents=args.residents,
-                                revoked_fraction=args.revoked_fraction, kinds=kinds,
-                                seed=args.seed,
-                                progress=lambda done, total, rate: bar(done, total,
+    report = demo_populate.populate(context.store, context.clock, residents=args.residents,
+                                    revoked_fraction=args.revoked_fraction, kinds=kinds,
+                                    seed=args.seed,
+                                    progress=lambda done, total, rate: bar(done, total,
                                                                        f"{rate:,.0f}/s"),
-                                shard_capacity=shards.capacity(
+                                    shard_capacity=shards.capacity(
                                     context.settings.crl.max_partition_bytes))
     seconds = time.perf_counter() - started
     print_json({**report.to_json(), "seconds": round(seconds, 3),

@@ -1,8 +1,9 @@
 """Synthetic residents and revocations, written straight into the registry, for scale tests.
 
 No RSA key is generated and no certificate is signed: certificate rows are written directly
-(the DER column stays NULL) with executemany in large transactions, so a million rows take
-seconds. The residents' facts are a fixed placeholder, never realistic personal data.
+(the DER column stays NULL) through the registry's bulk functions in large transactions, so a
+million rows take seconds. The residents' facts are a fixed placeholder, never realistic
+personal data.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 
 from ca import authority
 from ca.kinds import CertKind
-from registry import shards
+from registry import certificates, municipalities, shards
+from registry import residents as registry_residents
 from registry.clock import Clock, epoch
 from registry.errors import InvalidInput, NotInitialised
 from registry.reasons import Reason
@@ -58,14 +60,12 @@ def populate(store: Store, clock: Clock, *, residents: int, revoked_fraction: fl
         raise InvalidInput("must not be negative", field="residents")
     if not 0.0 <= revoked_fraction <= 1.0:
         raise InvalidInput("must be between 0 and 1", field="revoked_fraction")
-    codes = [row[0] for row in store.conn.execute("SELECT code FROM municipalities")]
+    codes = municipalities.codes(store)
     if not codes:
         raise NotInitialised("the municipality table is empty: run `jpki init`")
     cas = {kind: authority.current(store, kind) for kind in kinds}
     now = epoch(clock())
-    taken = store.conn.execute(
-        "SELECT COUNT(*) FROM residents WHERE resident_id LIKE ?", (prefix + "-%",)
-    ).fetchone()[0]
+    taken = registry_residents.count_with_prefix(store, prefix + "-")
     rng = random.Random(f"{seed}-{taken}")  # a second run continues, with fresh serials
     # Serials: 64-bit, top bit set, a random tag of the run, then the resident's number and
     # the kind: unique, and increasing within a run, so the registry's serial index is
@@ -89,8 +89,7 @@ def populate(store: Store, clock: Clock, *, residents: int, revoked_fraction: fl
     choose = rng.randrange
     n_codes = len(codes)
     started = time.perf_counter()
-    previous = _bulk_pragmas(store)
-    try:
+    with store.bulk_load():
         for start in range(0, residents, BATCH):
             count = min(BATCH, residents - start)
             resident_rows = []
@@ -125,39 +124,10 @@ def populate(store: Store, clock: Clock, *, residents: int, revoked_fraction: fl
                                                   shard_capacity)
                     for row_index, partition in zip(indexes, assigned, strict=True):
                         cert_rows[row_index][5] = partition
-                conn.executemany(
-                    "INSERT INTO residents (resident_id, name, dob, sex, address,"
-                    " municipality_code, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    resident_rows)
-                conn.executemany(
-                    "INSERT INTO certificates (serial, kind, ca_id, resident_id, subject_cn,"
-                    " partition, not_before, not_after, issued_at, status, revoked_at, reason)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", cert_rows)
+                registry_residents.insert_many(store, resident_rows)
+                certificates.insert_many(store, cert_rows)
             certificates_total += len(cert_rows)
             if progress:
                 done = start + count
                 progress(done, residents, done / max(time.perf_counter() - started, 1e-9))
-    finally:
-        _restore_pragmas(store, previous)
     return PopulateReport(residents, certificates_total, revoked_total)
-
-
-# A bulk load's page cache: the serial and CRL indexes of tens of millions of rows.
-BULK_CACHE_KIB = 256 * 1024
-
-
-def _bulk_pragmas(store: Store) -> tuple[int, int]:
-    """Synthetic rows only: a larger page cache, and WAL commits without fsync (SQLite:
-    synchronous=NORMAL in WAL mode stays consistent after a crash; it may only lose the last
-    transactions, which a re-run of populate adds again)."""
-    conn = store.conn
-    previous = (int(conn.execute("PRAGMA synchronous").fetchone()[0]),
-                int(conn.execute("PRAGMA cache_size").fetchone()[0]))
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
-    return previous
-
-
-def _restore_pragmas(store: Store, previous: tuple[int, int]) -> None:
-    store.conn.execute(f"PRAGMA synchronous={previous[0]}")
-    store.conn.execute(f"PRAGMA cache_size={previous[1]}")
