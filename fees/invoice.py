@@ -15,6 +15,7 @@ from typing import Any
 
 from fees.journal import catch_up
 from fees.tariff import Tariff, discounted
+from registry import verifiers
 from registry.errors import InvalidInput
 from registry.store import Store
 
@@ -77,18 +78,22 @@ def invoices(store: Store, tariff: Tariff, month: str, verifier: str | None = No
              ) -> list[Invoice]:
     check_month(month)
     catch_up(store)  # exact: every durable check, folded or still in the journal
+    names = verifiers.names_by_id(store)
     sql = (
-        "SELECT v.name AS verifier, l.check_type, l.rule_id, COUNT(*) AS n,"
+        "SELECT l.verifier_id, l.check_type, l.rule_id, COUNT(*) AS n,"
         " SUM(l.amount_yen) AS yen, SUM(l.amount_yen > 0) AS charged"
-        " FROM ledger l JOIN verifiers v ON v.id = l.verifier_id WHERE l.month = ?"
+        " FROM ledger l WHERE l.month = ?"
     )
     params: list[Any] = [month]
     if verifier is not None:
-        sql += " AND v.name = ?"
-        params.append(verifier)
-    sql += " GROUP BY v.name, l.check_type, l.rule_id ORDER BY v.name, l.check_type, l.rule_id"
+        verifier_id = verifiers.id_of(store, verifier)
+        if verifier_id is None:
+            return []
+        sql += " AND l.verifier_id = ?"
+        params.append(verifier_id)
+    sql += " GROUP BY l.verifier_id, l.check_type, l.rule_id"
     result: dict[str, Invoice] = {}
-    for row in store.query(sql, tuple(params)):
+    for row in _by_name(store.query(sql, tuple(params)), names, "check_type", "rule_id"):
         invoice = result.setdefault(row["verifier"], Invoice(row["verifier"], month))
         invoice.lines.append(Line(row["check_type"], row["rule_id"], row["n"], row["yen"]))
         invoice.charged_checks += row["charged"]
@@ -117,13 +122,34 @@ def to_csv(items: list[Invoice]) -> str:
 def usage(store: Store, verifier: str | None = None) -> list[dict[str, Any]]:
     """Running totals per verifier, month and check type."""
     catch_up(store)
+    names = verifiers.names_by_id(store)
     sql = (
-        "SELECT v.name AS verifier, l.month, l.check_type, COUNT(*) AS checks,"
-        " SUM(l.amount_yen) AS yen FROM ledger l JOIN verifiers v ON v.id = l.verifier_id"
+        "SELECT l.verifier_id, l.month, l.check_type, COUNT(*) AS checks,"
+        " SUM(l.amount_yen) AS yen FROM ledger l"
     )
     params: tuple[Any, ...] = ()
     if verifier is not None:
-        sql += " WHERE v.name = ?"
-        params = (verifier,)
-    sql += " GROUP BY v.name, l.month, l.check_type ORDER BY v.name, l.month, l.check_type"
-    return store.query(sql, params)
+        verifier_id = verifiers.id_of(store, verifier)
+        if verifier_id is None:
+            return []
+        sql += " WHERE l.verifier_id = ?"
+        params = (verifier_id,)
+    sql += " GROUP BY l.verifier_id, l.month, l.check_type"
+    return _by_name(store.query(sql, params), names, "month", "check_type")
+
+
+def _by_name(rows: list[dict[str, Any]], names: dict[int, str], *columns: str
+             ) -> list[dict[str, Any]]:
+    """The ledger's rows named by verifier (the registry owns the verifiers), ordered by
+    name then `columns` as SQLite would order them (NULL first). A row whose verifier is
+    not in the registry is left out, as a join would."""
+    named = []
+    for row in rows:
+        name = names.get(row.pop("verifier_id"))
+        if name is not None:
+            named.append({"verifier": name, **row})
+
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        return (row["verifier"], *((row[c] is not None, row[c] or "") for c in columns))
+
+    return sorted(named, key=key)

@@ -50,7 +50,7 @@ from prometheus_client import Counter, Histogram
 if TYPE_CHECKING:
     from fees.ledger import LedgerRow
 
-from registry import datadir
+from registry import certificates, datadir
 from registry.store import Store
 
 log = logging.getLogger("jpki.fees")
@@ -125,9 +125,7 @@ class Residents:
 
     def of(self, store: Store, serial: str) -> str | None:
         if serial not in self._known:
-            row = store.conn.execute("SELECT resident_id FROM certificates WHERE serial = ?",
-                                     (serial,)).fetchone()
-            self._known[serial] = row[0] if row else None
+            self._known[serial] = certificates.resident_of(store, serial)
         return self._known[serial]
 
 

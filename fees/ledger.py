@@ -15,6 +15,7 @@ from datetime import date, datetime
 
 from fees.journal import catch_up
 from fees.tariff import Price, Tariff
+from registry import certificates
 from registry.clock import JST, epoch
 from registry.store import Store
 
@@ -40,15 +41,7 @@ class LedgerRow:
 
 
 def _residents(store: Store, serials: set[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    items = sorted(serials)
-    for start in range(0, len(items), 500):
-        chunk = items[start:start + 500]
-        marks = ",".join("?" * len(chunk))
-        for serial, resident in store.conn.execute(
-                f"SELECT serial, resident_id FROM certificates WHERE serial IN ({marks})", chunk):
-            found[serial] = resident
-    return found
+    return certificates.residents_of(store, serials)
 
 
 def write_batch(store: Store, tariff: Tariff, checks: Sequence[Check]) -> list[LedgerRow]:

@@ -30,7 +30,7 @@ from crl.schedule import DailyRunner, DailySchedule
 from crl.urgent import UrgentRuns
 from jpki.context import Context
 from jpki.wiring import crl_generator, responder_policy
-from registry import certificates
+from registry import certificates, changes
 from registry.errors import JPKIError
 from registry.store import Store
 
@@ -91,7 +91,7 @@ class SignerProcess:
 
     def _data_version(self) -> int:
         assert self.store is not None
-        return int(self.store.conn.execute("PRAGMA data_version").fetchone()[0])
+        return changes.data_version(self.store.conn)
 
     def step(self) -> None:
         """One pass over the duties; the caller sleeps `signer.poll_seconds` between passes."""

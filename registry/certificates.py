@@ -280,6 +280,26 @@ def revoked_total(store: Store, ca_id: int) -> int:
     ).fetchone()[0])
 
 
+def resident_of(store: Store, serial: str) -> str | None:
+    """The resident a certificate was issued to, or None: no such serial."""
+    row = store.conn.execute("SELECT resident_id FROM certificates WHERE serial = ?",
+                             (serial,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def residents_of(store: Store, serials: set[str]) -> dict[str, str]:
+    """serial -> resident for every known serial of `serials`, in chunks of 500 parameters."""
+    found: dict[str, str] = {}
+    items = sorted(serials)
+    for start in range(0, len(items), 500):
+        chunk = items[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        for serial, resident in store.conn.execute(
+                f"SELECT serial, resident_id FROM certificates WHERE serial IN ({marks})", chunk):
+            found[serial] = resident
+    return found
+
+
 def last_change(store: Store) -> int:
     """The sequence number of the newest committed state change (0: none yet)."""
     row = store.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM state_changes").fetchone()

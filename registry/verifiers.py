@@ -104,6 +104,18 @@ def require(store: Store, name: str) -> Verifier:
     return Verifier(row["id"], row["name"])
 
 
+def names_by_id(store: Store) -> dict[int, str]:
+    """Every verifier's name by id (the fee ledger records ids; invoices print names)."""
+    return {int(row[0]): str(row[1])
+            for row in store.conn.execute("SELECT id, name FROM verifiers")}
+
+
+def id_of(store: Store, name: str) -> int | None:
+    """The id of the verifier named `name`, or None: no such verifier."""
+    row = store.conn.execute("SELECT id FROM verifiers WHERE name = ?", (name,)).fetchone()
+    return int(row[0]) if row else None
+
+
 def load_certificate(data: bytes) -> x509.Certificate:
     try:
         if b"-----BEGIN" in data:
