@@ -58,7 +58,7 @@ class Context:
 
     @cached_property
     def store(self) -> Store:
-        return Store.open(self.data_dir)
+        return Store.open(self.data_dir, self.settings.registry.url)
 
     def key_spec(self, role: Role) -> BackendSpec:
         """The key backend of CA keys or of OCSP responder keys (each its own passphrase)."""

@@ -21,6 +21,7 @@ from pydantic import (
 
 from registry import shards
 from registry.errors import ConfigError
+from registry.store import registry_file
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -255,6 +256,9 @@ class SignerSettings(_Section):
 
 class RegistrySettings(_Section):
     municipalities_csv: Path = REPO_CONFIGS / "municipalities.csv"
+    # "" is sqlite:/// + the data directory's registry.db; checked against the final data
+    # directory (after --data-dir) by `load_settings` (registry/store.py `registry_file`).
+    url: str = Field("", max_length=4096)
 
 
 class Settings(_Section):
@@ -314,4 +318,9 @@ def load_settings(config: Path | None, data_dir: Path | None = None) -> Settings
         first = exc.errors()[0]
         key = ".".join(str(part) for part in first["loc"])
         raise ConfigError(f"{source}: {key}: {first['msg']}") from None
-    return settings.with_data_dir(data_dir)
+    settings = settings.with_data_dir(data_dir)
+    try:
+        registry_file(settings.registry.url, settings.data_dir)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return settings

@@ -18,6 +18,7 @@ from typing import Any
 import sqlite_utils
 
 from registry import datadir
+from registry.errors import ConfigError
 from registry.migrations import migrate
 
 DB_NAME = "registry.db"
@@ -31,6 +32,30 @@ def read_only(path: Path) -> sqlite3.Connection:
     signing threads each hold one: sqlite3 drops the GIL around every call)."""
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=True,
                            timeout=30)
+
+
+def registry_file(url: str, data_dir: Path) -> Path:
+    """The registry file that `[registry] url` names, checked before anything is opened.
+
+    "" means `sqlite:///` + the data directory's registry.db, the default. Every process that
+    reads the registry (CRL workers, metrics, the responder's readers) finds it in the data
+    directory, so a SQLite URL must name that file for now; `postgresql://` is the engine of
+    issue 13 and is refused until it exists, rather than silently falling back to SQLite.
+    """
+    default = data_dir / DB_NAME
+    if not url:
+        return default
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("registry.url: PostgreSQL is not supported yet; leave the URL empty"
+                          f" or use sqlite:///{default}")
+    if not url.startswith("sqlite:///"):
+        raise ConfigError(f"registry.url: {url.split(':', 1)[0]!r} is not a registry engine;"
+                          f" use sqlite:///{default}")
+    named = Path(url.removeprefix("sqlite:///"))  # sqlite:////abs/path -> /abs/path
+    if named.resolve() != default.resolve():
+        raise ConfigError(f"registry.url: {named} is not the data directory's registry"
+                          f" ({default}); a registry file elsewhere is not supported yet")
+    return default
 
 
 class Store:
@@ -49,8 +74,9 @@ class Store:
         self._after_commit: list[Callable[[], None]] = []
 
     @classmethod
-    def open(cls, data_dir: Path) -> Store:
+    def open(cls, data_dir: Path, url: str = "") -> Store:
         """Open (creating, 0700/0600) the registry; a data dir others can read is refused."""
+        registry_file(url, data_dir)
         store = cls(datadir.prepare(data_dir, DB_NAME))
         migrate(store.db)
         return store
