@@ -216,7 +216,9 @@ def revoke(store: Store, clock: Clock, serial: str, reason: Reason, *, actor: st
         return require(store, serial)
 
 
-_STATUS = "SELECT kind, ca_id, status, revoked_at, reason FROM certificates WHERE serial = ?"
+# The serial's unique index finds the row; the CA generation is checked on that row.
+_STATUS = ("SELECT kind, status, revoked_at, reason FROM certificates"
+           " WHERE serial = ? AND ca_id = ?")
 
 
 def status_under(conn: sqlite3.Connection, ca_id: int, serial: str
@@ -227,10 +229,9 @@ def status_under(conn: sqlite3.Connection, ca_id: int, serial: str
     the connection's statement cache), on the caller's own read-only connection. A serial
     that another generation issued is None: RFC 6960 §2.2 `unknown` for this issuer.
     """
-    row = conn.execute(_STATUS, (serial,)).fetchone()
-    if row is None or row[1] != ca_id:
-        return None
-    return str(row[0]), str(row[2]), row[3], row[4]
+    row: tuple[str, str, int | None, int | None] | None = conn.execute(
+        _STATUS, (serial, ca_id)).fetchone()
+    return row
 
 
 def newest_serials(store: Store, ca_id: int, limit: int) -> list[str]:
