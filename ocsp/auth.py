@@ -31,7 +31,8 @@ from ocsp import metrics
 from ocsp.errors import TryLater, Unauthorized
 from ocsp.request import HASHES, RequestSignature
 from registry import tokens, verifiers
-from registry.clock import epoch
+from registry.clock import Clock, epoch
+from registry.errors import InvalidInput
 from registry.store import Store
 from registry.verifiers import Credentials, Verifier
 
@@ -72,6 +73,22 @@ class SignerKeyPolicy:
                 return f"curve {key.curve.name} (policy: {', '.join(sorted(self.curves))})"
             return None
         return f"{type(key).__name__} keys are not accepted for request signatures"
+
+
+
+def register_signer(store: Store, clock: Clock, name: str, certificate: x509.Certificate, *,
+                    actor: str, policy: SignerKeyPolicy | None = None) -> str:
+    """Register a verifier's request-signing certificate, refusing at registration a key the
+    responder would refuse (unverified) on every request: an operator learns of it now, not
+    from a warning in the responder's log."""
+    try:
+        key = certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise InvalidInput("its public key cannot be read", field="signer_cert") from None
+    refusal = (policy or SignerKeyPolicy()).refusal(key)
+    if refusal is not None:
+        raise InvalidInput(f"request-signing key refused: {refusal}", field="signer_cert")
+    return verifiers.add_signer(store, clock, name, certificate, actor=actor)
 
 
 @dataclass(frozen=True)

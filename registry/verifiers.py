@@ -121,7 +121,7 @@ def load_certificate(data: bytes) -> x509.Certificate:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError
         raise InvalidInput("is not a PEM or DER certificate", field="signer_cert") from None
 
 

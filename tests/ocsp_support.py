@@ -6,8 +6,12 @@ import each other's helpers).
 
 from __future__ import annotations
 
-from datetime import timedelta
+import random
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from asn1crypto import core, keys
+from asn1crypto import x509 as asn1_x509
 
 from httpapi.arrivals import Arrivals
 from jpki.context import Context
@@ -48,3 +52,26 @@ def build(data_dir: Path, clock: FrozenClock, *, anonymous: bool = True,
         policy=AnswerPolicy(timedelta(hours=24), 0.5, frozenset({"sha1", "sha256"})),
         arrivals=arrivals,
     )
+
+
+def forged_certificate(rng: random.Random, bits: int, exponent: int,
+                       version: object = "v3") -> asn1_x509.Certificate:
+    """A self-signed-looking certificate around an RSA key nobody holds: any odd modulus of
+    `bits` bits. The attack needs no private key, because verifying a wrong signature costs
+    the same modular exponentiation as a right one."""
+    modulus = rng.getrandbits(bits) | (1 << (bits - 1)) | 1
+    name = asn1_x509.Name.build({"common_name": "attacker"})
+    now = datetime.now(UTC)
+    tbs = asn1_x509.TbsCertificate({
+        "version": version, "serial_number": rng.getrandbits(64),
+        "signature": {"algorithm": "sha256_rsa"}, "issuer": name, "subject": name,
+        "validity": {"not_before": asn1_x509.Time({"utc_time": now - timedelta(days=1)}),
+                     "not_after": asn1_x509.Time({"utc_time": now + timedelta(days=30)})},
+        "subject_public_key_info": keys.PublicKeyInfo({
+            "algorithm": {"algorithm": "rsa", "parameters": core.Null()},
+            "public_key": keys.RSAPublicKey({"modulus": modulus,
+                                             "public_exponent": exponent})}),
+    })
+    return asn1_x509.Certificate({"tbs_certificate": tbs,
+                                  "signature_algorithm": {"algorithm": "sha256_rsa"},
+                                  "signature_value": rng.randbytes(256)})

@@ -11,6 +11,7 @@ from jpki.commands.ca import add_operator_options, cli_actor
 from jpki.context import Context
 from jpki.output import print_json
 from jpki.wiring import responder_policy
+from ocsp import auth
 from registry import verifiers
 from registry.errors import InvalidInput
 
@@ -94,7 +95,7 @@ def cmd_verifier_add(context: Context, args: argparse.Namespace) -> int:
         verifier, token = verifiers.add(context.store, context.clock, args.name,
                                         actor=cli_actor(args))
         if certificate is not None:
-            verifiers.add_signer(context.store, context.clock, args.name, certificate,
+            auth.register_signer(context.store, context.clock, args.name, certificate,
                                  actor=cli_actor(args))
     print_json({"verifier": verifier.name, "token": token})
     return 0
@@ -102,7 +103,7 @@ def cmd_verifier_add(context: Context, args: argparse.Namespace) -> int:
 
 def cmd_verifier_add_signer(context: Context, args: argparse.Namespace) -> int:
     certificate = verifiers.load_certificate(_read_cert(args.cert))
-    digest = verifiers.add_signer(context.store, context.clock, args.name, certificate,
+    digest = auth.register_signer(context.store, context.clock, args.name, certificate,
                                   actor=cli_actor(args))
     print_json({"verifier": args.name, "signer_fingerprint": digest})
     return 0
