@@ -167,6 +167,32 @@ class Signer:
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 
 
+def config_text(replacements: dict[str, str]) -> str:
+    """The test configuration with its relative paths made absolute (so that a copy works
+    from any directory) and each `old -> new` line replacement applied; a replacement that
+    matches nothing is an error, so a renamed setting cannot silently fall back."""
+    text = CONFIG.read_text(encoding="utf-8")
+    absolute = {
+        'municipalities_csv = "municipalities.csv"':
+            f'municipalities_csv = "{REPO / "configs" / "municipalities.csv"}"',
+        'tariff_file = "tariff.toml"': f'tariff_file = "{REPO / "configs" / "tariff.toml"}"',
+    }
+    for old, new in {**absolute, **replacements}.items():
+        if old not in text:
+            raise AssertionError(f"{CONFIG} has no {old!r} to replace")
+        text = text.replace(old, new)
+    return text
+
+
+def key_backend_replacements(backend: str, ca_token: str, ocsp_token: str) -> dict[str, str]:
+    """Both key backends set to `backend`, each on its own PKCS#11 token label."""
+    return {'\nbackend = "file"': f'\nbackend = "{backend}"',  # not responder_backend's line
+            '\npkcs11_token = "jpki"': f'\npkcs11_token = "{ca_token}"',
+            '\nresponder_backend = "file"': f'\nresponder_backend = "{backend}"',
+            '\nresponder_pkcs11_token = "jpki-ocsp"':
+                f'\nresponder_pkcs11_token = "{ocsp_token}"'}
+
+
 def softhsm_tokens(tmp: Path, tokens: dict[str, str]) -> dict[str, str]:
     """Fresh SoftHSM2 tokens {label: user PIN} in a token directory of our own.
 

@@ -30,12 +30,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
 from tests.helpers import (
-    CONFIG,
     REPO,
     SOFTHSM_MODULE,
     Daemon,
+    config_text,
     free_port,
     issue_args,
+    key_backend_replacements,
     openssl,
     softhsm_tokens,
 )
@@ -47,19 +48,12 @@ MAX_QUERIES = 5000  # the background load is bounded whatever happens
 
 
 def _config(tmp: Path, backend: str) -> Path:
-    """The default configuration with absolute paths, and the chosen key backend."""
-    text = CONFIG.read_text(encoding="utf-8")
-    text = text.replace('municipalities_csv = "municipalities.csv"',
-                        f'municipalities_csv = "{REPO / "configs" / "municipalities.csv"}"')
-    text = text.replace('tariff_file = "tariff.toml"',
-                        f'tariff_file = "{REPO / "configs" / "tariff.toml"}"')
-    text = text.replace('backend = "file"', f'backend = "{backend}"')
-    text = text.replace('pkcs11_token = "jpki"', 'pkcs11_token = "jpki-test"')
-    text = text.replace('responder_backend = "file"', f'responder_backend = "{backend}"')
-    text = text.replace('responder_pkcs11_token = "jpki-ocsp"',
-                        'responder_pkcs11_token = "jpki-test-ocsp"')
-    # CRLs with entries not encoded yet are signed by worker processes: with the token too
-    text = text.replace("parallel_threshold = 50000", "parallel_threshold = 1")
+    """The test configuration with absolute paths, and the chosen key backend."""
+    text = config_text({
+        **key_backend_replacements(backend, "jpki-test", "jpki-test-ocsp"),
+        # CRLs with entries not encoded yet are signed by worker processes: with the token too
+        "parallel_threshold = 50000": "parallel_threshold = 1",
+    })
     path = tmp / f"{backend}.toml"
     path.write_text(text, encoding="utf-8")
     return path

@@ -32,8 +32,10 @@ from tests.helpers import (
     REPO,
     Daemon,
     Signer,
+    config_text,
     free_port,
     issue_args,
+    key_backend_replacements,
     openssl,
     softhsm_tokens,
 )
@@ -44,18 +46,11 @@ URGENT_DELAY = 3.0
 
 
 def _config(tmp: Path, backend: str) -> Path:
-    text = CONFIG.read_text(encoding="utf-8")
-    text = text.replace('municipalities_csv = "municipalities.csv"',
-                        f'municipalities_csv = "{REPO / "configs" / "municipalities.csv"}"')
-    text = text.replace('tariff_file = "tariff.toml"',
-                        f'tariff_file = "{REPO / "configs" / "tariff.toml"}"')
-    text = text.replace('backend = "file"', f'backend = "{backend}"')
-    text = text.replace('pkcs11_token = "jpki"', 'pkcs11_token = "split-ca"')
-    text = text.replace('responder_backend = "file"', f'responder_backend = "{backend}"')
-    text = text.replace('responder_pkcs11_token = "jpki-ocsp"',
-                        'responder_pkcs11_token = "split-ocsp"')
-    text = text.replace("urgent_delay_seconds = 60", f"urgent_delay_seconds = {URGENT_DELAY}")
-    text = text.replace("poll_seconds = 1.0", "poll_seconds = 0.1")
+    text = config_text({
+        **key_backend_replacements(backend, "split-ca", "split-ocsp"),
+        "urgent_delay_seconds = 60": f"urgent_delay_seconds = {URGENT_DELAY}",
+        "poll_seconds = 1.0": "poll_seconds = 0.1",
+    })
     path = tmp / f"split-{backend}.toml"
     # What init and serve run with: responder certificates that soon need renewal.
     path.write_text(text.replace("responder_validity_days = 30", "responder_validity_days = 3"),
