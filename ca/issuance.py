@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import authority, credentials, validity
 from ca.cardprofile import CURRENT, CardProfile
-from ca.keybackend import KeyBackend
+from ca.keybackend import KeyBackend, PrivateKey
 from ca.kinds import CertKind
 from ca.profile import LeafRequest, build_leaf, issuance_id
 from registry import audit, certificates, municipalities, phones, residents, shards
@@ -92,6 +92,40 @@ class IssuedPair:
         if self.superseded:
             result["superseded"] = self.superseded
         return result
+
+
+@dataclass(frozen=True)
+class BuiltLeaf:
+    """One leaf ready to be recorded: the certificate, its CN, its PKCS#12 file and the CRL
+    partition (shard) it was given."""
+
+    certificate: x509.Certificate
+    cn: str
+    pkcs12: bytes
+    partition: str
+
+
+def build_credential(store: Store, keys: KeyBackend, policy: IssuancePolicy,
+                     ca: authority.CAGeneration, key: PrivateKey, request: LeafRequest, *,
+                     pin: str, name_prefix: str = "") -> BuiltLeaf:
+    """Sign one leaf and bundle it with its key; the card and phone issuers share it.
+
+    The CRL shard is fixed now, because it goes into cRLDistributionPoints (registry/shards.py).
+    The PKCS#12 KDF takes most of a second: callers pay it before the registry's write lock.
+    `request.partition` is ignored: the shard is assigned here.
+    """
+    cn = issuance_id(request.municipality.code)
+    partition = shards.assign(store, ca.id, request.municipality.code, policy.shard_capacity)
+    certificate = build_leaf(
+        replace(request, partition=partition), ca, ca.private_key(keys),
+        serial=x509.random_serial_number(), cn=cn, base_url=policy.base_url,
+        cps_uri=policy.cps_uri)
+    pkcs12 = credentials.bundle(
+        key=key, certificate=certificate, ca_certificate=ca.certificate, pin=pin,
+        friendly_name=f"{name_prefix}{request.kind.value}-"
+        f"{serial_hex(certificate.serial_number)}",
+        kdf_rounds=policy.pkcs12_kdf_rounds)
+    return BuiltLeaf(certificate, cn, pkcs12, partition)
 
 
 def check_resident_id(resident_id: str) -> str:
@@ -194,24 +228,13 @@ class PairIssuer:
             plan = plans[kind]
             not_after = min(plan.signature_not_after, auth_end) \
                 if kind is CertKind.SIGNATURE else auth_end
-            cn = issuance_id(municipality.code)
-            # The CRL shard is fixed now: it goes into cRLDistributionPoints (registry/shards).
-            partition = shards.assign(self.store, ca.id, municipality.code,
-                                      self.policy.shard_capacity)
-            certificate = build_leaf(
-                LeafRequest(kind, key.public_key(), municipality, plan.not_before, not_after,
-                            request.facts if kind is CertKind.SIGNATURE else None,
-                            partition=partition),
-                ca, ca.private_key(self.keys), serial=x509.random_serial_number(), cn=cn,
-                base_url=self.policy.base_url, cps_uri=self.policy.cps_uri,
-            )
-            # The PKCS#12 KDF takes most of a second: pay it before the registry's write lock.
             pin = request.sign_pin if kind is CertKind.SIGNATURE else request.auth_pin
-            pkcs12_file = credentials.bundle(
-                key=key, certificate=certificate, ca_certificate=ca.certificate, pin=pin or "",
-                friendly_name=f"{kind.value}-{serial_hex(certificate.serial_number)}",
-                kdf_rounds=self.policy.pkcs12_kdf_rounds)
-            built[kind] = (certificate, cn, pkcs12_file, partition)
+            leaf = build_credential(
+                self.store, self.keys, self.policy, ca, key,
+                LeafRequest(kind, key.public_key(), municipality, plan.not_before, not_after,
+                            request.facts if kind is CertKind.SIGNATURE else None),
+                pin=pin or "")
+            built[kind] = (leaf.certificate, leaf.cn, leaf.pkcs12, leaf.partition)
         return self._commit(request, municipality, cas, built, predecessors, out_dir)
 
     def _commit(self, request: IssueRequest, municipality: municipalities.Municipality,

@@ -29,11 +29,17 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ObjectIdentifier
 
 from ca import authority, credentials, validity
-from ca.issuance import IssuancePolicy, IssuedCertificate, IssuedPair, check_resident_id
+from ca.issuance import (
+    IssuancePolicy,
+    IssuedCertificate,
+    IssuedPair,
+    build_credential,
+    check_resident_id,
+)
 from ca.keybackend import KeyBackend
 from ca.kinds import CertKind
-from ca.profile import LeafRequest, build_leaf, issuance_id
-from registry import audit, certificates, municipalities, phones, residents, shards
+from ca.profile import LeafRequest
+from registry import audit, certificates, municipalities, phones, residents
 from registry.certificates import serial_hex
 from registry.clock import Clock, epoch, from_epoch
 from registry.errors import Conflict, InvalidInput, JPKIError
@@ -195,24 +201,14 @@ class PhoneIssuer:
             # Capped by the card signature certificate (issue 18): the phone stands on it.
             not_after = min(plan.authentication_not_after, from_epoch(card.not_after))
             key = request.keys[kind]
-            cn = issuance_id(municipality.code)
-            # The CRL shard is fixed at issuance, as for the card (registry/shards.py).
-            partition = shards.assign(self.store, ca.id, municipality.code,
-                                      self.policy.shard_capacity)
-            certificate = build_leaf(
+            pin = request.sign_password if kind is CertKind.SIGNATURE else request.auth_pin
+            leaf = build_credential(
+                self.store, self.keys, self.policy, ca, key,
                 LeafRequest(kind, key.public_key(), municipality, plan.not_before, not_after,
                             facts if kind is CertKind.SIGNATURE else None,
-                            extra_policies=(SMARTPHONE_POLICY[request.device],),
-                            partition=partition),
-                ca, ca.private_key(self.keys), serial=x509.random_serial_number(), cn=cn,
-                base_url=self.policy.base_url, cps_uri=self.policy.cps_uri)
-            pin = request.sign_password if kind is CertKind.SIGNATURE else request.auth_pin
-            pkcs12_file = credentials.bundle(
-                key=key, certificate=certificate, ca_certificate=ca.certificate, pin=pin,
-                friendly_name=f"{request.device}-{kind.value}-"
-                f"{serial_hex(certificate.serial_number)}",
-                kdf_rounds=self.policy.pkcs12_kdf_rounds)
-            built[kind] = (certificate, cn, pkcs12_file, ca, partition)
+                            extra_policies=(SMARTPHONE_POLICY[request.device],)),
+                pin=pin, name_prefix=f"{request.device}-")
+            built[kind] = (leaf.certificate, leaf.cn, leaf.pkcs12, ca, leaf.partition)
         return self._commit(request, card, built, out_dir)
 
     def _commit(self, request: PhoneRequest, card: certificates.CertificateRecord,
