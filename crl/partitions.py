@@ -182,10 +182,10 @@ class PartitionSigner:
 _worker: PartitionSigner | None = None
 
 
-def init_worker(data_dir: Path, ca_id: int, spec: BackendSpec) -> None:
+def init_worker(data_dir: Path, registry_url: str, ca_id: int, spec: BackendSpec) -> None:
     """Pool initializer: one registry connection and one CA key (or token session) per worker."""
     global _worker
-    store = Store(data_dir / "registry.db")
+    store = Store.open(data_dir, registry_url)
     ca = authority.by_id(store, ca_id)
     _worker = PartitionSigner(store, data_dir, ca, ca.private_key(open_backend(spec)))
 

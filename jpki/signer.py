@@ -50,7 +50,7 @@ class SignerProcess:
         self.store: Store | None = None
         self.urgent = UrgentRuns(self.settings.crl.urgent_delay_seconds, monotonic)
         self._seq = 0
-        self._version = -1
+        self._version: object = -1
         self._next_daily = 0.0
         self._next_renewal = 0.0
         self._next_checkpoint = 0.0
@@ -89,7 +89,7 @@ class SignerProcess:
             log.info("catching up: %d CRL scope(s) changed since the last CRLs", len(scopes))
             self.urgent.add(scopes)
 
-    def _data_version(self) -> int:
+    def _data_version(self) -> object:
         assert self.store is not None
         return changes.data_version(self.store.conn)
 
@@ -170,11 +170,14 @@ class SignerProcess:
                  " responder renewal %d days ahead", self.context.data_dir,
                  self.settings.crl.urgent_delay_seconds, self.settings.crl.daily_time,
                  self.settings.ocsp.renew_before_days)
+        assert self.store is not None
+        signal = changes.ChangeSignal(self.store, stop)
         try:
             while not stop.is_set():
                 self.step()
-                stop.wait(self.settings.signer.poll_seconds)
+                signal.wait(self.settings.signer.poll_seconds)
         finally:
+            signal.close()
             if self.store is not None:
                 self._guard("audit checkpoint", self._checkpoint)
                 self.store.close()

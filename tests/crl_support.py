@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 
-from tests.helpers import issue_args, jpki
+from tests.helpers import copy_data_dir, issue_args, jpki
 
 
 @dataclass(frozen=True)
@@ -29,8 +28,7 @@ def issue(data_dir: Path, out: Path, resident_id: str, **overrides: str) -> Issu
 
 
 def copy_template(template_dir: Path, target: Path) -> Path:
-    shutil.copytree(template_dir, target)
-    return target
+    return copy_data_dir(template_dir, target)
 
 
 def ca_pem(data_dir: Path, short: str, generation: int, out: Path) -> Path:

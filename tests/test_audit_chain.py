@@ -5,7 +5,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import issue_args, jpki
+
+pytestmark = pytest.mark.engines
 
 
 def _issue_some(data_dir: Path, tmp_path: Path) -> None:

@@ -27,6 +27,8 @@ from registry.errors import Conflict
 from registry.reasons import Reason
 from tests.helpers import CONFIG
 
+pytestmark = pytest.mark.engines
+
 CODE = "13104"
 
 

@@ -17,6 +17,8 @@ from registry import shards
 from tests.crl_support import ca_pem, der_to_pem
 from tests.helpers import CONFIG, CliResult, issue_args, openssl
 
+pytestmark = pytest.mark.engines
+
 CAPACITY = 2
 
 

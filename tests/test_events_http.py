@@ -16,6 +16,8 @@ from jpki.context import Context
 from tests.helpers import Daemon, jpki
 from tests.test_revocation_events import MOVE, SHINJUKU, event, issue
 
+pytestmark = pytest.mark.engines
+
 
 def post(url: str, body: bytes, token: str | None) -> tuple[int, Any]:
     request = urllib.request.Request(url + "/registry/events", data=body, method="POST",

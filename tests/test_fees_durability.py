@@ -20,6 +20,7 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
@@ -29,6 +30,8 @@ from ca.kinds import CertKind
 from jpki.context import Context
 from registry.clock import JST
 from tests.helpers import Daemon, issue_args, jpki
+
+pytestmark = pytest.mark.engines
 
 VERIFIERS = ("bank-a", "bank-b", "shop-c")
 RESIDENTS = ("dur-1", "dur-2")

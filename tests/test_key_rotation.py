@@ -41,6 +41,8 @@ from tests.helpers import (
     softhsm_tokens,
 )
 
+pytestmark = pytest.mark.engines
+
 LINT = Path(sys.executable).parent / "lint_pkix_cert"
 PIN = "4711"
 OCSP_PIN = "8152"
