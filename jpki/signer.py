@@ -120,8 +120,10 @@ class SignerProcess:
 
     def _revocations_waiting(self) -> bool:
         """A revocation committed since this pass began, or one already waiting: deltas
-        give way to the urgent run (`PRAGMA data_version` is one cheap read)."""
-        return self.urgent.pending or self._data_version() != self._version
+        give way to the urgent run (the newest state change: one index read; the change token
+        would also move for this process's own commits on PostgreSQL)."""
+        assert self.store is not None
+        return self.urgent.pending or changes.newest_seq(self.store.conn) > self._seq
 
     def _daily(self) -> None:
         if self.daily.tick():

@@ -28,6 +28,7 @@ from tests.helpers import (
     copy_data_dir,
     issue_args,
     jpki,
+    registry_env,
     registry_environment,
 )
 from tests.pg_cluster import Cluster
@@ -79,8 +80,13 @@ def template_dir(engine: str, tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture
-def data_dir(template_dir: Path, tmp_path: Path) -> Path:
-    return copy_data_dir(template_dir, tmp_path / "data")
+def data_dir(template_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the template; on PostgreSQL the test's own process sees its registry URL
+    (contexts and stores the test builds itself), as an operator's shell would."""
+    target = copy_data_dir(template_dir, tmp_path / "data")
+    for name, value in registry_env(target).items():
+        monkeypatch.setenv(name, value)
+    return target
 
 
 @pytest.fixture

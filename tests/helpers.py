@@ -62,6 +62,19 @@ def registry_environment(data_dir: Path) -> Any:
             os.environ["JPKI_REGISTRY_URL"] = previous
 
 
+def registry_rows(data_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Rows of one statement on `data_dir`'s registry, through a connection of its own (what
+    another process sees); a statement that writes commits at once."""
+    from registry.store import Store
+
+    store = Store.open(data_dir, REGISTRY_URLS.get(data_dir.resolve(), ""))
+    try:
+        cursor = store.conn.execute(sql, params)
+        return list(cursor.fetchall()) if cursor.description else []
+    finally:
+        store.close()
+
+
 @dataclass
 class CliResult:
     code: int
