@@ -252,7 +252,8 @@ def coverage_under(store: Store, ca_id: int, now: int) -> tuple[int, int, int | 
     """(unexpired, unexpired and not revoked, last notAfter) of CA generation `ca_id`:
     what it still answers for, so whether it may be retired."""
     row = store.one(
-        "SELECT COUNT(*) AS unexpired, COALESCE(SUM(status != 'revoked'), 0) AS live,"
+        "SELECT COUNT(*) AS unexpired,"
+        " COALESCE(SUM(CASE WHEN status != 'revoked' THEN 1 ELSE 0 END), 0) AS live,"
         " MAX(not_after) AS last FROM certificates WHERE ca_id = ? AND not_after > ?",
         (ca_id, now),
     )

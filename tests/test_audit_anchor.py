@@ -12,8 +12,12 @@ import getpass
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from registry import audit
 from tests.helpers import issue_args, jpki
+
+pytestmark = pytest.mark.engines
 
 
 def _issue_and_revoke(data_dir: Path, tmp_path: Path) -> str:

@@ -18,6 +18,8 @@ import pytest
 
 from tests.helpers import Daemon, issue_args, jpki, openssl
 
+pytestmark = pytest.mark.engines
+
 
 @dataclass
 class World:

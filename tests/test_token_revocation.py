@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -27,6 +28,8 @@ from jpki.context import Context
 from tests.helpers import Daemon, jpki
 from tests.test_events_http import post
 from tests.test_revocation_events import issue
+
+pytestmark = pytest.mark.engines
 
 LOGIN = os.environ.get("JPKI_OPERATOR") or getpass.getuser()
 
