@@ -22,10 +22,10 @@ from registry.store import Store
 
 
 def attach(app: web.Application, data_dir: Path, clock: Clock, daily_time: str,
-           meter: crl_web.DownloadMeter | None = None, registry_url: str = ""
-           ) -> Callable[[], dict[str, str]]:
+           meter: crl_web.DownloadMeter | None = None, registry_url: str = "",
+           serve_dir: Path | None = None) -> Callable[[], dict[str, str]]:
     """Add the routes and metrics; return the /healthz warnings of the published CRLs."""
-    app.add_routes(crl_web.routes(data_dir, clock, meter))
+    app.add_routes(crl_web.routes(serve_dir or data_dir / "crl", clock, meter))
     metrics.install(data_dir, clock, registry_url)
     schedule = DailySchedule(daily_time)
 

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 from datetime import timedelta
+from pathlib import Path
 
 from aiohttp import web
 
@@ -108,7 +109,8 @@ def build_app(context: Context) -> web.Application:
     app[HEALTH_WARNINGS].append(warnings)
     app[HEALTH_WARNINGS].append(crl_service.attach(
         app, context.data_dir, context.clock, settings.crl.daily_time,
-        CRLDownloadMeter(meter, context.store, context.clock), url))
+        CRLDownloadMeter(meter, context.store, context.clock), url,
+        Path(settings.crl.serve_dir) if settings.crl.serve_dir else None))
     return app
 
 

@@ -233,6 +233,9 @@ class CRLSettings(_Section):
     # Delta CRLs (RFC 5280 §5.2.4): `jpki signer` publishes one for the full CRL and each
     # partition this often, listing what was revoked since its base; 0 turns deltas off.
     delta_interval_minutes: int = Field(60, ge=0, le=24 * 60)
+    # Where `jpki serve` reads published CRLs: "" is <data dir>/crl (the signer's output);
+    # another host names a read-only mount of the signer's directory.
+    serve_dir: str = Field("", max_length=4096)
 
     @field_validator("daily_time")
     @classmethod

@@ -45,11 +45,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Modules marked `engines` run on both registry engines; the others on SQLite only."""
+    """Modules marked `engines` run on both registry engines (or on those the marker names:
+    `engines("postgresql")`); the others on SQLite only."""
     if "engine" in metafunc.fixturenames:
-        both = metafunc.definition.get_closest_marker("engines") is not None
-        metafunc.parametrize("engine", ENGINES if both else ENGINES[:1], indirect=True,
-                             scope="session")
+        marker = metafunc.definition.get_closest_marker("engines")
+        chosen = ENGINES[:1] if marker is None else tuple(marker.args) or ENGINES
+        metafunc.parametrize("engine", chosen, indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
