@@ -87,7 +87,7 @@ def registry_file(url: str, data_dir: Path) -> Path:
         return default
     if not url.startswith("sqlite:///"):
         raise ConfigError(f"registry.url: {url.split(':', 1)[0]!r} is not a registry engine;"
-                          f" use sqlite:///{default}")
+                          f" use sqlite:///{default} or postgresql://...")
     named = Path(url.removeprefix("sqlite:///"))  # sqlite:////abs/path -> /abs/path
     if named.resolve() != default.resolve():
         raise ConfigError(f"registry.url: {named} is not the data directory's registry"
