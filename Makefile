@@ -17,7 +17,7 @@ BENCH_OCSP_PACKAGES := wrk golang-cfssl
 # package joins this list
 MYPY_PACKAGES := ocsp httpapi registry jpki ca revocation linkage fees crl demo
 
-.PHONY: help deps venv run init serve signer test fuzz lint audit-verify clean bench-ocsp bench-crl bench-crl-urgent rotate-keys \
+.PHONY: help deps venv run init serve signer test fuzz lint audit-verify clean bench-ocsp bench-crl bench-crl-urgent bench-scale rotate-keys \
         rotate-ca rotate-ocsp retire-ca ca-status renew-signers crl invoice
 
 help: ## list the targets
@@ -110,3 +110,11 @@ bench-crl: venv ## CRL generation vs openssl ca -gencrl, SIZE revoked (default 1
 
 bench-crl-urgent: venv ## revocation -> CRL served, through jpki signer + jpki serve (DELAY=60 N=20)
 	$(BIN)/python bench/crl_urgent_bench.py --delay $${DELAY:-60} -n $${N:-20}
+
+bench-scale: venv ## SQLite vs PostgreSQL at SIZE certificates (default 10,000,000; not in `make test`)
+	@missing=""; for p in wrk; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	$(BIN)/python bench/scale_bench.py --size $${SIZE:-10000000}

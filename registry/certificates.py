@@ -111,12 +111,33 @@ def insert(store: Store, *, serial: str, kind: CertKind, ca_id: int, resident_id
 def insert_many(store: Store, rows: Sequence[Sequence[object]]) -> None:
     """Bulk insert rows without DER (serial, kind, ca_id, resident_id, subject_cn, partition,
     not_before, not_after, issued_at, status, revoked_at, reason): synthetic demo data only.
-    No audit row and no state change: nothing was issued or revoked."""
+    No audit row and no state change: nothing was issued or revoked.
+
+    On PostgreSQL the rows go in through COPY: executemany sends one INSERT per row (pipelined,
+    still a parse/bind/execute each), COPY streams them (measured by `make bench-scale`)."""
     with store.transaction() as conn:
+        if store.dialect == "postgresql":
+            from registry.pg import PgStore, copy_rows  # psycopg: imported only when used
+
+            assert isinstance(store, PgStore)
+            copy_rows(store, "certificates", _BULK_COLUMNS, rows)
+            return
         conn.executemany(
             "INSERT INTO certificates (serial, kind, ca_id, resident_id, subject_cn,"
             " partition, not_before, not_after, issued_at, status, revoked_at, reason)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def sample_serials(store: Store, ca_id: int, count: int) -> list[str]:
+    """Up to `count` serials issued under CA generation `ca_id`, in random order: requests for
+    serials that no cache has seen yet (`make bench-scale`). A full scan: benchmarks only."""
+    rows = store.query("SELECT serial FROM certificates WHERE ca_id = ? ORDER BY random()"
+                       " LIMIT ?", (ca_id, count))
+    return [str(row["serial"]) for row in rows]
+
+
+_BULK_COLUMNS = ("serial", "kind", "ca_id", "resident_id", "subject_cn", "partition",
+                 "not_before", "not_after", "issued_at", "status", "revoked_at", "reason")
 
 
 def link_pair(store: Store, clock: Clock, resident_id: str, signature: str | None,

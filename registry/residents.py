@@ -81,8 +81,17 @@ def count_with_prefix(store: Store, prefix: str) -> int:
 
 def insert_many(store: Store, rows: list[tuple[Any, ...]]) -> None:
     """Bulk insert (resident_id, name, dob, sex, address, municipality_code, created_at,
-    updated_at) rows: synthetic demo data only, no facts validation."""
+    updated_at) rows: synthetic demo data only, no facts validation. COPY on PostgreSQL
+    (registry/certificates.py insert_many says why)."""
     with store.transaction() as conn:
+        if store.dialect == "postgresql":
+            from registry.pg import PgStore, copy_rows  # psycopg: imported only when used
+
+            assert isinstance(store, PgStore)
+            copy_rows(store, "residents", ("resident_id", "name", "dob", "sex", "address",
+                                           "municipality_code", "created_at", "updated_at"),
+                      rows)
+            return
         conn.executemany(
             "INSERT INTO residents (resident_id, name, dob, sex, address,"
             " municipality_code, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

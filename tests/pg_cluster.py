@@ -2,8 +2,9 @@
 temporary directory, a Unix socket only (no TCP listener), stopped when the session ends.
 
 PostgreSQL refuses to run as root (CI runs as root): initdb, pg_ctl and the server then run as
-the `postgres` user that the Debian package creates. The cluster trades durability for speed
-(fsync off): the crash tests kill our processes, never PostgreSQL itself.
+the `postgres` user that the Debian package creates. The test cluster trades durability for speed
+(fsync off): the crash tests kill our processes, never PostgreSQL itself. `make bench-scale`
+starts one with fsync on (`start(durable=True)`).
 """
 
 from __future__ import annotations
@@ -55,14 +56,18 @@ class Cluster:
         if result.returncode != 0:
             raise RuntimeError(f"{args[0]} failed: {result.stdout}{result.stderr}")
 
-    def start(self) -> Cluster:
+    def start(self, durable: bool = False, settings: str = "") -> Cluster:
+        """`durable`: fsync and full-page writes on, PostgreSQL's defaults (the scale bench
+        measures an honest server); `settings`: more `-c name=value` options."""
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
             os.chmod(self.root, 0o700)
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8",
                   "--no-sync")
-        options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses='' -c fsync=off"
-                   " -c synchronous_commit=on -c full_page_writes=off -c max_connections=300")
+        safety = "on" if durable else "off"
+        options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=''"
+                   f" -c fsync={safety} -c synchronous_commit=on -c full_page_writes={safety}"
+                   f" -c max_connections=300 {settings}")
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l",
                   str(self.root / "server.log"), "-w", "start")
         return self
