@@ -33,7 +33,9 @@ def data_version(cursor: Any) -> object:
     `cursor` is a connection, or a cursor the caller reuses on every request (SQLite)."""
     if isinstance(cursor, sqlite3.Cursor | sqlite3.Connection):
         return int(cursor.execute("PRAGMA data_version").fetchone()[0])
-    return str(cursor.execute(_SNAPSHOT).fetchone()[0])
+    from registry.pg import scalar_text  # psycopg is imported only when it is used
+
+    return scalar_text(cursor, _SNAPSHOT.encode())
 
 
 def newest_seq(conn: Connection) -> int:
