@@ -153,9 +153,11 @@ def parse_wrk(text: str) -> dict[str, float]:
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    sockets = re.search(r"Socket errors: (.*)", text)
     return {"rps": float(rate.group(1)), "requests": float(total.group(1)),
             "p50_ms": latency("50"), "p99_ms": latency("99"),
-            "non2xx": float(errors.group(1)) if errors else 0.0}
+            "non2xx": float(errors.group(1)) if errors else 0.0,
+            "socket_errors": sockets.group(1).strip() if sockets else ""}  # type: ignore[dict-item]
 
 
 def wrk(port: int, lua: Path, seconds: int, connections: int, offset: int) -> dict[str, float]:
@@ -315,6 +317,14 @@ class Engine:
             self.figures.notes.append(f"{name}: the pool of {self.pool_size:,} serials ran out"
                                       " (raise --pool): some answers were cached")
         self.figures.loads[name] = row
+        self.check(name, row)
+
+    def check(self, name: str, row: dict[str, float]) -> None:
+        """Failed requests are reported, never averaged away."""
+        if row["non2xx"] or row["socket_errors"] or not row["requests"]:
+            self.figures.notes.append(f"{name}: {row['requests']:.0f} requests, "
+                                      f"{row['non2xx']:.0f} non-2xx, socket errors:"
+                                      f" {row['socket_errors'] or 'none'}")
 
     def cached(self, seconds: int | None = None) -> dict[str, float]:
         return wrk(self.port, self.lua_cached, seconds or self.opts.seconds,
@@ -388,6 +398,7 @@ def measure(engines: list[Engine], opts: argparse.Namespace) -> list[float]:
             rows = [engine.cached() for engine in engines]
             for engine, row in zip(engines, rows, strict=True):
                 best = engine.figures.loads.get(cached)
+                engine.check(cached, row)
                 if best is None or row["rps"] > best["rps"]:
                     engine.figures.loads[cached] = row
             if len(rows) == 2:
