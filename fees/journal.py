@@ -50,22 +50,24 @@ from prometheus_client import Counter, Histogram
 if TYPE_CHECKING:
     from fees.ledger import LedgerRow
 
-from registry import certificates, datadir
+from registry import certificates, datadir, verifiers
 from registry.store import Store
 
 log = logging.getLogger("jpki.fees")
 
 DIR_NAME = "fees-journal"
-MAGIC = b"JFB1"
+MAGIC = b"JFB2"  # rows in the ledger INSERT's order (Row)
+MAGIC_V1 = b"JFB1"  # rows led by the verifier's name, no resident: read at start-up only
 HEADER = struct.Struct("<4sIQI")  # magic, payload length, sequence number, crc32(payload)
-SEGMENT_BYTES = 16 << 20
+SEGMENT_BYTES = 4 << 20  # ~3 s of frames at 20,000 checks/s; the next one is made early
 
-# A journal row: what the ledger row needs, priced when the check happened (the rule in force
-# on its JST day), plus the verifier's name for the metrics. The status-confirmation
-# once-per-year rule is applied when folding, in sequence order.
-# (verifier_name, at, month, year, verifier_id, check_type, channel, serial,
+# A journal row is the ledger INSERT's parameters, in its column order, priced when the check
+# happened (the rule in force on its JST day): folding a row without a status confirmation is
+# no Python work at all. The resident (None here) and the status-confirmation once-per-year
+# rule are applied when folding, in sequence order; metrics name the verifier by its id.
+# (at, month, year, verifier_id, check_type, channel, serial, resident_id (None),
 #  status_confirmation, rule_id, amount_yen)
-Row = tuple[str, int, str, int, int, str, str, str | None, int, str, int]
+Row = tuple[int, str, int, int, str, str, str | None, None, int, str, int]
 
 CHECKS = Counter("jpki_fee_checks_total", "Metered checks by verifier and check type "
                  "(every billable answer; the ledger is the record)", ["verifier", "check_type"])
@@ -84,8 +86,23 @@ FOLDED = Counter("jpki_fee_journal_folded_total", "Journal rows folded into the 
 _MARK_TABLE = ("CREATE TABLE IF NOT EXISTS fee_journal_folds"
                " (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)")
 _INSERT = ("INSERT INTO ledger (at, month, year, verifier_id, check_type, channel, serial,"
-           " resident_id, status_confirmation, rule_id, amount_yen)"
-           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+           " resident_id, status_confirmation, rule_id, amount_yen) VALUES ")
+_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# Rows per INSERT statement when folding: one multi-row statement of 200 rows costs 2.3 µs a
+# row against 4.2 µs a row through executemany (bench/fee_path_costs.py, the ledger's three
+# indexes); 2,200 parameters stay far below SQLite's limit of 32,766.
+_CHUNK = 200
+_INSERT_CHUNK = _INSERT + ", ".join([_VALUES] * _CHUNK)
+
+
+def _insert(conn: Any, rows: list[Any]) -> None:
+    """The rows into the ledger, in order, _CHUNK rows per statement."""
+    full = len(rows) - len(rows) % _CHUNK
+    for start in range(0, full, _CHUNK):
+        conn.execute(_INSERT_CHUNK, [v for row in rows[start:start + _CHUNK] for v in row])
+    if full < len(rows):
+        tail = rows[full:]
+        conn.execute(_INSERT + ", ".join([_VALUES] * len(tail)), [v for row in tail for v in row])
 
 
 class JournalBusy(RuntimeError):
@@ -129,52 +146,70 @@ class Residents:
         return self._known[serial]
 
 
+class Names:
+    """verifier id -> name for the metrics, read from the registry on a miss (a verifier's
+    name never changes; a new verifier is one more read)."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, str] = {}
+
+    def of(self, store: Store, verifier_id: int) -> str:
+        name = self._known.get(verifier_id)
+        if name is None:
+            self._known = verifiers.names_by_id(store)
+            name = self._known.setdefault(verifier_id, str(verifier_id))
+        return name
+
+
 def fold(store: Store, frames: Sequence[tuple[int, str, list[Row]]],
-         residents: Residents | None = None) -> int:
+         residents: Residents | None = None, names: Names | None = None) -> int:
     """Insert the rows of `frames` (sequence number, repeat rule id, rows), sorted by sequence
     number, skipping frames at or below the mark; return the new mark. One transaction."""
     residents = residents or Residents()
-    tally: Tally[tuple[str, str]] = Tally()
-    yen: Tally[tuple[str, str]] = Tally()
+    names = names or Names()
     with store.transaction() as conn:
         mark = _mark(conn)
         todo = sorted((f for f in frames if f[0] > mark), key=lambda f: f[0])
         if not todo:
             return mark
         charged: set[tuple[int, str, int]] = set()
-        out: list[tuple[object, ...]] = []
+        out: list[Any] = []
         for _seq, repeat_rule_id, rows in todo:
-            for (name, at, month, year, verifier_id, check_type, channel, serial, sc, rule_id,
-                 amount) in rows:
-                resident = None
-                if sc and serial:
-                    # the once-per-year rule (configs/tariff.toml [status_confirmation])
-                    resident = residents.of(store, serial)
-                    if resident is not None:
-                        key = (verifier_id, resident, year)
-                        seen = key in charged or conn.execute(
-                            "SELECT 1 FROM ledger WHERE verifier_id = ? AND resident_id = ?"
-                            " AND year = ? AND status_confirmation = 1 AND rule_id != ?"
-                            " LIMIT 1", (verifier_id, resident, year, repeat_rule_id),
-                        ).fetchone()
-                        if seen:
-                            rule_id, amount = repeat_rule_id, 0
-                        else:
-                            charged.add(key)
+            for row in rows:
+                if not (row[8] and row[6]):  # no status confirmation: the row as journaled
+                    out.append(row)
+                    continue
+                # the once-per-year rule (configs/tariff.toml [status_confirmation])
+                at, month, year, verifier_id, check_type, channel, serial, _r, sc, rule_id, \
+                    amount = row
+                resident = residents.of(store, serial) if serial else None
+                if resident is not None:
+                    key = (verifier_id, resident, year)
+                    seen = key in charged or conn.execute(
+                        "SELECT 1 FROM ledger WHERE verifier_id = ? AND resident_id = ?"
+                        " AND year = ? AND status_confirmation = 1 AND rule_id != ?"
+                        " LIMIT 1", (verifier_id, resident, year, repeat_rule_id),
+                    ).fetchone()
+                    if seen:
+                        rule_id, amount = repeat_rule_id, 0
+                    else:
+                        charged.add(key)
                 out.append((at, month, year, verifier_id, check_type, channel, serial,
                             resident, sc, rule_id, amount))
-                tally[(name, check_type)] += 1
-                if amount:
-                    yen[(name, check_type)] += amount
-        conn.executemany(_INSERT, out)
+        _insert(conn, out)
         new_mark = todo[-1][0]
         conn.execute("INSERT INTO fee_journal_folds (id, seq) VALUES (1, ?)"
                      " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq", (new_mark,))
     # counters per fold (per batch), after the commit, with the final prices
-    for labels, count in tally.items():
-        CHECKS.labels(*labels).inc(count)
-    for labels, amount in yen.items():
-        YEN.labels(*labels).inc(amount)
+    tally: Tally[tuple[int, str]] = Tally(row[3:5] for row in out)
+    yen: Tally[tuple[int, str]] = Tally()
+    for row in out:
+        if row[10]:
+            yen[row[3:5]] += row[10]
+    for (verifier_id, check_type), count in tally.items():
+        CHECKS.labels(names.of(store, verifier_id), check_type).inc(count)
+    for (verifier_id, check_type), amount in yen.items():
+        YEN.labels(names.of(store, verifier_id), check_type).inc(amount)
     FOLDED.inc(len(out))
     return new_mark
 
@@ -189,10 +224,14 @@ def read_frames(directory: Path) -> dict[int, tuple[str, list[Row]]]:
         while offset + HEADER.size <= len(data):
             magic, length, seq, crc = HEADER.unpack_from(data, offset)
             payload = data[offset + HEADER.size:offset + HEADER.size + length]
-            if magic != MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
-                break
+            if magic not in (MAGIC, MAGIC_V1) or len(payload) != length \
+                    or zlib.crc32(payload) != crc:
+                break  # a torn frame, or the zero-filled rest of a preallocated segment
             body = json.loads(payload)
-            frames[seq] = (body["r"], [tuple(row) for row in body["rows"]])
+            if magic == MAGIC:
+                frames[seq] = (body["r"], [tuple(row) for row in body["rows"]])
+            else:  # (name, at, month, year, verifier_id, check_type, channel, serial, sc, ...)
+                frames[seq] = (body["r"], [(*row[1:8], None, *row[8:]) for row in body["rows"]])
             offset += HEADER.size + length
     return frames
 
@@ -264,31 +303,106 @@ def _release(futures: list[asyncio.Future[None]], error: BaseException | None) -
 
 
 class _Lane:
-    """One journal file being appended by one thread (a lane flushes while others do)."""
+    """One journal segment being written in place by one thread.
 
-    def __init__(self, directory: Path, run: int, number: int) -> None:
+    Segments are preallocated and zero-filled (`_make_segment`), so a frame's `fdatasync`
+    flushes its data blocks only: the file's size and block map never change while it is
+    written, and the filesystem's own journal has nothing to commit (appending to a growing
+    file commits the inode's size with every flush; bench/journal_flush_costs.py). The end of
+    the written frames is the first header that is not a frame (zeros, or a torn write).
+    """
+
+    def __init__(self, directory: Path, run: int, number: int, segment_bytes: int) -> None:
         self.directory = directory
         self.run = run
         self.number = number
+        self.segment_bytes = segment_bytes
+        self.capacity = segment_bytes  # of the open segment
         self.part = 0
         self.fd = -1
         self.size = 0
         self.max_seq = 0
         self.path = directory
+        self.spare: tuple[Path, int] | None = None  # the next segment, made in advance
+        self.lock = threading.Lock()  # the spare, made by the fold thread
+        self.making = False
+        self.closed = False
 
-    def open_next(self) -> tuple[Path, int] | None:
-        """Start the lane's next file; returns the finished one (path, highest sequence)."""
+    def next_name(self) -> Path:
+        self.part += 1
+        return self.directory / f"{self.run:012d}-{self.number:02d}-{self.part:06d}.log"
+
+    def prepare_spare(self) -> None:
+        """Make the next segment now (the fold thread calls this between folds), so that a
+        full segment is replaced without zero-filling it on an answer's path."""
+        with self.lock:
+            if self.spare is not None or self.closed or self.making:
+                return
+            self.making = True
+            path = self.next_name()
+        try:
+            fd = _make_segment(path, self.segment_bytes)
+        finally:
+            with self.lock:
+                self.making = False
+        with self.lock:
+            if not self.closed and self.spare is None:
+                self.spare = (path, fd)
+                return
+        os.close(fd)
+        path.unlink(missing_ok=True)
+
+    def open_next(self, frame_bytes: int = 0) -> tuple[Path, int] | None:
+        """Start the lane's next segment (the writer only), large enough for a frame of
+        `frame_bytes` (a burst's group can outgrow a segment: it gets one of its own); returns
+        the finished one (path, highest sequence)."""
         done = (self.path, self.max_seq) if self.fd >= 0 else None
         if self.fd >= 0:
             os.close(self.fd)
-        self.part += 1
-        self.path = self.directory / f"{self.run:012d}-{self.number:02d}-{self.part:06d}.log"
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND,
-                          datadir.PRIVATE_FILE)
-        _fsync_dir(self.directory)  # the file's name is durable before any frame counts on it
+            self.fd = -1
+        size = self.segment_bytes
+        with self.lock:
+            spare = self.spare if frame_bytes <= size else None
+            if spare is not None:
+                self.spare = None
+            path = self.next_name() if spare is None else spare[0]
+        if spare is None:
+            size = max(size, frame_bytes)
+            spare = (path, _make_segment(path, size))
+        self.path, self.fd = spare
+        self.capacity = size
         self.size = 0
         self.max_seq = 0
         return done
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            spare, self.spare = self.spare, None
+        if spare is not None:
+            os.close(spare[1])
+            spare[0].unlink(missing_ok=True)  # zeros only: no frame counts on it
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _make_segment(path: Path, size: int) -> int:
+    """A new segment of `size` zero bytes, durable with its name before any frame counts on
+    it (the data, the size and the directory entry); returns a descriptor open for writing."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, datadir.PRIVATE_FILE)
+    try:
+        block = bytes(1 << 20)
+        written = 0
+        while written < size:
+            written += os.pwrite(fd, block[:min(len(block), size - written)], written)
+        os.fsync(fd)
+        _fsync_dir(path.parent)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    return fd
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -327,6 +441,8 @@ class Journal:
         self._fold_wake = threading.Event()
         self._folded = 0
         self._residents = Residents()
+        self._names = Names()
+        self._lanes: list[_Lane] = []
         self._lock_fd = -1
         self._store: Store | None = None
 
@@ -354,7 +470,7 @@ class Journal:
             leftovers = sorted(self.directory.glob("*.log"))
             frames = read_frames(self.directory)
             mark = fold(self._store, [(seq, *frames[seq]) for seq in sorted(frames)],
-                        self._residents)
+                        self._residents, self._names)
             if frames:
                 log.info("fee journal: folded %d frames left by the previous run", len(frames))
             for path in leftovers:  # every frame is at or below the mark now
@@ -364,11 +480,12 @@ class Journal:
             self._folded = mark
             self._next_seq = mark + 1
             for number in range(self.lane_count):
-                lane = _Lane(self.directory, self._next_seq, number)
+                lane = _Lane(self.directory, self._next_seq, number, self.segment_bytes)
                 lane.open_next()
-                thread = threading.Thread(target=self._append, args=(lane,),
-                                          name=f"fee-journal-{number}", daemon=True)
-                self._threads.append(thread)
+                self._lanes.append(lane)
+                self._threads.append(threading.Thread(
+                    target=self._append, args=(lane,), name=f"fee-journal-{number}",
+                    daemon=True))
             self._threads.append(threading.Thread(target=self._fold_loop, name="fee-fold",
                                                   daemon=True))
             for thread in self._threads:
@@ -393,6 +510,39 @@ class Journal:
                 future = group.futures[loop] = loop.create_future()
         await future
 
+    def _commit(self, lane: _Lane, group: _Group, seq: int) -> BaseException | None:
+        """Write `group` as frame `seq` in `lane` and flush it; the error, if it failed."""
+        error: BaseException | None = None
+        try:
+            payload = json.dumps({"r": self.repeat_rule_id, "rows": group.rows},
+                                 separators=(",", ":")).encode()
+            frame = HEADER.pack(MAGIC, len(payload), seq, zlib.crc32(payload)) + payload
+            if lane.size + len(frame) > lane.capacity:
+                self._finish(lane.open_next(len(frame)))
+            began = time.perf_counter()
+            # in place, over zeros: no size change to commit (see _Lane)
+            if os.pwrite(lane.fd, frame, lane.size) != len(frame):
+                raise OSError(f"{lane.path}: short write to the fee journal")
+            os.fdatasync(lane.fd)  # durable before any of its answers leaves
+            FLUSH.observe(time.perf_counter() - began)
+            lane.size += len(frame)
+            lane.max_seq = seq
+        except Exception as exc:  # the group's requests fail; the lane starts a new file
+            log.exception("fee journal commit failed for %d checks", len(group.rows))
+            error = exc
+            try:
+                self._finish(lane.open_next())
+            except OSError:
+                log.exception("fee journal: cannot start a new file")
+        with self._durable_lock:
+            # a failed frame leaves no gap: its answers were never sent
+            self._durable[seq] = group.rows if error is None else []
+            pending = len(self._durable)
+        BATCH.observe(len(group.rows))
+        if pending > 64:
+            self._fold_wake.set()
+        return error
+
     # the lanes
     def _append(self, lane: _Lane) -> None:
         while self._tokens.get():
@@ -402,39 +552,10 @@ class Journal:
                 group, self._open = self._open, _Group()
                 seq = self._next_seq
                 self._next_seq += 1
-            error: BaseException | None = None
-            try:
-                payload = json.dumps({"r": self.repeat_rule_id, "rows": group.rows},
-                                     separators=(",", ":")).encode()
-                frame = HEADER.pack(MAGIC, len(payload), seq, zlib.crc32(payload)) + payload
-                if lane.size + len(frame) > self.segment_bytes and lane.size:
-                    self._finish(lane.open_next())
-                began = time.perf_counter()
-                if os.write(lane.fd, frame) != len(frame):  # a full disk, say
-                    raise OSError(f"{lane.path}: short write to the fee journal")
-                os.fdatasync(lane.fd)  # durable before any of its answers leaves
-                FLUSH.observe(time.perf_counter() - began)
-                lane.size += len(frame)
-                lane.max_seq = seq
-            except Exception as exc:  # the group's requests fail; the lane starts a new file
-                log.exception("fee journal commit failed for %d checks", len(group.rows))
-                error = exc
-                try:
-                    self._finish(lane.open_next())
-                except OSError:
-                    log.exception("fee journal: cannot start a new file")
-            with self._durable_lock:
-                # a failed frame leaves no gap: its answers were never sent
-                self._durable[seq] = group.rows if error is None else []
-                pending = len(self._durable)
-            BATCH.observe(len(group.rows))
-            by_loop = group.futures
-            for loop, future in by_loop.items():
+            error = self._commit(lane, group, seq)
+            for loop, future in group.futures.items():
                 loop.call_soon_threadsafe(_release, [future], error)
-            if pending > 64:
-                self._fold_wake.set()
-        if lane.fd >= 0:
-            os.close(lane.fd)
+        lane.close()
 
     def _finish(self, done: tuple[Path, int] | None) -> None:
         if done is not None:
@@ -452,7 +573,7 @@ class Journal:
                 return
             target = store or self._store
             assert target is not None
-            mark = fold(target, frames, self._residents)
+            mark = fold(target, frames, self._residents, self._names)
             with self._durable_lock:
                 for seq in seqs:
                     del self._durable[seq]
@@ -470,6 +591,12 @@ class Journal:
                 self.catch_up()
             except Exception:  # the frames stay durable in the journal; retried next time
                 log.exception("fee journal: fold into the ledger failed")
+            for lane in self._lanes:  # the next segment, before a lane needs it
+                if lane.size > lane.capacity // 2 and not self._closing:
+                    try:
+                        lane.prepare_spare()
+                    except OSError:  # the lane makes it itself, or fails its group
+                        log.exception("fee journal: cannot prepare the next segment")
             if self._closing and not any(t.is_alive() for t in self._threads[:-1]):
                 self.catch_up()
                 return

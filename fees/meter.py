@@ -73,9 +73,8 @@ class LedgerMeter:
         for check in checks:
             rule_id, yen, at, month, year = self.priced(check.check_type, check.channel,
                                                         check.at)
-            rows.append((check.verifier_name, at, month, year, check.verifier_id,
-                         check.check_type, check.channel, check.serial,
-                         int(check.status_confirmation), rule_id, yen))
+            rows.append((at, month, year, check.verifier_id, check.check_type, check.channel,
+                         check.serial, None, int(check.status_confirmation), rule_id, yen))
             entries.append(LedgerRow(check, None, Price(rule_id, yen)))
         await self.record_rows(rows)
         return entries
@@ -117,8 +116,8 @@ class OCSPMeter:
             if check_type is None:
                 check_type = self._check_types[kind] = f"{kind}_check"
             rule_id, yen, epoch_at, month, year = self.ledger.priced(check_type, "ocsp", at)
-            rows.append((verifier.name, epoch_at, month, year, verifier.id, check_type, "ocsp",
-                         serial, flag, rule_id, yen))
+            rows.append((epoch_at, month, year, verifier.id, check_type, "ocsp", serial, None,
+                         flag, rule_id, yen))
         await self.ledger.record_rows(rows)
 
 
