@@ -4,15 +4,17 @@ background.
 Why: a metered answer leaves only after its check is durable (DOMAIN.md, "Fees": zero loss).
 Committing each group of rows straight into the registry's SQLite ledger cost a flush of the
 registry's WAL (~3 ms on our disks) per group, serialized with the registry's own writers, plus
-Python work per row on the path of every answer. Here the answer waits only for an append to
-a private file and its `fdatasync`; several lanes (`fees.journal_lanes`) flush in parallel, so
-a new group starts its flush while earlier ones are still in the device, and the answer's
-wait is one flush, not one flush plus the queue behind it.
+Python work per row on the path of every answer. Here the answer waits only for one frame
+written in place in a preallocated private file and its `fdatasync` (a data-only flush);
+several lanes (`fees.journal_lanes`) flush in parallel, so a new group starts its flush while
+earlier ones are still in the device, and the answer's wait is one flush, not one flush plus
+the queue behind it.
 
 Layout (data directory, 0700 / 0600 like the registry, registry/datadir.py):
 
     fees-journal/lock                      flock held by the one writing process
-    fees-journal/<run>-<lane>-<part>.log   frames, appended, one per group commit
+    fees-journal/<run>-<lane>-<part>.log   a segment: zeros, overwritten in place by frames,
+                                           one per group commit
 
 A frame is `magic, payload length, sequence number, crc32` then the payload: the rows of one
 group (JSON). Sequence numbers are global across lanes and runs. Folding inserts the rows of
@@ -88,8 +90,8 @@ _MARK_TABLE = ("CREATE TABLE IF NOT EXISTS fee_journal_folds"
 _INSERT = ("INSERT INTO ledger (at, month, year, verifier_id, check_type, channel, serial,"
            " resident_id, status_confirmation, rule_id, amount_yen) VALUES ")
 _VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-# Rows per INSERT statement when folding: one multi-row statement of 200 rows costs 2.3 µs a
-# row against 4.2 µs a row through executemany (bench/fee_path_costs.py, the ledger's three
+# Rows per INSERT statement when folding: one multi-row statement of 200 rows costs 2.3-2.8 µs
+# a row against 3.7-4.2 µs through executemany (bench/fee_path_costs.py, the ledger's three
 # indexes); 2,200 parameters stay far below SQLite's limit of 32,766.
 _CHUNK = 200
 _INSERT_CHUNK = _INSERT + ", ".join([_VALUES] * _CHUNK)
