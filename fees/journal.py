@@ -13,10 +13,18 @@ Layout (data directory, 0700 / 0600 like the registry, registry/datadir.py):
 
     fees-journal/lock                      flock held by the one writing process
     fees-journal/<run>-<lane>-<part>.log   frames, appended, one per group commit
+    fees-journal-<k>/...                   the same, of serving worker k >= 1 (server.workers)
+
+Each `jpki serve` worker process writes its own journal (worker 0: `fees-journal`, as before
+workers existed) and folds it under its own mark (`fee_journal_marks`, one row per worker);
+sequence numbers are per journal. Folds of different workers are serialised by the registry's
+write lock, so the status-confirmation rule still charges exactly one check per verifier,
+resident and year; which of two concurrent checks on different workers is the charged one
+follows fold order.
 
 A frame is `magic, payload length, sequence number, crc32` then the payload: the rows of one
 group (JSON). Sequence numbers are global across lanes and runs. Folding inserts the rows of
-frames into `ledger` and moves the mark (`fee_journal_folds.seq`) in the same transaction, so a
+frames into `ledger` and moves the mark (`fee_journal_marks.seq`) in the same transaction, so a
 crash between journal and ledger neither loses a row (the frame is still in the file, above the
 mark) nor counts one twice (a frame at or below the mark is skipped). Frames are folded in
 sequence order, which decides the status-confirmation once-per-year rule exactly as a single
@@ -81,15 +89,19 @@ FOLDED = Counter("jpki_fee_journal_folded_total", "Journal rows folded into the 
                  "the answers by at most the fold interval; a growing gap means the ledger "
                  "cannot keep up)")
 
-_MARK_TABLE = ("CREATE TABLE IF NOT EXISTS fee_journal_folds"
-               " (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)")
+# One mark per journal (serving worker). fee_journal_folds is the single mark of the journal
+# before workers existed: worker 0 starts from it until its own row is written.
+_MARK_TABLES = ("CREATE TABLE IF NOT EXISTS fee_journal_folds"
+                " (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)",
+                "CREATE TABLE IF NOT EXISTS fee_journal_marks"
+                " (worker INTEGER PRIMARY KEY, seq INTEGER NOT NULL)")
 _INSERT = ("INSERT INTO ledger (at, month, year, verifier_id, check_type, channel, serial,"
            " resident_id, status_confirmation, rule_id, amount_yen)"
            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 class JournalBusy(RuntimeError):
-    """Another process is writing this data directory's fee journal."""
+    """Another process is writing this fee journal (same data directory, same worker)."""
 
 
 def count(entries: Sequence[LedgerRow]) -> None:
@@ -100,21 +112,37 @@ def count(entries: Sequence[LedgerRow]) -> None:
             YEN.labels(entry.check.verifier_name, entry.check.check_type).inc(entry.price.yen)
 
 
-def journal_dir(data_dir: Path) -> Path:
-    return data_dir / DIR_NAME
+def journal_dir(data_dir: Path, worker: int = 0) -> Path:
+    """The journal of serving worker `worker` (0: also the only one of a single process)."""
+    return data_dir / (DIR_NAME if worker == 0 else f"{DIR_NAME}-{worker}")
+
+
+def journal_dirs(data_dir: Path) -> list[tuple[int, Path]]:
+    """(worker, directory) of every journal present, also of workers no longer configured
+    (server.workers lowered): their frames are still to be folded."""
+    found = [(0, journal_dir(data_dir))] if journal_dir(data_dir).is_dir() else []
+    for path in data_dir.glob(f"{DIR_NAME}-*"):
+        suffix = path.name[len(DIR_NAME) + 1:]
+        if suffix.isdigit() and int(suffix) > 0 and path.is_dir():
+            found.append((int(suffix), path))
+    return sorted(found)
 
 
 # -- folding (any process) -------------------------------------------------------------------
 
-def _mark(conn: Any) -> int:
-    conn.execute(_MARK_TABLE)
-    row = conn.execute("SELECT seq FROM fee_journal_folds WHERE id = 1").fetchone()
+def _mark(conn: Any, worker: int) -> int:
+    for statement in _MARK_TABLES:
+        conn.execute(statement)
+    row = conn.execute("SELECT seq FROM fee_journal_marks WHERE worker = ?",
+                       (worker,)).fetchone()
+    if row is None and worker == 0:
+        row = conn.execute("SELECT seq FROM fee_journal_folds WHERE id = 1").fetchone()
     return int(row[0]) if row else 0
 
 
-def folded_mark(store: Store) -> int:
+def folded_mark(store: Store, worker: int = 0) -> int:
     with store.transaction() as conn:
-        return _mark(conn)
+        return _mark(conn, worker)
 
 
 class Residents:
@@ -130,14 +158,15 @@ class Residents:
 
 
 def fold(store: Store, frames: Sequence[tuple[int, str, list[Row]]],
-         residents: Residents | None = None) -> int:
-    """Insert the rows of `frames` (sequence number, repeat rule id, rows), sorted by sequence
-    number, skipping frames at or below the mark; return the new mark. One transaction."""
+         residents: Residents | None = None, worker: int = 0) -> int:
+    """Insert the rows of `frames` (sequence number, repeat rule id, rows) of `worker`'s
+    journal, sorted by sequence number, skipping frames at or below its mark; return the new
+    mark. One transaction."""
     residents = residents or Residents()
     tally: Tally[tuple[str, str]] = Tally()
     yen: Tally[tuple[str, str]] = Tally()
     with store.transaction() as conn:
-        mark = _mark(conn)
+        mark = _mark(conn, worker)
         todo = sorted((f for f in frames if f[0] > mark), key=lambda f: f[0])
         if not todo:
             return mark
@@ -168,8 +197,9 @@ def fold(store: Store, frames: Sequence[tuple[int, str, list[Row]]],
                     yen[(name, check_type)] += amount
         conn.executemany(_INSERT, out)
         new_mark = todo[-1][0]
-        conn.execute("INSERT INTO fee_journal_folds (id, seq) VALUES (1, ?)"
-                     " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq", (new_mark,))
+        conn.execute("INSERT INTO fee_journal_marks (worker, seq) VALUES (?, ?)"
+                     " ON CONFLICT (worker) DO UPDATE SET seq = excluded.seq",
+                     (worker, new_mark))
     # counters per fold (per batch), after the commit, with the final prices
     for labels, count in tally.items():
         CHECKS.labels(*labels).inc(count)
@@ -211,21 +241,23 @@ _ACTIVE_LOCK = threading.Lock()
 
 
 def catch_up(store: Store) -> None:
-    """Fold what the journal holds before the ledger is read (invoices, usage, the linkage
+    """Fold what the journals hold before the ledger is read (invoices, usage, the linkage
     preconditions, the status-confirmation rule of direct metering): they stay exact.
 
-    In the writing process, the journal's durable frames; in another process, the frames in
-    the files: all of them when no process holds the journal (a crashed daemon), else the
-    contiguous prefix above the mark."""
+    In the writing process, its journal's durable frames; the journals of other processes
+    (the other serving workers, a crashed daemon) from their files: all of their frames when
+    no process holds that journal, else the contiguous prefix above its mark."""
     data_dir = store.path.parent
     with _ACTIVE_LOCK:
         journal = _ACTIVE.get(data_dir.resolve())
     if journal is not None:
         journal.catch_up(store)
-        return
-    directory = journal_dir(data_dir)
-    if not directory.is_dir():
-        return
+    for worker, directory in journal_dirs(data_dir):
+        if journal is None or worker != journal.worker:
+            _fold_files(store, worker, directory)
+
+
+def _fold_files(store: Store, worker: int, directory: Path) -> None:
     fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, datadir.PRIVATE_FILE)
     try:
         try:
@@ -236,8 +268,9 @@ def catch_up(store: Store) -> None:
         frames = read_frames(directory)
         if not frames:
             return
-        seqs = _contiguous(frames, folded_mark(store)) if writer_alive else sorted(frames)
-        fold(store, [(seq, *frames[seq]) for seq in seqs])
+        seqs = (_contiguous(frames, folded_mark(store, worker)) if writer_alive
+                else sorted(frames))
+        fold(store, [(seq, *frames[seq]) for seq in seqs], worker=worker)
     finally:
         os.close(fd)  # releases the flock
 
@@ -303,9 +336,10 @@ class Journal:
     """The daemon's fee journal: `await record(rows)` returns once the rows are durable."""
 
     def __init__(self, data_dir: Path, lanes: int = 4, fold_interval: float = 0.2,
-                 segment_bytes: int = SEGMENT_BYTES) -> None:
+                 segment_bytes: int = SEGMENT_BYTES, worker: int = 0) -> None:
         self.data_dir = data_dir
-        self.directory = journal_dir(data_dir)
+        self.worker = worker  # the serving worker whose journal this is (server.workers)
+        self.directory = journal_dir(data_dir, worker)
         self.lane_count = lanes
         self.fold_interval = fold_interval
         self.segment_bytes = segment_bytes
@@ -347,14 +381,15 @@ class Journal:
                 except BlockingIOError:
                     if time.monotonic() > deadline:
                         os.close(self._lock_fd)
-                        raise JournalBusy(f"{self.directory}: another process writes this fee"
-                                          " journal; one daemon per data directory") from None
+                        raise JournalBusy(f"{self.directory}: another process writes this"
+                                          " fee journal; one `jpki serve` per data"
+                                          " directory") from None
                     time.sleep(0.05)
             self._store = Store.open(self.data_dir)
             leftovers = sorted(self.directory.glob("*.log"))
             frames = read_frames(self.directory)
             mark = fold(self._store, [(seq, *frames[seq]) for seq in sorted(frames)],
-                        self._residents)
+                        self._residents, self.worker)
             if frames:
                 log.info("fee journal: folded %d frames left by the previous run", len(frames))
             for path in leftovers:  # every frame is at or below the mark now
@@ -452,7 +487,7 @@ class Journal:
                 return
             target = store or self._store
             assert target is not None
-            mark = fold(target, frames, self._residents)
+            mark = fold(target, frames, self._residents, self.worker)
             with self._durable_lock:
                 for seq in seqs:
                     del self._durable[seq]
