@@ -70,9 +70,11 @@ class ServerSettings(_Section):
             raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
         return self
 
-    def worker_count(self) -> int:
-        """server.workers with 0 resolved to the number of cores."""
-        return self.workers or os.cpu_count() or 1
+    def worker_count(self, override: int | None = None) -> int:
+        """server.workers (or `override`: `jpki serve --workers`), 0 resolved to the number
+        of cores."""
+        requested = self.workers if override is None else override
+        return requested or os.cpu_count() or 1
 
     def metrics_address(self) -> tuple[str, int] | None:
         """(host, port) of the metrics listener, None when it is off; "[::1]:9108" works."""

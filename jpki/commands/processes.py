@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -81,8 +80,7 @@ def cmd_serve(context: Context, args: argparse.Namespace) -> int:
         serve(context, host=args.host, port=args.port,
               seat=WorkerSeat(args.worker_index, args.metrics_socket))
         return 0
-    count = server.worker_count() if args.workers is None else (args.workers or
-                                                                  os.cpu_count() or 1)
+    count = server.worker_count(args.workers)
     if count == 1:
         serve(context, host=args.host, port=args.port, metrics_listen=args.metrics_listen)
         return 0
