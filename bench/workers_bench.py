@@ -16,13 +16,14 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from ocsp_bench import BIN, JPKI, LUA, REPO, free_port, parse_wrk, run, start, stop, wait_http
+from ocsp_bench import BIN, JPKI, LUA, REPO, free_port, parse_wrk, run, stop, wait_http
 
 PLACEMENTS = {"shared": ["taskset", "-c", "0,1"], "wrk on core 1": ["taskset", "-c", "1"]}
 
@@ -42,10 +43,16 @@ def measure(serve: list[str], workers: int, lua: Path, seconds: int, connections
     """One run; besides wrk's figures, the cores the daemon got ("cores"): on a shared host
     a ratio of throughputs means little unless the second run got the second core."""
     port = free_port()
-    daemon = start(["taskset", "-c", "0,1", *serve, "--port", str(port),
-                    "--workers", str(workers)])
+    log = lua.parent / f"daemon-{port}.log"
+    with open(log, "wb") as output:
+        daemon = subprocess.Popen(["taskset", "-c", "0,1", *serve, "--port", str(port),
+                                   "--workers", str(workers)], stdout=output, stderr=output,
+                                  start_new_session=True)
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
+        except RuntimeError:
+            raise RuntimeError(f"jpki serve did not come up: {log.read_text()}") from None
         url = f"http://127.0.0.1:{port}/ocsp"
         run(*wrk_cpus, "wrk", "-t1", "-c16", "-d1s", "-s", str(lua), url)  # warm every worker
         before, began = cpu_seconds(daemon.pid), time.monotonic()
