@@ -61,11 +61,12 @@ class Group:
                       "the workers to listen")
         return self
 
-    def wait_for(self, condition: Any, what: str, timeout: float = 60.0) -> None:
+    def wait_for(self, condition: Any, what: str, timeout: float = 60.0,
+                 check_exit: bool = True) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
             assert self.process is not None
-            if self.process.poll() is not None:
+            if check_exit and self.process.poll() is not None:
                 raise AssertionError(f"jpki serve exited ({self.process.returncode}) waiting"
                                      f" for {what}: {self.log.read_text()}")
             if time.monotonic() > deadline:
@@ -137,6 +138,9 @@ def test_two_workers_answer_fresh_bill_once_and_stop_together(
     try:
         pids = group.worker_pids()
         assert len(pids) == WORKERS
+        assert group.process is not None
+        opened = [os.readlink(fd) for fd in Path(f"/proc/{group.process.pid}/fd").iterdir()]
+        assert not [path for path in opened if str(data_dir) in path], opened  # keyless parent
         assert 'jpki_serve_worker_up{worker="0"} 1.0' in group.metrics()
         assert 'jpki_serve_worker_up{worker="1"} 1.0' in group.metrics()
 
@@ -196,6 +200,19 @@ def test_a_worker_that_dies_is_reported_and_the_others_stop(data_dir: Path) -> N
         assert re.search(rf"jpki serve: worker \d \(pid {pids[1]}\) exited with code -9;"
                          " stopping the other workers", log), log
         assert not alive(pids[0])
+    finally:
+        group.stop()
+
+
+def test_workers_do_not_outlive_a_killed_parent(data_dir: Path) -> None:
+    group = Group(data_dir).start()
+    try:
+        pids = group.worker_pids()
+        assert group.process is not None
+        group.process.kill()  # no handler runs: PR_SET_PDEATHSIG sends the workers SIGTERM
+        group.process.wait(10)
+        group.wait_for(lambda: not any(alive(pid) for pid in pids), "the workers to stop",
+                       check_exit=False)
     finally:
         group.stop()
 
