@@ -55,10 +55,13 @@ def measure(serve: list[str], workers: int, lua: Path, seconds: int, connections
             raise RuntimeError(f"jpki serve did not come up: {log.read_text()}") from None
         url = f"http://127.0.0.1:{port}/ocsp"
         run(*wrk_cpus, "wrk", "-t1", "-c16", "-d1s", "-s", str(lua), url)  # warm every worker
-        before, began = cpu_seconds(daemon.pid), time.monotonic()
+        before, began, wrk_before = cpu_seconds(daemon.pid), time.monotonic(), os.times()
         row = parse_wrk(run(*wrk_cpus, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
                             "--latency", "-s", str(lua), url))
-        row["cores"] = (cpu_seconds(daemon.pid) - before) / (time.monotonic() - began)
+        elapsed, wrk_after = time.monotonic() - began, os.times()
+        row["cores"] = (cpu_seconds(daemon.pid) - before) / elapsed
+        row["wrk_cores"] = (wrk_after.children_user + wrk_after.children_system
+                            - wrk_before.children_user - wrk_before.children_system) / elapsed
         return row
     finally:
         stop(daemon)
@@ -114,7 +117,7 @@ def main() -> int:
                         print(f"round {round_ + 1}: {placement:14} {path:9} workers={workers}"
                               f" {row['rps']:9.0f} req/s p99 {row['p99_ms']:.2f} ms"
                               f" non-2xx {row['non2xx']:.0f}, daemon on {row['cores']:.2f}"
-                              " cores", flush=True)
+                              f" cores, wrk on {row['wrk_cores']:.2f}", flush=True)
                         if key not in best or row["rps"] > best[key]["rps"]:
                             best[key] = row
         print(f"\nbest of {opts.rounds} rounds, {opts.seconds} s each, wrk -t1"
