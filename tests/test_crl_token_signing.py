@@ -182,8 +182,10 @@ def _sign_on_the_token(config: Path, data_dir: Path, env: dict[str, str], genera
     fields = {"number": 5, "this_update": now, "next_update": now + timedelta(hours=30)}
     frame = assembly.CRLFrame.make(ca, **fields)  # type: ignore[arg-type]
     staged = data_dir / f"streamed-g{generation}.crl"
-    # Opened for writing only: a signer that read the tbsCertList back would fail here.
-    with staged.open("wb") as handle:
+    # RSA: opened for writing only, so a signer that read the tbsCertList back would fail
+    # here. ECDSA: a signature shorter than the longest has the outer header rewritten and
+    # the file hashed again in 1 MiB chunks (assembly._finish_shorter), which needs reading.
+    with staged.open("wb" if isinstance(key, rsa.RSAPrivateKey) else "w+b") as handle:
         assembly.write_streamed(handle, frame, key, sum(map(len, encoded)),
                                 iter([b"".join(encoded[:700]), b"".join(encoded[700:])]))
     in_memory = assembly.signed_crl(ca, key, contents=encoded, **fields)  # type: ignore[arg-type]
