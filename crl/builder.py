@@ -49,9 +49,8 @@ def revoked_certificates(entries: Iterable[RevokedEntry]) -> list[x509.RevokedCe
     from_ts = datetime.fromtimestamp
     reasons = _REASON_EXTENSIONS
     return [
-        builder(int(entry.serial, 16), from_ts(entry.revoked_at, UTC),
-                reasons[entry.reason]).build()
-        for entry in entries
+        builder(int(serial, 16), from_ts(revoked_at, UTC), reasons[reason]).build()
+        for serial, _not_after, revoked_at, reason in entries
     ]
 
 
