@@ -14,6 +14,8 @@ smaller one committed (which identity columns alone would not promise).
 from __future__ import annotations
 
 import functools
+import os
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from registry.errors import ConfigError
 from registry.pg_migrations import CHANGES_CHANNEL, MIGRATIONS
@@ -76,6 +79,47 @@ class PgConnection:
         self.raw.close()
 
 
+class _Pools:
+    """One psycopg_pool per (process, URL): short-lived stores (a /healthz check, a metrics
+    scrape, each CLI step) borrow a connection instead of dialling and migrating each time.
+
+    Keyed by pid too: a pool's worker threads and sockets do not survive fork (CRL workers),
+    so a child builds its own. Migrations run once per process and URL, on the first store.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pools: dict[tuple[int, str], ConnectionPool[Any]] = {}
+
+    def get(self, url: str) -> ConnectionPool[Any]:
+        key = (os.getpid(), url)
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                migrate(connect(url), close=True)  # fails fast, with the cause, if unreachable
+                pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=True,
+                                      kwargs={"autocommit": True}, name="jpki-registry",
+                                      check=ConnectionPool.check_connection)
+                self._pools[key] = pool
+            return pool
+
+    def close(self, url: str | None = None) -> None:
+        """Close this process's pools (of one URL, or all): e.g. before the database is
+        copied or dropped, which PostgreSQL refuses while sessions are connected."""
+        with self._lock:
+            keys = [key for key in self._pools if url is None or key[1] == url]
+            pools = [self._pools.pop(key) for key in keys]
+        for pool in pools:
+            pool.close()
+
+
+_POOLS = _Pools()
+close_pools = _POOLS.close
+# Stores borrowed at once by one process: the loop's, the events writer, the fee journal's
+# fold, CRL freshness and metrics checks (the OCSP signing threads hold their own).
+POOL_SIZE = 16
+
+
 def connect(url: str) -> PgConnection:
     """An autocommit connection: a statement outside `transaction()` commits on its own."""
     try:
@@ -97,8 +141,16 @@ def schema_version(conn: PgConnection) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(conn: PgConnection) -> int:
+def migrate(conn: PgConnection, close: bool = False) -> int:
     """Apply every pending version in one transaction, under the migration lock."""
+    try:
+        return _migrate(conn)
+    finally:
+        if close:
+            conn.close()
+
+
+def _migrate(conn: PgConnection) -> int:
     with conn.raw.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
         current = schema_version(conn)
@@ -122,16 +174,30 @@ class PgStore(Store):
 
     dialect = "postgresql"
 
-    def __init__(self, data_dir: Path, url: str, conn: PgConnection) -> None:
+    def __init__(self, data_dir: Path, url: str, conn: PgConnection,
+                 pool: ConnectionPool[Any] | None = None) -> None:
         super().__init__(data_dir, url)
         self._conn = conn
+        self._pool = pool
         self._transaction: Any = None
 
     @classmethod
     def connect(cls, data_dir: Path, url: str) -> PgStore:
-        conn = connect(url)
-        migrate(conn)
-        return cls(data_dir, url, conn)
+        pool = _POOLS.get(url)
+        try:
+            raw = pool.getconn(timeout=30)
+        except PoolTimeout:
+            raise ConfigError("registry.url: no PostgreSQL connection within 30 s (pool of"
+                              f" {POOL_SIZE} busy, or the server stopped answering)") from None
+        return cls(data_dir, url, PgConnection(raw), pool)
+
+    def close(self) -> None:
+        """Give the connection back to the pool (closed instead if a transaction is open)."""
+        if self._pool is None:
+            self._conn.close()
+            return
+        pool, self._pool = self._pool, None
+        pool.putconn(self._conn.raw)
 
     @property
     def conn(self) -> PgConnection:
