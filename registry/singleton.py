@@ -29,7 +29,8 @@ def claim(store: Store, role: str) -> Callable[[], None]:
 
         conn = connect(store.url)
         key = zlib.crc32(f"jpki-{role}".encode())
-        if not conn.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]:
+        row = conn.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()
+        if not (row and row[0]):
             conn.close()
             raise Conflict(refusal)
         return conn.close
