@@ -249,7 +249,8 @@ class Generator:
         with ProcessPoolExecutor(
             max_workers=min(workers, len(jobs)), mp_context=context,
             initializer=partitions.init_worker,
-            initargs=(self.publisher.data_dir, ca.id, self.keys.spec, inherited),
+            initargs=(self.publisher.data_dir, self.store.url, ca.id, self.keys.spec,
+                      inherited),
         ) as pool:
             yield from pool.map(partitions.sign_in_worker, jobs, chunksize=1)
 

@@ -190,7 +190,7 @@ class PartitionSigner:
 _worker: PartitionSigner | None = None
 
 
-def init_worker(data_dir: Path, ca_id: int, spec: BackendSpec,
+def init_worker(data_dir: Path, registry_url: str, ca_id: int, spec: BackendSpec,
                 inherited: PrivateKey | None = None) -> None:
     """Pool initializer: one registry connection and one CA key (or token session) per worker.
 
@@ -199,7 +199,7 @@ def init_worker(data_dir: Path, ca_id: int, spec: BackendSpec,
     loads it through the key backend itself.
     """
     global _worker
-    store = Store(data_dir / "registry.db")
+    store = Store.open(data_dir, registry_url)
     ca = authority.by_id(store, ca_id)
     key = inherited if inherited is not None else ca.private_key(open_backend(spec))
     _worker = PartitionSigner(store, data_dir, ca, key)

@@ -217,7 +217,7 @@ def catch_up(store: Store) -> None:
     In the writing process, the journal's durable frames; in another process, the frames in
     the files: all of them when no process holds the journal (a crashed daemon), else the
     contiguous prefix above the mark."""
-    data_dir = store.path.parent
+    data_dir = store.data_dir
     with _ACTIVE_LOCK:
         journal = _ACTIVE.get(data_dir.resolve())
     if journal is not None:
@@ -303,8 +303,9 @@ class Journal:
     """The daemon's fee journal: `await record(rows)` returns once the rows are durable."""
 
     def __init__(self, data_dir: Path, lanes: int = 4, fold_interval: float = 0.2,
-                 segment_bytes: int = SEGMENT_BYTES) -> None:
+                 segment_bytes: int = SEGMENT_BYTES, registry_url: str = "") -> None:
         self.data_dir = data_dir
+        self.registry_url = registry_url
         self.directory = journal_dir(data_dir)
         self.lane_count = lanes
         self.fold_interval = fold_interval
@@ -350,7 +351,7 @@ class Journal:
                         raise JournalBusy(f"{self.directory}: another process writes this fee"
                                           " journal; one daemon per data directory") from None
                     time.sleep(0.05)
-            self._store = Store.open(self.data_dir)
+            self._store = Store.open(self.data_dir, self.registry_url)
             leftovers = sorted(self.directory.glob("*.log"))
             frames = read_frames(self.directory)
             mark = fold(self._store, [(seq, *frames[seq]) for seq in sorted(frames)],

@@ -34,10 +34,11 @@ _MEMO_LIMIT = 4096
 class LedgerMeter:
     """Durable metering for the daemon; `record()` returns once the checks are durable."""
 
-    def __init__(self, data_dir: Path, tariff: Tariff, lanes: int = 4) -> None:
+    def __init__(self, data_dir: Path, tariff: Tariff, lanes: int = 4,
+                 registry_url: str = "") -> None:
         self.data_dir = data_dir
         self.tariff = tariff
-        self.journal = Journal(data_dir, lanes=lanes)
+        self.journal = Journal(data_dir, lanes=lanes, registry_url=registry_url)
         self._priced: dict[tuple[str, str, datetime], _Priced] = {}
 
     def priced(self, check_type: str, channel: str, at: datetime) -> _Priced:

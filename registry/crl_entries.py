@@ -100,8 +100,8 @@ def remember(store: Store, ca_id: int, partition: str, cutoff: int,
         conn.execute("DELETE FROM crl_entries WHERE ca_id = ? AND partition = ? AND not_after < ?",
                      (ca_id, partition, cutoff))
         conn.executemany(
-            "INSERT OR IGNORE INTO crl_entries (ca_id, partition, not_after, serial, der)"
-            " VALUES (?, ?, ?, ?, ?)", rows)
+            "INSERT INTO crl_entries (ca_id, partition, not_after, serial, der)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
 
 
 @dataclass(frozen=True)
