@@ -44,9 +44,11 @@ import json
 import logging
 import os
 import queue
+import socket
 import struct
 import threading
 import time
+import uuid
 import zlib
 from collections import Counter as Tally
 from collections.abc import Sequence
@@ -89,12 +91,11 @@ FOLDED = Counter("jpki_fee_journal_folded_total", "Journal rows folded into the 
                  "the answers by at most the fold interval; a growing gap means the ledger "
                  "cannot keep up)")
 
-# One mark per journal (serving worker). fee_journal_folds is the single mark of the journal
-# before workers existed: worker 0 starts from it until its own row is written.
-_MARK_TABLES = ("CREATE TABLE IF NOT EXISTS fee_journal_folds"
-                " (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)",
-                "CREATE TABLE IF NOT EXISTS fee_journal_marks"
-                " (worker INTEGER PRIMARY KEY, seq INTEGER NOT NULL)")
+# One mark per journal (`fee_journal_marks`, registry migration 12), keyed by the journal's
+# identity (`journal_key`), not by the worker index: responder hosts sharing one PostgreSQL
+# registry each have a worker 0. fee_journal_folds is the single mark of the journal before
+# workers existed: worker 0 starts from it until its own row is written.
+ID_FILE = "id"
 _INSERT = ("INSERT INTO ledger (at, month, year, verifier_id, check_type, channel, serial,"
            " resident_id, status_confirmation, rule_id, amount_yen)"
            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -130,11 +131,44 @@ def journal_dirs(data_dir: Path) -> list[tuple[int, Path]]:
 
 # -- folding (any process) -------------------------------------------------------------------
 
-def _mark(conn: Any, worker: int) -> int:
-    for statement in _MARK_TABLES:
-        conn.execute(statement)
-    row = conn.execute("SELECT seq FROM fee_journal_marks WHERE worker = ?",
-                       (worker,)).fetchone()
+def journal_key(data_dir: Path, worker: int = 0) -> str:
+    """The identity of a journal: host name, worker and a random part, made once and kept in
+    its directory. Provision a new responder host without the `fees-journal*` directories of
+    another (a copied `id` would make two journals share one mark)."""
+    cached = _KEYS.get((data_dir, worker))
+    if cached is not None:
+        return cached
+    directory = datadir.make_private_dirs(journal_dir(data_dir, worker))
+    path = directory / ID_FILE
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    key = f"{socket.gethostname()}/{worker}/{uuid.uuid4().hex[:16]}"
+    staging = directory / f".{ID_FILE}.{os.getpid()}"
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, datadir.PRIVATE_FILE)
+    try:
+        os.write(fd, key.encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(staging, path)  # the first process to name the journal wins
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(staging)
+    key = path.read_text(encoding="ascii").strip()
+    _KEYS[(data_dir, worker)] = key
+    return key
+
+
+_KEYS: dict[tuple[Path, int], str] = {}
+
+
+def _mark(conn: Any, data_dir: Path, worker: int) -> int:
+    row = conn.execute("SELECT seq FROM fee_journal_marks WHERE journal = ?",
+                       (journal_key(data_dir, worker),)).fetchone()
     if row is None and worker == 0:
         row = conn.execute("SELECT seq FROM fee_journal_folds WHERE id = 1").fetchone()
     return int(row[0]) if row else 0
@@ -142,7 +176,7 @@ def _mark(conn: Any, worker: int) -> int:
 
 def folded_mark(store: Store, worker: int = 0) -> int:
     with store.transaction() as conn:
-        return _mark(conn, worker)
+        return _mark(conn, store.data_dir, worker)
 
 
 class Residents:
@@ -166,7 +200,7 @@ def fold(store: Store, frames: Sequence[tuple[int, str, list[Row]]],
     tally: Tally[tuple[str, str]] = Tally()
     yen: Tally[tuple[str, str]] = Tally()
     with store.transaction() as conn:
-        mark = _mark(conn, worker)
+        mark = _mark(conn, store.data_dir, worker)
         todo = sorted((f for f in frames if f[0] > mark), key=lambda f: f[0])
         if not todo:
             return mark
@@ -197,9 +231,9 @@ def fold(store: Store, frames: Sequence[tuple[int, str, list[Row]]],
                     yen[(name, check_type)] += amount
         conn.executemany(_INSERT, out)
         new_mark = todo[-1][0]
-        conn.execute("INSERT INTO fee_journal_marks (worker, seq) VALUES (?, ?)"
-                     " ON CONFLICT (worker) DO UPDATE SET seq = excluded.seq",
-                     (worker, new_mark))
+        conn.execute("INSERT INTO fee_journal_marks (journal, seq) VALUES (?, ?)"
+                     " ON CONFLICT (journal) DO UPDATE SET seq = excluded.seq",
+                     (journal_key(store.data_dir, worker), new_mark))
     # counters per fold (per batch), after the commit, with the final prices
     for labels, count in tally.items():
         CHECKS.labels(*labels).inc(count)
@@ -247,7 +281,7 @@ def catch_up(store: Store) -> None:
     In the writing process, its journal's durable frames; the journals of other processes
     (the other serving workers, a crashed daemon) from their files: all of their frames when
     no process holds that journal, else the contiguous prefix above its mark."""
-    data_dir = store.path.parent
+    data_dir = store.data_dir
     with _ACTIVE_LOCK:
         journal = _ACTIVE.get(data_dir.resolve())
     if journal is not None:
@@ -336,9 +370,11 @@ class Journal:
     """The daemon's fee journal: `await record(rows)` returns once the rows are durable."""
 
     def __init__(self, data_dir: Path, lanes: int = 4, fold_interval: float = 0.2,
-                 segment_bytes: int = SEGMENT_BYTES, worker: int = 0) -> None:
+                 segment_bytes: int = SEGMENT_BYTES, worker: int = 0,
+                 registry_url: str = "") -> None:
         self.data_dir = data_dir
         self.worker = worker  # the serving worker whose journal this is (server.workers)
+        self.registry_url = registry_url
         self.directory = journal_dir(data_dir, worker)
         self.lane_count = lanes
         self.fold_interval = fold_interval
@@ -385,7 +421,7 @@ class Journal:
                                           " fee journal; one `jpki serve` per data"
                                           " directory") from None
                     time.sleep(0.05)
-            self._store = Store.open(self.data_dir)
+            self._store = Store.open(self.data_dir, self.registry_url)
             leftovers = sorted(self.directory.glob("*.log"))
             frames = read_frames(self.directory)
             mark = fold(self._store, [(seq, *frames[seq]) for seq in sorted(frames)],

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 from datetime import timedelta
+from pathlib import Path
 
 from aiohttp import web
 
@@ -76,11 +77,13 @@ def build_app(context: Context, worker: int = 0) -> web.Application:
     app.on_response_prepare.append(listeners.plain_server_header)
     app.add_routes([web.get("/healthz", healthz)])  # /metrics: listeners.metrics_app() only
     app.add_routes(ca_web.routes(context.store, settings.server.public_base_url))
+    url = settings.registry.url
     events_web.setup(app, context.data_dir, context.clock, settings.events.max_body_bytes,
-                     settings.ocsp.read_timeout_seconds)
+                     settings.ocsp.read_timeout_seconds, url)
 
     # one fee journal per serving worker: each holds its journal's lock (fees/journal.py)
-    meter = LedgerMeter(context.data_dir, context.tariff, settings.fees.journal_lanes, worker)
+    meter = LedgerMeter(context.data_dir, context.tariff, settings.fees.journal_lanes, worker,
+                        url)
     app[METER] = meter
 
     async def start_meter(app: web.Application) -> None:
@@ -104,12 +107,13 @@ def build_app(context: Context, worker: int = 0) -> web.Application:
 
     app[ocsp_web.METER] = OCSPMeter(meter)
     failures, warnings = ocsp_web.setup(app, context.data_dir, context.responder_keys,
-                                        context.clock, serving_options(context))
+                                        context.clock, serving_options(context), url)
     app[HEALTH_CHECKS].append(failures)
     app[HEALTH_WARNINGS].append(warnings)
     app[HEALTH_WARNINGS].append(crl_service.attach(
         app, context.data_dir, context.clock, settings.crl.daily_time,
-        CRLDownloadMeter(meter, context.store, context.clock)))
+        CRLDownloadMeter(meter, context.store, context.clock), url,
+        Path(settings.crl.serve_dir) if settings.crl.serve_dir else None))
     return app
 
 

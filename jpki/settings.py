@@ -22,7 +22,7 @@ from pydantic import (
 
 from registry import shards
 from registry.errors import ConfigError
-from registry.store import registry_file
+from registry.store import URL_ENV, effective_url, registry_file
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -244,6 +244,9 @@ class CRLSettings(_Section):
     # Delta CRLs (RFC 5280 §5.2.4): `jpki signer` publishes one for the full CRL and each
     # partition this often, listing what was revoked since its base; 0 turns deltas off.
     delta_interval_minutes: int = Field(60, ge=0, le=24 * 60)
+    # Where `jpki serve` reads published CRLs: "" is <data dir>/crl (the signer's output);
+    # another host names a read-only mount of the signer's directory.
+    serve_dir: str = Field("", max_length=4096)
 
     @field_validator("daily_time")
     @classmethod
@@ -258,7 +261,8 @@ class CRLSettings(_Section):
 class SignerSettings(_Section):
     """`jpki signer`, the only long-running process that holds CA keys (no network port)."""
 
-    # How often it looks for committed changes (one `PRAGMA data_version` when nothing changed).
+    # How often it looks for committed changes (one `PRAGMA data_version` when nothing changed;
+    # on PostgreSQL a notification wakes it sooner).
     poll_seconds: float = Field(1.0, gt=0, le=60)
     # How often it signs an audit checkpoint over rows appended since the last one (the
     # serving daemon's events and renewals; it cannot sign them itself: no CA key backend).
@@ -269,6 +273,8 @@ class RegistrySettings(_Section):
     municipalities_csv: Path = REPO_CONFIGS / "municipalities.csv"
     # "" is sqlite:/// + the data directory's registry.db; checked against the final data
     # directory (after --data-dir) by `load_settings` (registry/store.py `registry_file`).
+    # postgresql://user@host/db selects PostgreSQL; $JPKI_REGISTRY_URL overrides this (keep a
+    # password there, or in ~/.pgpass, rather than in the configuration file).
     url: str = Field("", max_length=4096)
 
 
@@ -330,6 +336,11 @@ def load_settings(config: Path | None, data_dir: Path | None = None) -> Settings
         key = ".".join(str(part) for part in first["loc"])
         raise ConfigError(f"{source}: {key}: {first['msg']}") from None
     settings = settings.with_data_dir(data_dir)
+    url = effective_url(settings.registry.url)
+    if url != settings.registry.url:
+        settings = settings.model_copy(update={
+            "registry": settings.registry.model_copy(update={"url": url})})
+        source = f"{source} (with ${URL_ENV})"
     try:
         registry_file(settings.registry.url, settings.data_dir)
     except ConfigError as exc:

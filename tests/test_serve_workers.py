@@ -173,8 +173,9 @@ def test_two_workers_answer_fresh_bill_once_and_stop_together(
         assert {w for w, _ in journal.journal_dirs(data_dir)} == {0, 1}
         with sqlite3.connect(data_dir / "registry.db") as conn:
             rows = conn.execute("SELECT count(*) FROM ledger").fetchone()[0]
-            marks = dict(conn.execute("SELECT worker, seq FROM fee_journal_marks").fetchall())
-        assert rows == 2 * REQUESTS + 1 and set(marks) == {0, 1}, marks
+            marks = dict(conn.execute("SELECT journal, seq FROM fee_journal_marks").fetchall())
+        assert rows == 2 * REQUESTS + 1, rows
+        assert set(marks) == {journal.journal_key(data_dir, k) for k in (0, 1)}, marks
 
         assert group.process is not None
         group.process.send_signal(signal.SIGHUP)  # forwarded: every worker reloads
@@ -233,9 +234,7 @@ def test_each_worker_folds_under_its_own_mark_and_worker_0_keeps_the_old_one(
     store = Store.open(data_dir)
     try:
         with store.transaction() as conn:  # a data directory from before workers existed
-            conn.execute("CREATE TABLE IF NOT EXISTS fee_journal_folds"
-                         " (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)")
-            conn.execute("INSERT OR REPLACE INTO fee_journal_folds (id, seq) VALUES (1, 7)")
+            conn.execute("INSERT INTO fee_journal_folds (id, seq) VALUES (1, 7)")
         assert journal.folded_mark(store, 0) == 7
         assert journal.folded_mark(store, 1) == 0
         assert journal.fold(store, [(1, "", [])], worker=1) == 1

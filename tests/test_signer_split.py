@@ -40,6 +40,8 @@ from tests.helpers import (
     softhsm_tokens,
 )
 
+pytestmark = pytest.mark.engines
+
 PIN = "2468"
 OCSP_PIN = "1357"
 URGENT_DELAY = 3.0
