@@ -192,7 +192,7 @@ class PgStore(Store):
         return cls(data_dir, url, PgConnection(raw), pool)
 
     def close(self) -> None:
-        """Give the connection back to the pool (closed instead if a transaction is open)."""
+        """Give the connection back to the pool (which rolls back anything left open)."""
         if self._pool is None:
             self._conn.close()
             return
