@@ -8,21 +8,22 @@ DATA_DIR ?= var/dev
 CONFIG ?= configs/default.toml
 JPKI := $(BIN)/jpki --config $(CONFIG) --data-dir $(DATA_DIR)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# command:Debian package; softhsm2 backs the PKCS#11 key-store tests.
-DEB_PACKAGES := openssl:openssl softhsm2-util:softhsm2
+# command:Debian package; softhsm2 backs the PKCS#11 key-store tests, postgresql the tests of
+# the PostgreSQL registry engine (they start a throwaway cluster of their own).
+DEB_PACKAGES := openssl:openssl softhsm2-util:softhsm2 pg_ctlcluster:postgresql
 
 BENCH_OCSP_PACKAGES := wrk golang-cfssl
 # every package, held to `mypy --strict` by `make lint` (pyproject.toml: [tool.mypy]); a new
 # package joins this list
 MYPY_PACKAGES := ocsp httpapi registry jpki ca revocation linkage fees crl demo
 
-.PHONY: help deps venv run init serve signer test fuzz lint audit-verify clean bench-ocsp bench-crl bench-crl-urgent rotate-keys \
+.PHONY: help deps venv run init serve signer test fuzz lint audit-verify clean bench-ocsp bench-workers bench-crl bench-crl-urgent rotate-keys \
         rotate-ca rotate-ocsp retire-ca ca-status renew-signers crl invoice
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-deps: ## install missing Debian packages (openssl, softhsm2) through apt-get
+deps: ## install missing Debian packages (openssl, softhsm2, postgresql) through apt-get
 	@missing=""; for pair in $(DEB_PACKAGES); do \
 	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
@@ -74,6 +75,9 @@ bench-ocsp: venv ## benchmark the OCSP responder against openssl ocsp, cfssl and
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 	$(BIN)/python bench/ocsp_bench.py
+
+bench-workers: venv ## the cached OCSP path with server.workers = 1 and 2 (wrk shares the cores)
+	$(BIN)/python bench/workers_bench.py
 
 OPERATOR ?= $(shell id -un)
 KIND ?= all

@@ -16,15 +16,16 @@ from prometheus_client.registry import REGISTRY, Collector
 
 from registry import crl_state
 from registry.clock import Clock, epoch
-from registry.store import Store
+from registry.store import DB_NAME, Store
 
 LABELS = ["kind", "generation", "partition"]
 
 
 class CRLCollector(Collector):
-    def __init__(self, data_dir: Path, clock: Clock) -> None:
+    def __init__(self, data_dir: Path, clock: Clock, registry_url: str = "") -> None:
         self.data_dir = data_dir
         self.clock = clock
+        self.registry_url = registry_url
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         size = GaugeMetricFamily("jpki_crl_size_bytes", "DER size of the published CRL;"
@@ -39,8 +40,8 @@ class CRLCollector(Collector):
                                 " 24 h (a daily run was missed)", labels=LABELS)
         until = GaugeMetricFamily("jpki_crl_next_update_seconds", "seconds until nextUpdate;"
                                   " negative means verifiers hold an expired CRL", labels=LABELS)
-        if (self.data_dir / "registry.db").exists():
-            store = Store(self.data_dir / "registry.db")
+        if self.registry_url or (self.data_dir / DB_NAME).exists():
+            store = Store.open(self.data_dir, self.registry_url)
             try:
                 rows = crl_state.published_with_generation(store)
             finally:
@@ -59,11 +60,11 @@ class CRLCollector(Collector):
 _installed: list[CRLCollector] = []
 
 
-def install(data_dir: Path, clock: Clock) -> CRLCollector:
+def install(data_dir: Path, clock: Clock, registry_url: str = "") -> CRLCollector:
     """Register the collector with the default registry, replacing an earlier one."""
     while _installed:
         REGISTRY.unregister(_installed.pop())
-    collector = CRLCollector(data_dir, clock)
+    collector = CRLCollector(data_dir, clock, registry_url)
     REGISTRY.register(collector)
     _installed.append(collector)
     return collector

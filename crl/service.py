@@ -18,19 +18,20 @@ from crl import freshness, metrics
 from crl import web as crl_web
 from crl.schedule import DailySchedule
 from registry.clock import Clock
-from registry.store import DB_NAME, Store
+from registry.store import Store
 
 
 def attach(app: web.Application, data_dir: Path, clock: Clock, daily_time: str,
-           meter: crl_web.DownloadMeter | None = None) -> Callable[[], dict[str, str]]:
+           meter: crl_web.DownloadMeter | None = None, registry_url: str = "",
+           serve_dir: Path | None = None) -> Callable[[], dict[str, str]]:
     """Add the routes and metrics; return the /healthz warnings of the published CRLs."""
-    app.add_routes(crl_web.routes(data_dir, clock, meter))
-    metrics.install(data_dir, clock)
+    app.add_routes(crl_web.routes(serve_dir or data_dir / "crl", clock, meter))
+    metrics.install(data_dir, clock, registry_url)
     schedule = DailySchedule(daily_time)
 
     def warnings() -> dict[str, str]:
         now: datetime = clock()
-        store = Store(data_dir / DB_NAME)  # read-only here; its own short-lived connection
+        store = Store.open(data_dir, registry_url)  # its own short-lived connection
         try:
             return freshness.overdue(store, schedule, now)
         finally:

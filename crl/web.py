@@ -97,11 +97,10 @@ def describe(handle: BinaryIO, stamp: tuple[int, int, int]) -> ServedCRL:
 
 
 class CRLFiles:
-    """The published CRL files under the data directory, described once per (inode, size,
-    mtime)."""
+    """The published CRL files, described once per (inode, size, mtime)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.root = data_dir / "crl"
+    def __init__(self, root: Path) -> None:
+        self.root = root
         self._cache: dict[Path, ServedCRL] = {}
 
     def open(self, kind: CertKind, generation: int, name: str
@@ -164,9 +163,10 @@ class DownloadMeter(Protocol):
         """False when the bearer token is not a verifier's."""
 
 
-def routes(data_dir: Path, clock: Clock, meter: DownloadMeter | None = None
+def routes(root: Path, clock: Clock, meter: DownloadMeter | None = None
            ) -> list[web.RouteDef]:
-    files = CRLFiles(data_dir)
+    """`root` holds the published tree (<data dir>/crl, or a mount of the signer's)."""
+    files = CRLFiles(root)
 
     async def serve(request: web.Request) -> web.StreamResponse:
         try:

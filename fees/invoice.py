@@ -81,7 +81,8 @@ def invoices(store: Store, tariff: Tariff, month: str, verifier: str | None = No
     names = verifiers.names_by_id(store)
     sql = (
         "SELECT l.verifier_id, l.check_type, l.rule_id, COUNT(*) AS n,"
-        " SUM(l.amount_yen) AS yen, SUM(l.amount_yen > 0) AS charged"
+        " CAST(SUM(l.amount_yen) AS BIGINT) AS yen,"
+        " SUM(CASE WHEN l.amount_yen > 0 THEN 1 ELSE 0 END) AS charged"
         " FROM ledger l WHERE l.month = ?"
     )
     params: list[Any] = [month]
@@ -125,7 +126,7 @@ def usage(store: Store, verifier: str | None = None) -> list[dict[str, Any]]:
     names = verifiers.names_by_id(store)
     sql = (
         "SELECT l.verifier_id, l.month, l.check_type, COUNT(*) AS checks,"
-        " SUM(l.amount_yen) AS yen FROM ledger l"
+        " CAST(SUM(l.amount_yen) AS BIGINT) AS yen FROM ledger l"
     )
     params: tuple[Any, ...] = ()
     if verifier is not None:

@@ -15,10 +15,19 @@ Layout (data directory, 0700 / 0600 like the registry, registry/datadir.py):
     fees-journal/lock                      flock held by the one writing process
     fees-journal/<run>-<lane>-<part>.log   a segment: zeros, overwritten in place by frames,
                                            one per group commit
+    fees-journal-<k>/...                   the same, of serving worker k >= 1 (server.workers)
+
+Each `jpki serve` worker process writes its own journal (worker 0: `fees-journal`, as before
+workers existed) and folds it under its own mark (`fee_journal_marks`, one row per journal,
+keyed by the journal's identity in its `id` file: host, worker, random part); sequence
+numbers are per journal. Folds of different workers are serialised by the registry's
+write lock, so the status-confirmation rule still charges exactly one check per verifier,
+resident and year; which of two concurrent checks on different workers is the charged one
+follows fold order.
 
 A frame is `magic, payload length, sequence number, crc32` then the payload: the rows of one
 group (JSON). Sequence numbers are global across lanes and runs. Folding inserts the rows of
-frames into `ledger` and moves the mark (`fee_journal_folds.seq`) in the same transaction, so a
+frames into `ledger` and moves the mark (`fee_journal_marks.seq`) in the same transaction, so a
 crash between journal and ledger neither loses a row (the frame is still in the file, above the
 mark) nor counts one twice (a frame at or below the mark is skipped). Frames are folded in
 sequence order, which decides the status-confirmation once-per-year rule exactly as a single
@@ -38,9 +47,11 @@ import json
 import logging
 import os
 import queue
+import socket
 import struct
 import threading
 import time
+import uuid
 import zlib
 from collections import Counter as Tally
 from collections.abc import Sequence
@@ -85,8 +96,11 @@ FOLDED = Counter("jpki_fee_journal_folded_total", "Journal rows folded into the 
                  "the answers by at most the fold interval; a growing gap means the ledger "
                  "cannot keep up)")
 
-_MARK_TABLE = ("CREATE TABLE IF NOT EXISTS fee_journal_folds"
-               " (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)")
+# One mark per journal (`fee_journal_marks`, registry migration 12), keyed by the journal's
+# identity (`journal_key`), not by the worker index: responder hosts sharing one PostgreSQL
+# registry each have a worker 0. fee_journal_folds is the single mark of the journal before
+# workers existed: worker 0 starts from it until its own row is written.
+ID_FILE = "id"
 _INSERT = ("INSERT INTO ledger (at, month, year, verifier_id, check_type, channel, serial,"
            " resident_id, status_confirmation, rule_id, amount_yen) VALUES ")
 _VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -108,7 +122,7 @@ def _insert(conn: Any, rows: list[Any]) -> None:
 
 
 class JournalBusy(RuntimeError):
-    """Another process is writing this data directory's fee journal."""
+    """Another process is writing this fee journal (same data directory, same worker)."""
 
 
 def count(entries: Sequence[LedgerRow]) -> None:
@@ -119,21 +133,70 @@ def count(entries: Sequence[LedgerRow]) -> None:
             YEN.labels(entry.check.verifier_name, entry.check.check_type).inc(entry.price.yen)
 
 
-def journal_dir(data_dir: Path) -> Path:
-    return data_dir / DIR_NAME
+def journal_dir(data_dir: Path, worker: int = 0) -> Path:
+    """The journal of serving worker `worker` (0: also the only one of a single process)."""
+    return data_dir / (DIR_NAME if worker == 0 else f"{DIR_NAME}-{worker}")
+
+
+def journal_dirs(data_dir: Path) -> list[tuple[int, Path]]:
+    """(worker, directory) of every journal present, also of workers no longer configured
+    (server.workers lowered): their frames are still to be folded."""
+    found = [(0, journal_dir(data_dir))] if journal_dir(data_dir).is_dir() else []
+    for path in data_dir.glob(f"{DIR_NAME}-*"):
+        suffix = path.name[len(DIR_NAME) + 1:]
+        if suffix.isdigit() and int(suffix) > 0 and path.is_dir():
+            found.append((int(suffix), path))
+    return sorted(found)
 
 
 # -- folding (any process) -------------------------------------------------------------------
 
-def _mark(conn: Any) -> int:
-    conn.execute(_MARK_TABLE)
-    row = conn.execute("SELECT seq FROM fee_journal_folds WHERE id = 1").fetchone()
+def journal_key(data_dir: Path, worker: int = 0) -> str:
+    """The identity of a journal: host name, worker and a random part, made once and kept in
+    its directory. Provision a new responder host without the `fees-journal*` directories of
+    another (a copied `id` would make two journals share one mark)."""
+    cached = _KEYS.get((data_dir, worker))
+    if cached is not None:
+        return cached
+    directory = datadir.make_private_dirs(journal_dir(data_dir, worker))
+    path = directory / ID_FILE
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    key = f"{socket.gethostname()}/{worker}/{uuid.uuid4().hex[:16]}"
+    staging = directory / f".{ID_FILE}.{os.getpid()}"
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, datadir.PRIVATE_FILE)
+    try:
+        os.write(fd, key.encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(staging, path)  # the first process to name the journal wins
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(staging)
+    key = path.read_text(encoding="ascii").strip()
+    _KEYS[(data_dir, worker)] = key
+    return key
+
+
+_KEYS: dict[tuple[Path, int], str] = {}
+
+
+def _mark(conn: Any, data_dir: Path, worker: int) -> int:
+    row = conn.execute("SELECT seq FROM fee_journal_marks WHERE journal = ?",
+                       (journal_key(data_dir, worker),)).fetchone()
+    if row is None and worker == 0:
+        row = conn.execute("SELECT seq FROM fee_journal_folds WHERE id = 1").fetchone()
     return int(row[0]) if row else 0
 
 
-def folded_mark(store: Store) -> int:
+def folded_mark(store: Store, worker: int = 0) -> int:
     with store.transaction() as conn:
-        return _mark(conn)
+        return _mark(conn, store.data_dir, worker)
 
 
 class Residents:
@@ -164,13 +227,15 @@ class Names:
 
 
 def fold(store: Store, frames: Sequence[tuple[int, str, list[Row]]],
-         residents: Residents | None = None, names: Names | None = None) -> int:
-    """Insert the rows of `frames` (sequence number, repeat rule id, rows), sorted by sequence
-    number, skipping frames at or below the mark; return the new mark. One transaction."""
+         residents: Residents | None = None, names: Names | None = None,
+         worker: int = 0) -> int:
+    """Insert the rows of `frames` (sequence number, repeat rule id, rows) of `worker`'s
+    journal, sorted by sequence number, skipping frames at or below its mark; return the new
+    mark. One transaction."""
     residents = residents or Residents()
     names = names or Names()
     with store.transaction() as conn:
-        mark = _mark(conn)
+        mark = _mark(conn, store.data_dir, worker)
         todo = sorted((f for f in frames if f[0] > mark), key=lambda f: f[0])
         if not todo:
             return mark
@@ -200,8 +265,9 @@ def fold(store: Store, frames: Sequence[tuple[int, str, list[Row]]],
                             resident, sc, rule_id, amount))
         _insert(conn, out)
         new_mark = todo[-1][0]
-        conn.execute("INSERT INTO fee_journal_folds (id, seq) VALUES (1, ?)"
-                     " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq", (new_mark,))
+        conn.execute("INSERT INTO fee_journal_marks (journal, seq) VALUES (?, ?)"
+                     " ON CONFLICT (journal) DO UPDATE SET seq = excluded.seq",
+                     (journal_key(store.data_dir, worker), new_mark))
     # counters per fold (per batch), after the commit, with the final prices
     tally: Tally[tuple[int, str]] = Tally(row[3:5] for row in out)
     yen: Tally[tuple[int, str]] = Tally()
@@ -252,21 +318,23 @@ _ACTIVE_LOCK = threading.Lock()
 
 
 def catch_up(store: Store) -> None:
-    """Fold what the journal holds before the ledger is read (invoices, usage, the linkage
+    """Fold what the journals hold before the ledger is read (invoices, usage, the linkage
     preconditions, the status-confirmation rule of direct metering): they stay exact.
 
-    In the writing process, the journal's durable frames; in another process, the frames in
-    the files: all of them when no process holds the journal (a crashed daemon), else the
-    contiguous prefix above the mark."""
-    data_dir = store.path.parent
+    In the writing process, its journal's durable frames; the journals of other processes
+    (the other serving workers, a crashed daemon) from their files: all of their frames when
+    no process holds that journal, else the contiguous prefix above its mark."""
+    data_dir = store.data_dir
     with _ACTIVE_LOCK:
         journal = _ACTIVE.get(data_dir.resolve())
     if journal is not None:
         journal.catch_up(store)
-        return
-    directory = journal_dir(data_dir)
-    if not directory.is_dir():
-        return
+    for worker, directory in journal_dirs(data_dir):
+        if journal is None or worker != journal.worker:
+            _fold_files(store, worker, directory)
+
+
+def _fold_files(store: Store, worker: int, directory: Path) -> None:
     fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, datadir.PRIVATE_FILE)
     try:
         try:
@@ -277,8 +345,9 @@ def catch_up(store: Store) -> None:
         frames = read_frames(directory)
         if not frames:
             return
-        seqs = _contiguous(frames, folded_mark(store)) if writer_alive else sorted(frames)
-        fold(store, [(seq, *frames[seq]) for seq in seqs])
+        seqs = (_contiguous(frames, folded_mark(store, worker)) if writer_alive
+                else sorted(frames))
+        fold(store, [(seq, *frames[seq]) for seq in seqs], worker=worker)
     finally:
         os.close(fd)  # releases the flock
 
@@ -419,9 +488,12 @@ class Journal:
     """The daemon's fee journal: `await record(rows)` returns once the rows are durable."""
 
     def __init__(self, data_dir: Path, lanes: int = 4, fold_interval: float = 0.2,
-                 segment_bytes: int = SEGMENT_BYTES) -> None:
+                 segment_bytes: int = SEGMENT_BYTES, worker: int = 0,
+                 registry_url: str = "") -> None:
         self.data_dir = data_dir
-        self.directory = journal_dir(data_dir)
+        self.worker = worker  # the serving worker whose journal this is (server.workers)
+        self.registry_url = registry_url
+        self.directory = journal_dir(data_dir, worker)
         self.lane_count = lanes
         self.fold_interval = fold_interval
         self.segment_bytes = segment_bytes
@@ -465,14 +537,15 @@ class Journal:
                 except BlockingIOError:
                     if time.monotonic() > deadline:
                         os.close(self._lock_fd)
-                        raise JournalBusy(f"{self.directory}: another process writes this fee"
-                                          " journal; one daemon per data directory") from None
+                        raise JournalBusy(f"{self.directory}: another process writes this"
+                                          " fee journal; one `jpki serve` per data"
+                                          " directory") from None
                     time.sleep(0.05)
-            self._store = Store.open(self.data_dir)
+            self._store = Store.open(self.data_dir, self.registry_url)
             leftovers = sorted(self.directory.glob("*.log"))
             frames = read_frames(self.directory)
             mark = fold(self._store, [(seq, *frames[seq]) for seq in sorted(frames)],
-                        self._residents, self._names)
+                        self._residents, self._names, self.worker)
             if frames:
                 log.info("fee journal: folded %d frames left by the previous run", len(frames))
             for path in leftovers:  # every frame is at or below the mark now
@@ -575,7 +648,7 @@ class Journal:
                 return
             target = store or self._store
             assert target is not None
-            mark = fold(target, frames, self._residents, self._names)
+            mark = fold(target, frames, self._residents, self._names, self.worker)
             with self._durable_lock:
                 for seq in seqs:
                     del self._durable[seq]

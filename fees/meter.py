@@ -34,10 +34,12 @@ _MEMO_LIMIT = 4096
 class LedgerMeter:
     """Durable metering for the daemon; `record()` returns once the checks are durable."""
 
-    def __init__(self, data_dir: Path, tariff: Tariff, lanes: int = 4) -> None:
+    def __init__(self, data_dir: Path, tariff: Tariff, lanes: int = 4, worker: int = 0,
+                 registry_url: str = "") -> None:
         self.data_dir = data_dir
         self.tariff = tariff
-        self.journal = Journal(data_dir, lanes=lanes)
+        # each serving worker process writes its own journal (fees/journal.py)
+        self.journal = Journal(data_dir, lanes=lanes, worker=worker, registry_url=registry_url)
         self._priced: dict[tuple[str, str, datetime], _Priced] = {}
 
     def priced(self, check_type: str, channel: str, at: datetime) -> _Priced:

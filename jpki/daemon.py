@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 from datetime import timedelta
+from pathlib import Path
 
 from aiohttp import web
 
@@ -24,6 +25,7 @@ from httpapi.arrivals import ARRIVALS, Arrivals
 from jpki import listeners
 from jpki.context import Context
 from jpki.settings import ServerSettings
+from jpki.workers import WorkerSeat
 from linkage import web as linkage_web
 from linkage.service import LinkageService
 from linkage.signed_consent import SignedConsentDesk
@@ -54,7 +56,7 @@ def serving_options(context: Context) -> ServingOptions:
         check_minutes=ocsp.renew_check_minutes, renew_before_days=ocsp.renew_before_days)
 
 
-def build_app(context: Context) -> web.Application:
+def build_app(context: Context, worker: int = 0) -> web.Application:
     context = context.as_holder("serve")  # from here on, no CA key can be opened
     settings = context.settings
     app = web.Application(client_max_size=settings.server.max_body_bytes)
@@ -75,10 +77,13 @@ def build_app(context: Context) -> web.Application:
     app.on_response_prepare.append(listeners.plain_server_header)
     app.add_routes([web.get("/healthz", healthz)])  # /metrics: listeners.metrics_app() only
     app.add_routes(ca_web.routes(context.store, settings.server.public_base_url))
+    url = settings.registry.url
     events_web.setup(app, context.data_dir, context.clock, settings.events.max_body_bytes,
-                     settings.ocsp.read_timeout_seconds)
+                     settings.ocsp.read_timeout_seconds, url)
 
-    meter = LedgerMeter(context.data_dir, context.tariff, settings.fees.journal_lanes)
+    # one fee journal per serving worker: each holds its journal's lock (fees/journal.py)
+    meter = LedgerMeter(context.data_dir, context.tariff, settings.fees.journal_lanes, worker,
+                        url)
     app[METER] = meter
 
     async def start_meter(app: web.Application) -> None:
@@ -102,12 +107,13 @@ def build_app(context: Context) -> web.Application:
 
     app[ocsp_web.METER] = OCSPMeter(meter)
     failures, warnings = ocsp_web.setup(app, context.data_dir, context.responder_keys,
-                                        context.clock, serving_options(context))
+                                        context.clock, serving_options(context), url)
     app[HEALTH_CHECKS].append(failures)
     app[HEALTH_WARNINGS].append(warnings)
     app[HEALTH_WARNINGS].append(crl_service.attach(
         app, context.data_dir, context.clock, settings.crl.daily_time,
-        CRLDownloadMeter(meter, context.store, context.clock)))
+        CRLDownloadMeter(meter, context.store, context.clock), url,
+        Path(settings.crl.serve_dir) if settings.crl.serve_dir else None))
     return app
 
 
@@ -126,10 +132,13 @@ def reload(app: web.Application) -> None:
         log.exception("reload failed; still serving with the previous keys")
 
 
-async def run(context: Context, host: str, port: int, server: ServerSettings) -> None:
+async def run(context: Context, host: str, port: int, server: ServerSettings,
+              seat: WorkerSeat | None = None) -> None:
+    """Serve until SIGINT or SIGTERM; as worker `seat` of a group (jpki/workers.py), on a
+    port shared with the other workers and with /metrics on the seat's socket."""
     tls = listeners.tls_context(server)  # first: a bad TLS file stops start-up early
     listeners.plain_default_server_header()
-    app = build_app(context)
+    app = build_app(context, seat.index if seat else 0)
     timeouts = context.settings.ocsp
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            keepalive_timeout=timeouts.idle_timeout_seconds)
@@ -137,13 +146,16 @@ async def run(context: Context, host: str, port: int, server: ServerSettings) ->
     # Not TCPSite: the listener wraps each connection in the request-header deadline.
     listener = await deadline.listen(runner, host, port,
                                      request_timeout=timeouts.request_timeout_seconds,
-                                     arrivals=app[ARRIVALS], ssl_context=tls)
-    metrics = await listeners.start_metrics(server)
+                                     arrivals=app[ARRIVALS], ssl_context=tls,
+                                     reuse_port=seat is not None)
+    metrics = (await listeners.start_metrics(server) if seat is None
+               else await listeners.start_metrics_socket(seat.metrics_socket))
     bound = listener.sockets[0].getsockname() if listener.sockets else (host, port)
     scheme = "https" if tls else "http"
     log.info("serving on %s://%s:%s (data dir %s)", scheme, bound[0], bound[1],
              context.data_dir)
-    print(f"jpki: serving on {scheme}://{bound[0]}:{bound[1]}", flush=True)
+    if seat is None:
+        print(f"jpki: serving on {scheme}://{bound[0]}:{bound[1]}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -158,11 +170,16 @@ async def run(context: Context, host: str, port: int, server: ServerSettings) ->
 
 
 def serve(context: Context, host: str | None = None, port: int | None = None,
-          metrics_listen: str | None = None) -> None:
+          metrics_listen: str | None = None, seat: WorkerSeat | None = None) -> None:
     server = context.settings.server
     if metrics_listen is not None:
         server = listeners.with_metrics_listen(server, metrics_listen)
-    main = run(context, host or server.host, port if port is not None else server.port, server)
+    if seat is not None:  # the group's log is one stream: every line names its worker
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(logging.Formatter(
+                f"%(asctime)s %(levelname)s worker-{seat.index} %(name)s: %(message)s"))
+    main = run(context, host or server.host, port if port is not None else server.port, server,
+               seat)
     try:
         import uvloop  # PEERS.md: +20-28% on plain HTTP paths
     except ImportError:

@@ -6,6 +6,7 @@ setup on 127.0.0.1; unknown keys are errors, so a typo never silently falls back
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +22,7 @@ from pydantic import (
 
 from registry import shards
 from registry.errors import ConfigError
-from registry.store import registry_file
+from registry.store import URL_ENV, effective_url, registry_file
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -42,6 +43,10 @@ class ServerSettings(_Section):
     # not travel in clear unless a proxy in front terminates TLS. Both or neither.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # `jpki serve` worker processes sharing the public port (SO_REUSEPORT), each with its own
+    # caches and signing pool: the event loop and the GIL bound one process to one core.
+    # 0: one per core (os.cpu_count()). 1: the single process of old, no supervising parent.
+    workers: int = Field(0, ge=0, le=256)
 
     @field_validator("public_base_url")
     @classmethod
@@ -64,6 +69,12 @@ class ServerSettings(_Section):
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
         return self
+
+    def worker_count(self, override: int | None = None) -> int:
+        """server.workers (or `override`: `jpki serve --workers`), 0 resolved to the number
+        of cores."""
+        requested = self.workers if override is None else override
+        return requested or os.cpu_count() or 1
 
     def metrics_address(self) -> tuple[str, int] | None:
         """(host, port) of the metrics listener, None when it is off; "[::1]:9108" works."""
@@ -235,6 +246,9 @@ class CRLSettings(_Section):
     # Delta CRLs (RFC 5280 §5.2.4): `jpki signer` publishes one for the full CRL and each
     # partition this often, listing what was revoked since its base; 0 turns deltas off.
     delta_interval_minutes: int = Field(60, ge=0, le=24 * 60)
+    # Where `jpki serve` reads published CRLs: "" is <data dir>/crl (the signer's output);
+    # another host names a read-only mount of the signer's directory.
+    serve_dir: str = Field("", max_length=4096)
 
     @field_validator("daily_time")
     @classmethod
@@ -249,7 +263,8 @@ class CRLSettings(_Section):
 class SignerSettings(_Section):
     """`jpki signer`, the only long-running process that holds CA keys (no network port)."""
 
-    # How often it looks for committed changes (one `PRAGMA data_version` when nothing changed).
+    # How often it looks for committed changes (one `PRAGMA data_version` when nothing changed;
+    # on PostgreSQL a notification wakes it sooner).
     poll_seconds: float = Field(1.0, gt=0, le=60)
     # How often it signs an audit checkpoint over rows appended since the last one (the
     # serving daemon's events and renewals; it cannot sign them itself: no CA key backend).
@@ -260,6 +275,8 @@ class RegistrySettings(_Section):
     municipalities_csv: Path = REPO_CONFIGS / "municipalities.csv"
     # "" is sqlite:/// + the data directory's registry.db; checked against the final data
     # directory (after --data-dir) by `load_settings` (registry/store.py `registry_file`).
+    # postgresql://user@host/db selects PostgreSQL; $JPKI_REGISTRY_URL overrides this (keep a
+    # password there, or in ~/.pgpass, rather than in the configuration file).
     url: str = Field("", max_length=4096)
 
 
@@ -321,6 +338,11 @@ def load_settings(config: Path | None, data_dir: Path | None = None) -> Settings
         key = ".".join(str(part) for part in first["loc"])
         raise ConfigError(f"{source}: {key}: {first['msg']}") from None
     settings = settings.with_data_dir(data_dir)
+    url = effective_url(settings.registry.url)
+    if url != settings.registry.url:
+        settings = settings.model_copy(update={
+            "registry": settings.registry.model_copy(update={"url": url})})
+        source = f"{source} (with ${URL_ENV})"
     try:
         registry_file(settings.registry.url, settings.data_dir)
     except ConfigError as exc:

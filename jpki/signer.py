@@ -30,7 +30,7 @@ from crl.schedule import DailyRunner, DailySchedule
 from crl.urgent import UrgentRuns
 from jpki.context import Context
 from jpki.wiring import crl_generator, responder_policy
-from registry import certificates, changes
+from registry import certificates, changes, singleton
 from registry.errors import JPKIError
 from registry.store import Store
 
@@ -50,7 +50,7 @@ class SignerProcess:
         self.store: Store | None = None
         self.urgent = UrgentRuns(self.settings.crl.urgent_delay_seconds, monotonic)
         self._seq = 0
-        self._version = -1
+        self._version: object = -1
         self._next_daily = 0.0
         self._next_renewal = 0.0
         self._next_checkpoint = 0.0
@@ -89,7 +89,7 @@ class SignerProcess:
             log.info("catching up: %d CRL scope(s) changed since the last CRLs", len(scopes))
             self.urgent.add(scopes)
 
-    def _data_version(self) -> int:
+    def _data_version(self) -> object:
         assert self.store is not None
         return changes.data_version(self.store.conn)
 
@@ -120,8 +120,10 @@ class SignerProcess:
 
     def _revocations_waiting(self) -> bool:
         """A revocation committed since this pass began, or one already waiting: deltas
-        give way to the urgent run (`PRAGMA data_version` is one cheap read)."""
-        return self.urgent.pending or self._data_version() != self._version
+        give way to the urgent run (the newest state change: one index read; the change token
+        would also move for this process's own commits on PostgreSQL)."""
+        assert self.store is not None
+        return self.urgent.pending or changes.newest_seq(self.store.conn) > self._seq
 
     def _daily(self) -> None:
         if self.daily.tick():
@@ -165,16 +167,26 @@ class SignerProcess:
             log.exception("%s failed", what)
 
     def run(self, stop: threading.Event) -> None:
+        release = singleton.claim(self.context.store, "signer")
+        try:
+            self._run(stop)
+        finally:
+            release()
+
+    def _run(self, stop: threading.Event) -> None:
         self.open()
         log.info("signer running (data dir %s): urgent CRLs within %.0f s, daily at %s JST,"
                  " responder renewal %d days ahead", self.context.data_dir,
                  self.settings.crl.urgent_delay_seconds, self.settings.crl.daily_time,
                  self.settings.ocsp.renew_before_days)
+        assert self.store is not None
+        signal = changes.ChangeSignal(self.store, stop)
         try:
             while not stop.is_set():
                 self.step()
-                stop.wait(self.settings.signer.poll_seconds)
+                signal.wait(self.settings.signer.poll_seconds)
         finally:
+            signal.close()
             if self.store is not None:
                 self._guard("audit checkpoint", self._checkpoint)
                 self.store.close()

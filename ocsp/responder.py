@@ -45,7 +45,7 @@ class Responder:
         self.cache = cache
         self.pool = pool
         self.directory = directory
-        self.live = LiveSource(pool, cache, StatusReader(store.path), clock,
+        self.live = LiveSource(pool, cache, StatusReader(store.reader), clock,
                                policy.response_validity)
         self.presigned = PresignedSource(self.live, cache, policy.refresh_fraction)
         self.stack: Source = DecodeSource(

@@ -14,11 +14,11 @@ arrive meanwhile are never counted as proven.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from httpapi.arrivals import Arrivals
 from registry import changes
+from registry.store import Connection
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ NOTHING = Changes(())
 
 
 class RegistryWatch:
-    def __init__(self, conn: sqlite3.Connection, arrivals: Arrivals | None = None) -> None:
+    def __init__(self, conn: Connection, arrivals: Arrivals | None = None) -> None:
         self.conn = conn
         self.arrivals = arrivals
         self._proved_at = -1  # arrivals.count when the last proof was taken
@@ -38,7 +38,7 @@ class RegistryWatch:
         self.version = self._data_version()
         self.last_seq = changes.newest_seq(conn)
 
-    def _data_version(self) -> int:
+    def _data_version(self) -> object:
         return changes.data_version(self._cursor)
 
     def poll(self) -> Changes | None:

@@ -141,7 +141,7 @@ class OCSPHandler:
 
 
 def setup(app: web.Application, data_dir: Path, keys: KeyBackend, clock: Clock,
-          options: ServingOptions) -> tuple[Callable[[], dict[str, str]],
+          options: ServingOptions, registry_url: str = "") -> tuple[Callable[[], dict[str, str]],
                                             Callable[[], dict[str, str]]]:
     """Wire the responder into `jpki serve`: routes, start-up, background work, health.
 
@@ -152,7 +152,7 @@ def setup(app: web.Application, data_dir: Path, keys: KeyBackend, clock: Clock,
     handler = OCSPHandler(None, clock, options.read_timeout_seconds, options.max_body_bytes)
 
     async def start(app: web.Application) -> None:
-        store = Store.open(data_dir)
+        store = Store.open(data_dir, registry_url)
         responder = Responder(
             store=store,
             issuers=IssuerIndex(store, keys, options.hash_algorithms),

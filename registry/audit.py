@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +35,7 @@ from cryptography.hazmat.primitives.serialization import (
 from registry.clock import Clock, epoch, iso
 from registry.errors import Conflict
 from registry.reasons import Reason
-from registry.store import Store
+from registry.store import Connection, Store
 
 GENESIS = "0" * 64
 
@@ -96,8 +95,8 @@ def register_key(store: Store, clock: Clock, *, key_ref: str, public_key: rsa.RS
     with store.transaction() as conn:
         cursor = conn.execute(
             "INSERT INTO audit_keys (key_ref, public_der, fingerprint, created_at)"
-            " VALUES (?, ?, ?, ?)", (key_ref, der, fingerprint, epoch(clock())))
-        return int(cursor.lastrowid or 0)
+            " VALUES (?, ?, ?, ?) RETURNING id", (key_ref, der, fingerprint, epoch(clock())))
+        return int(cursor.fetchone()[0])
 
 
 def current_key(store: Store) -> dict[str, Any] | None:
@@ -130,11 +129,11 @@ def checkpoint(store: Store, clock: Clock, key: SigningKey) -> Checkpoint:
                                          padding.PKCS1v15(), hashes.SHA256())
         cursor = conn.execute(
             "INSERT INTO audit_checkpoints (key_id, row_id, head_hash, at, signature)"
-            " VALUES (?, ?, ?, ?, ?)", (key.key_id, row_id, head_hash, at, signature))
-        return Checkpoint(int(cursor.lastrowid or 0), key.key_id, row_id, head_hash, at)
+            " VALUES (?, ?, ?, ?, ?) RETURNING id", (key.key_id, row_id, head_hash, at, signature))
+        return Checkpoint(int(cursor.fetchone()[0]), key.key_id, row_id, head_hash, at)
 
 
-def _check_since_last_checkpoint(conn: sqlite3.Connection) -> None:
+def _check_since_last_checkpoint(conn: Connection) -> None:
     signed = conn.execute("SELECT row_id, head_hash FROM audit_checkpoints"
                           " ORDER BY row_id DESC LIMIT 1").fetchone()
     start, prev_hash = (int(signed[0]), str(signed[1])) if signed else (0, GENESIS)

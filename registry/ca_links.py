@@ -24,8 +24,8 @@ def insert(store: Store, *, kind: str, direction: str, old_ca_id: int, new_ca_id
     with store.transaction() as conn:
         cursor = conn.execute(
             "INSERT INTO ca_links (kind, direction, old_ca_id, new_ca_id, serial, not_before,"
-            " not_after, cert_der, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " not_after, cert_der, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (kind, direction, old_ca_id, new_ca_id, serial, not_before, not_after, cert_der,
              created_at),
         )
-        return cursor.lastrowid or 0
+        return int(cursor.fetchone()[0])

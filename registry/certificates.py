@@ -8,7 +8,6 @@ time so that nothing has to sweep the table when certificates age out.
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ from registry.clock import Clock, epoch, iso
 from registry.errors import Conflict, InvalidInput, NotFound
 from registry.notify import hub
 from registry.reasons import Reason
-from registry.store import Store
+from registry.store import Connection, Store
 
 SERIAL = re.compile(r"^(0x)?[0-9a-fA-F]{1,64}$")
 
@@ -221,7 +220,7 @@ _STATUS = ("SELECT kind, status, revoked_at, reason FROM certificates"
            " WHERE serial = ? AND ca_id = ?")
 
 
-def status_under(conn: sqlite3.Connection, ca_id: int, serial: str
+def status_under(conn: Connection, ca_id: int, serial: str
                  ) -> tuple[str, str, int | None, int | None] | None:
     """(kind, status, revoked_at, reason) of `serial` if CA generation `ca_id` issued it.
 
@@ -253,7 +252,8 @@ def coverage_under(store: Store, ca_id: int, now: int) -> tuple[int, int, int | 
     """(unexpired, unexpired and not revoked, last notAfter) of CA generation `ca_id`:
     what it still answers for, so whether it may be retired."""
     row = store.one(
-        "SELECT COUNT(*) AS unexpired, COALESCE(SUM(status != 'revoked'), 0) AS live,"
+        "SELECT COUNT(*) AS unexpired,"
+        " COALESCE(SUM(CASE WHEN status != 'revoked' THEN 1 ELSE 0 END), 0) AS live,"
         " MAX(not_after) AS last FROM certificates WHERE ca_id = ? AND not_after > ?",
         (ca_id, now),
     )

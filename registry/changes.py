@@ -1,30 +1,73 @@
-"""The `state_changes` feed as a responder follows it: the newest sequence and what came after.
+"""The `state_changes` feed as a responder or the signer follows it: the newest sequence, what
+came after, and the cheap token that says whether anything was committed at all.
 
-`jpki revoke` (another process) commits a `state_changes` row in the same transaction as the
-revocation; a responder reads them only once `PRAGMA data_version` says another connection
-committed (https://sqlite.org/pragma.html#pragma_data_version). These functions take the
-responder's own connection (and the cursor it reuses on every request) so the per-request
-check stays one pragma.
+`jpki revoke` (another process, maybe another host) commits a `state_changes` row in the same
+transaction as the revocation. A follower reads the rows only once the token moved:
+- SQLite: `PRAGMA data_version` on the follower's own connection changes whenever any other
+  connection commits (https://sqlite.org/pragma.html#pragma_data_version);
+- PostgreSQL: the text of `pg_current_snapshot()` (xmin:xmax:in-progress list) is the same
+  only while no write transaction has begun or ended anywhere in the cluster, so an unchanged
+  snapshot proves that nothing was committed since (a changed one may be another database's
+  write: then the follower reads and finds nothing; it costs one query).
+Each is one round trip, so the per-request proof of freshness stays cheap. On PostgreSQL the
+rows' trigger also NOTIFYs `jpki_state_changes` (registry/pg_migrations.py): `ChangeSignal`
+lets the signer sleep until then instead of polling.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+from typing import Any
+
+from registry.store import Connection, Store
 
 _NEWEST = "SELECT COALESCE(MAX(seq), 0) FROM state_changes"
 _SINCE = "SELECT seq, serial FROM state_changes WHERE seq > ? ORDER BY seq"
+_SNAPSHOT = "SELECT pg_current_snapshot()::text"
 
 
-def data_version(cursor: sqlite3.Cursor | sqlite3.Connection) -> int:
-    """Changes whenever another connection commits to the registry file."""
-    return int(cursor.execute("PRAGMA data_version").fetchone()[0])
+def data_version(cursor: Any) -> object:
+    """A token that changes whenever another connection commits (see the module docstring).
+
+    `cursor` is a connection, or a cursor the caller reuses on every request (SQLite)."""
+    if isinstance(cursor, sqlite3.Cursor | sqlite3.Connection):
+        return int(cursor.execute("PRAGMA data_version").fetchone()[0])
+    return str(cursor.execute(_SNAPSHOT).fetchone()[0])
 
 
-def newest_seq(conn: sqlite3.Connection) -> int:
+def newest_seq(conn: Connection) -> int:
     """The sequence number of the newest committed state change (0: none yet)."""
     return int(conn.execute(_NEWEST).fetchone()[0])
 
 
-def serials_since(conn: sqlite3.Connection, seq: int) -> list[tuple[int, str]]:
+def serials_since(conn: Connection, seq: int) -> list[tuple[int, str]]:
     """(seq, serial) of every state change after `seq`, oldest first."""
     return [(int(row[0]), str(row[1])) for row in conn.execute(_SINCE, (seq,)).fetchall()]
+
+
+class ChangeSignal:
+    """Sleep until a state change is committed or `timeout` passes.
+
+    SQLite has no cross-process signal: the sleep is the timeout (the caller then checks the
+    token). PostgreSQL: LISTEN on a connection of its own; a notification ends the sleep.
+    """
+
+    def __init__(self, store: Store, stop: threading.Event) -> None:
+        self.stop = stop
+        self._listener: Any = None
+        if store.dialect == "postgresql":
+            from registry.pg import listen
+
+            self._listener = listen(store.url)
+
+    def wait(self, timeout: float) -> None:
+        if self._listener is None:
+            self.stop.wait(timeout)
+            return
+        for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+            pass  # the rows are the source of truth; the payload only wakes us
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()

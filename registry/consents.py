@@ -81,25 +81,26 @@ def grant(store: Store, clock: Clock, resident_id: str, verifier: Verifier, serv
         consent = Consent(service, items, epoch(now), epoch(_plus_years(now, VALIDITY_YEARS)))
         cursor = conn.execute(
             "INSERT INTO consents (resident_id, verifier_id, service, items, granted_at,"
-            " expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+            " expires_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (resident_id, verifier.id, service, ",".join(items), consent.granted_at,
              consent.expires_at),
         )
+        consent_id = int(cursor.fetchone()[0])
         audit.append(store, clock, actor=actor, action="consent.grant",
                      detail={"resident_id": resident_id, "verifier": verifier.name,
                              "service": service, "items": list(items), "via": via})
-    return Consent(service, items, consent.granted_at, consent.expires_at, cursor.lastrowid)
+    return Consent(service, items, consent.granted_at, consent.expires_at, consent_id)
 
 
 def withdraw(store: Store, clock: Clock, resident_id: str, verifier: Verifier, service: str,
              *, actor: str = "operator", via: str = "operator") -> int:
     check_service(service)
     with store.transaction() as conn:
-        changed = conn.execute(
+        changed = int(conn.execute(
             "UPDATE consents SET withdrawn_at = ? WHERE resident_id = ? AND verifier_id = ?"
             " AND service = ? AND withdrawn_at IS NULL",
             (epoch(clock()), resident_id, verifier.id, service),
-        ).rowcount
+        ).rowcount)
         if not changed:
             raise NotFound(f"no current {service} consent of resident {resident_id} for"
                            f" verifier {verifier.name}", field="service")

@@ -59,11 +59,17 @@ def create_private_file(path: Path) -> None:
         os.close(fd)
 
 
+def prepare_dir(data_dir: Path) -> Path:
+    """Create the data directory, private; refuse a shared one (any engine: it holds keys)."""
+    make_private_dirs(data_dir)
+    refuse_shared(data_dir, "the data directory")
+    return data_dir
+
+
 def prepare(data_dir: Path, registry_name: str) -> Path:
     """Create the data directory and an empty registry file, both private, before SQLite opens
     it (SQLite gives -wal and -shm the database file's mode); refuse shared ones."""
-    make_private_dirs(data_dir)
-    refuse_shared(data_dir, "the data directory")
+    prepare_dir(data_dir)
     registry = data_dir / registry_name
     create_private_file(registry)
     for suffix in REGISTRY_SUFFIXES:

@@ -53,11 +53,11 @@ def insert(store: Store, *, kind: str, generation: int, serial: str, not_before:
     with store.transaction() as conn:
         cursor = conn.execute(
             "INSERT INTO ca_generations (kind, generation, serial, not_before, not_after, key_id,"
-            " key_file, cert_der, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " key_file, cert_der, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (kind, generation, serial, not_before, not_after, key_id, key_file, cert_der,
              created_at),
         )
-        return cursor.lastrowid or 0
+        return int(cursor.fetchone()[0])
 
 
 def retire(store: Store, ca_id: int, retired_at: int, archived_key_file: str) -> None:

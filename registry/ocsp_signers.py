@@ -20,10 +20,10 @@ def insert(store: Store, *, ca_id: int, serial: str, not_before: int, not_after:
     with store.transaction() as conn:
         cursor = conn.execute(
             "INSERT INTO ocsp_signers (ca_id, serial, not_before, not_after, key_file, cert_der,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (ca_id, serial, not_before, not_after, key_file, cert_der, created_at),
         )
-        return cursor.lastrowid or 0
+        return int(cursor.fetchone()[0])
 
 
 def key_files_of(store: Store, ca_id: int) -> list[tuple[int, str]]:

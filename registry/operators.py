@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from registry import audit, tokens
 from registry.clock import Clock, epoch
 from registry.errors import Conflict, NotFound
-from registry.store import Store
+from registry.store import Connection, Store
 
 
 def add(store: Store, clock: Clock, name: str, *, actor: str) -> str:
@@ -24,7 +22,7 @@ def add(store: Store, clock: Clock, name: str, *, actor: str) -> str:
     return token
 
 
-def _stored_hash(conn: sqlite3.Connection, name: str) -> str:
+def _stored_hash(conn: Connection, name: str) -> str:
     row = conn.execute("SELECT token_sha256 FROM operators WHERE name = ?",
                        (tokens.check_name(name),)).fetchone()
     if row is None:

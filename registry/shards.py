@@ -20,9 +20,7 @@ their URL; shard k > 0 is "<code>-<k>".
 
 from __future__ import annotations
 
-import sqlite3
-
-from registry.store import Store
+from registry.store import Connection, Store
 
 # The largest CRL entry (RFC 5280 §5.1.2.6) we make: SEQUENCE { INTEGER serial of 20 octets
 # (§4.1.2.2 maximum), UTCTime, extensions { reasonCode } } = 2 + 22 + 15 + 14 octets.
@@ -52,11 +50,12 @@ def municipality_of(partition: str) -> str:
     return partition.split("-", 1)[0]
 
 
-def _advance(conn: sqlite3.Connection, ca_id: int, municipality_code: str, count: int) -> int:
+def _advance(conn: Connection, ca_id: int, municipality_code: str, count: int) -> int:
     """Reserve `count` places in the counter; return the first one."""
     row = conn.execute(
         "INSERT INTO crl_shard_counters (ca_id, municipality, issued) VALUES (?, ?, ?)"
-        " ON CONFLICT(ca_id, municipality) DO UPDATE SET issued = issued + excluded.issued"
+        " ON CONFLICT(ca_id, municipality)"
+        " DO UPDATE SET issued = crl_shard_counters.issued + excluded.issued"
         " RETURNING issued", (ca_id, municipality_code, count)).fetchone()
     return int(row[0]) - count
 
@@ -69,7 +68,7 @@ def assign(store: Store, ca_id: int, municipality_code: str, shard_capacity: int
     return name(municipality_code, place // shard_capacity)
 
 
-def assign_many(conn: sqlite3.Connection, ca_id: int, municipality_code: str, count: int,
+def assign_many(conn: Connection, ca_id: int, municipality_code: str, count: int,
                 shard_capacity: int) -> list[str]:
     """Partitions for `count` certificates recorded in the caller's transaction (bulk loads)."""
     first = _advance(conn, ca_id, municipality_code, count)

@@ -20,7 +20,7 @@ def record(store: Store, *, resident_id: str, verifier_id: int, consent_id: int 
         cursor = conn.execute(
             "INSERT INTO signed_consents (resident_id, verifier_id, consent_id, action,"
             " service, statement_sha256, signer_serial, signed_at, received_at, cms)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (resident_id, verifier_id, consent_id, action, service, statement_sha256,
              signer_serial, signed_at, received_at, cms))
-        return cursor.lastrowid or 0
+        return int(cursor.fetchone()[0])

@@ -46,12 +46,14 @@ def add(store: Store, clock: Clock, name: str, *, actor: str = "operator") -> tu
         if conn.execute("SELECT 1 FROM verifiers WHERE name = ?", (name,)).fetchone():
             raise Conflict(f"verifier {name} already exists", field="name")
         cursor = conn.execute(
-            "INSERT INTO verifiers (name, token_hash, created_at) VALUES (?, ?, ?)",
+            "INSERT INTO verifiers (name, token_hash, created_at) VALUES (?, ?, ?)"
+            " RETURNING id",
             (name, token_hash(token), epoch(clock())),
         )
+        verifier_id = int(cursor.fetchone()[0])
         audit.append(store, clock, actor=actor, action="verifier.add",
                      detail={"verifier": name})
-    return Verifier(cursor.lastrowid or 0, name), token
+    return Verifier(verifier_id, name), token
 
 
 def _credential(store: Store, name: str) -> tuple[Verifier, str]:

@@ -30,8 +30,9 @@ from revocation.jsonlines import decode_body
 
 class EventsEndpoint:
     def __init__(self, data_dir: Path, clock: Clock, max_body_bytes: int,
-                 read_timeout: float) -> None:
+                 read_timeout: float, registry_url: str = "") -> None:
         self.data_dir = data_dir
+        self.registry_url = registry_url
         self.clock = clock
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
@@ -41,7 +42,7 @@ class EventsEndpoint:
 
     def _applier(self) -> EventApplier:
         if self._store is None:
-            self._store = Store.open(self.data_dir)
+            self._store = Store.open(self.data_dir, self.registry_url)
         return EventApplier(self._store, self.clock)
 
     def _apply(self, items: list[tuple[str | None, Any]], actor: str) -> list[Outcome]:
@@ -96,7 +97,7 @@ class EventsEndpoint:
 
 
 def setup(app: web.Application, data_dir: Path, clock: Clock, max_body_bytes: int,
-          read_timeout: float = 10.0) -> None:
-    endpoint = EventsEndpoint(data_dir, clock, max_body_bytes, read_timeout)
+          read_timeout: float = 10.0, registry_url: str = "") -> None:
+    endpoint = EventsEndpoint(data_dir, clock, max_body_bytes, read_timeout, registry_url)
     app.router.add_post("/registry/events", endpoint.handle)
     app.on_cleanup.append(endpoint.close)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,29 +20,86 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from jpki.context import Context
 from jpki.settings import load_settings
-from tests.helpers import CONFIG, Daemon, issue_args, jpki
+from registry.pg import close_pools
+from tests.helpers import (
+    CONFIG,
+    REGISTRY_CLONERS,
+    REGISTRY_URLS,
+    Daemon,
+    copy_data_dir,
+    issue_args,
+    jpki,
+    registry_env,
+    registry_environment,
+)
+from tests.pg_cluster import Cluster
 
 os.environ.pop("JPKI_CA_PASSPHRASE", None)
 
 
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "engines: run this module's tests on both registry"
+                            " engines (SQLite and a throwaway PostgreSQL cluster)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules marked `engines` run on both registry engines (or on those the marker names:
+    `engines("postgresql")`); the others on SQLite only."""
+    if "engine" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("engines")
+        chosen = ENGINES[:1] if marker is None else tuple(marker.args) or ENGINES
+        metafunc.parametrize("engine", chosen, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data_dir = tmp_path_factory.mktemp("template") / "data"
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    cluster = Cluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def template_dir(engine: str, tmp_path_factory: pytest.TempPathFactory,
+                 request: pytest.FixtureRequest) -> Path:
+    data_dir = tmp_path_factory.mktemp(f"template-{engine}") / "data"
+    if engine == "postgresql":
+        cluster: Cluster = request.getfixturevalue("pg_cluster")
+        url = cluster.create_database()
+        REGISTRY_URLS[data_dir.resolve()] = url
+        template_db = url.split("/")[3].split("?")[0]
+        REGISTRY_CLONERS[data_dir.resolve()] = lambda: cluster.create_database(template_db)
     result = jpki(data_dir, "init")
     assert result.code == 0, result.err
+    if engine == "postgresql":
+        close_pools()  # a template database must have no sessions to be copied
     return data_dir
 
 
 @pytest.fixture
-def data_dir(template_dir: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "data"
-    shutil.copytree(template_dir, target)
-    return target
+def data_dir(template_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+             ) -> Iterator[Path]:
+    """A copy of the template; on PostgreSQL the test's own process sees its registry URL
+    (contexts and stores the test builds itself), as an operator's shell would."""
+    target = copy_data_dir(template_dir, tmp_path / "data")
+    for name, value in registry_env(target).items():
+        monkeypatch.setenv(name, value)
+    yield target
+    for url in registry_env(target).values():
+        close_pools(url)  # this test's database is not used again: free its sessions
 
 
 @pytest.fixture
 def context(data_dir: Path) -> Iterator[Context]:
-    ctx = Context(load_settings(CONFIG, data_dir))
+    with registry_environment(data_dir):
+        ctx = Context(load_settings(CONFIG, data_dir))
     yield ctx
     if "store" in ctx.__dict__:
         ctx.store.close()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 
-from tests.helpers import issue_args, jpki
+from tests.helpers import copy_data_dir, issue_args, jpki, registry_rows
 
 
 @dataclass(frozen=True)
@@ -29,20 +28,16 @@ def issue(data_dir: Path, out: Path, resident_id: str, **overrides: str) -> Issu
 
 
 def copy_template(template_dir: Path, target: Path) -> Path:
-    shutil.copytree(template_dir, target)
-    return target
+    return copy_data_dir(template_dir, target)
 
 
 def ca_pem(data_dir: Path, short: str, generation: int, out: Path) -> Path:
     """The CA certificate of a generation, written as PEM for openssl."""
-    import sqlite3
-
     from cryptography.hazmat.primitives.serialization import Encoding
 
     kind = {"sign": "signature", "auth": "authentication"}[short]
-    with sqlite3.connect(data_dir / "registry.db") as conn:
-        der = conn.execute("SELECT cert_der FROM ca_generations WHERE kind = ? AND generation = ?",
-                           (kind, generation)).fetchone()[0]
+    der = registry_rows(data_dir, "SELECT cert_der FROM ca_generations WHERE kind = ?"
+                        " AND generation = ?", (kind, generation))[0][0]
     path = out / f"ca-{short}-g{generation}.pem"
     path.write_bytes(x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM))
     return path

@@ -24,6 +24,70 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "configs" / "test.toml"
 
 
+# The registry engine of each test data directory: a data directory listed here keeps its
+# registry in that PostgreSQL database (tests/pg_cluster.py), every other one in its own
+# registry.db. The CLI runs, daemons and signers started on it get the URL through
+# $JPKI_REGISTRY_URL, as an operator's would.
+REGISTRY_URLS: dict[Path, str] = {}
+
+
+# Template data directories on PostgreSQL: how to make a copy of their database.
+REGISTRY_CLONERS: dict[Path, Any] = {}
+
+
+def copy_data_dir(template: Path, target: Path) -> Path:
+    """A copy of an initialised data directory, with a copy of its registry on its engine."""
+    shutil.copytree(template, target)
+    cloner = REGISTRY_CLONERS.get(template.resolve())
+    if cloner is not None:
+        REGISTRY_URLS[target.resolve()] = cloner()
+    return target
+
+
+def registry_env(data_dir: Path) -> dict[str, str]:
+    url = REGISTRY_URLS.get(data_dir.resolve())
+    return {"JPKI_REGISTRY_URL": url} if url else {}
+
+
+@contextlib.contextmanager
+def registry_environment(data_dir: Path) -> Any:
+    """$JPKI_REGISTRY_URL set to `data_dir`'s engine for the block (unset for SQLite)."""
+    previous = os.environ.pop("JPKI_REGISTRY_URL", None)
+    os.environ.update(registry_env(data_dir))
+    try:
+        yield
+    finally:
+        os.environ.pop("JPKI_REGISTRY_URL", None)
+        if previous is not None:
+            os.environ["JPKI_REGISTRY_URL"] = previous
+
+
+@contextlib.contextmanager
+def registry_connection(data_dir: Path) -> Any:
+    """A connection of its own to `data_dir`'s registry (each statement commits at once), as
+    an intruder with database access, or another process, would hold."""
+    from registry.store import Store
+
+    store = Store.open(data_dir, REGISTRY_URLS.get(data_dir.resolve(), ""))
+    try:
+        yield store.conn
+    finally:
+        store.close()
+
+
+def registry_rows(data_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Rows of one statement on `data_dir`'s registry, through a connection of its own (what
+    another process sees); a statement that writes commits at once."""
+    from registry.store import Store
+
+    store = Store.open(data_dir, REGISTRY_URLS.get(data_dir.resolve(), ""))
+    try:
+        cursor = store.conn.execute(sql, params)
+        return list(cursor.fetchall()) if cursor.description else []
+    finally:
+        store.close()
+
+
 @dataclass
 class CliResult:
     code: int
@@ -43,7 +107,8 @@ class CliResult:
 def jpki(data_dir: Path, *args: str) -> CliResult:
     """Run the real CLI in-process (same argv parsing, same error mapping)."""
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+            registry_environment(data_dir):
         try:
             code = main([*args, "--config", str(CONFIG), "--data-dir", str(data_dir)])
         except SystemExit as exc:  # argparse errors
@@ -77,7 +142,7 @@ class Daemon:
         self.port = port or free_port()
         # a free port per daemon, not the default 9108: test runs share the machine
         self.metrics_listen = f"127.0.0.1:{free_port()}"
-        self.env = {**os.environ, **(extra_env or {})}
+        self.env = {**os.environ, **registry_env(data_dir), **(extra_env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.ssl = ssl.create_default_context(cafile=str(tls_ca)) if tls_ca else None
 
@@ -134,7 +199,7 @@ class Signer:
                  extra_env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.config = config
-        self.env = {**os.environ, **(extra_env or {})}
+        self.env = {**os.environ, **registry_env(data_dir), **(extra_env or {})}
         self.log = data_dir.parent / "signer.log"
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
-from tests.helpers import issue_args, jpki
+import pytest
+
+from tests.helpers import issue_args, jpki, registry_rows
+
+pytestmark = pytest.mark.engines
 
 
 def _issue_some(data_dir: Path, tmp_path: Path) -> None:
@@ -22,8 +25,7 @@ def test_untouched_chain_verifies(data_dir: Path, tmp_path: Path) -> None:
 
 def test_edited_row_is_named(data_dir: Path, tmp_path: Path) -> None:
     _issue_some(data_dir, tmp_path)
-    with sqlite3.connect(data_dir / "registry.db") as conn:
-        conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE id = 4")
+    registry_rows(data_dir, "UPDATE audit_log SET actor = 'mallory' WHERE id = 4")
     result = jpki(data_dir, "audit", "verify")
     assert result.code == 1
     assert result.json["first_broken_row"] == 4
@@ -32,15 +34,13 @@ def test_edited_row_is_named(data_dir: Path, tmp_path: Path) -> None:
 
 def test_deleted_row_is_named(data_dir: Path, tmp_path: Path) -> None:
     _issue_some(data_dir, tmp_path)
-    with sqlite3.connect(data_dir / "registry.db") as conn:
-        conn.execute("DELETE FROM audit_log WHERE id = 3")
+    registry_rows(data_dir, "DELETE FROM audit_log WHERE id = 3")
     result = jpki(data_dir, "audit", "verify")
     assert result.code == 1 and result.json["first_broken_row"] == 3
 
 
 def test_audit_rows_never_carry_the_four_facts(data_dir: Path, tmp_path: Path) -> None:
     _issue_some(data_dir, tmp_path)
-    with sqlite3.connect(data_dir / "registry.db") as conn:
-        text = " ".join(str(row) for row in conn.execute("SELECT * FROM audit_log"))
+    text = " ".join(str(row) for row in registry_rows(data_dir, "SELECT * FROM audit_log"))
     for fact in ("山田", "太郎", "1980-04-02", "東京都新宿区西新宿"):
         assert fact not in text

@@ -22,6 +22,8 @@ from tests.crl_support import Issued, ca_pem, der_to_pem, issue
 from tests.helpers import CONFIG, jpki, openssl
 from tests.test_crl_openssl import LINT_CRL
 
+pytestmark = pytest.mark.engines
+
 
 def number(crl: x509.CertificateRevocationList) -> int:
     return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number

@@ -19,6 +19,8 @@ from jpki.commands.crl import ProgressBar
 from registry.store import Store
 from tests.helpers import Daemon, Signer, jpki
 
+pytestmark = pytest.mark.engines
+
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers=headers or {})

@@ -13,6 +13,8 @@ from cryptography import x509
 from tests.crl_support import Issued, ca_pem, copy_template, der_to_pem, issue
 from tests.helpers import jpki, openssl
 
+pytestmark = pytest.mark.engines
+
 LINT_CRL = Path(sys.executable).parent / "lint_crl"
 
 

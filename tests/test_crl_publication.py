@@ -27,6 +27,8 @@ from registry.errors import Conflict
 from registry.reasons import Reason
 from tests.helpers import CONFIG
 
+pytestmark = pytest.mark.engines
+
 CODE = "13104"
 
 
@@ -281,7 +283,6 @@ def test_partition_missing_from_the_table_is_listed_in_the_full_crl_only(
         ctx: Context, generator: Generator, clock: FrozenClock) -> None:
     demo_populate.populate(ctx.store, clock, residents=20, revoked_fraction=1.0,
                            kinds=[CertKind.SIGNATURE])
-    ctx.store.conn.execute("PRAGMA foreign_keys=OFF")
     ctx.store.conn.execute("UPDATE certificates SET partition = '99999'"
                            " WHERE rowid = (SELECT MIN(rowid) FROM certificates)")
     orphan = ctx.store.one("SELECT serial FROM certificates WHERE partition = '99999'")

@@ -15,7 +15,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from jpki.cli import main
 from registry import shards
 from tests.crl_support import ca_pem, der_to_pem
-from tests.helpers import CONFIG, CliResult, issue_args, openssl
+from tests.helpers import CONFIG, CliResult, issue_args, openssl, registry_rows
+
+pytestmark = pytest.mark.engines
 
 CAPACITY = 2
 
@@ -56,11 +58,8 @@ def cdp(certificate: x509.Certificate) -> tuple[str, x509.Name]:
 
 
 def partition_of(data_dir: Path, certificate: x509.Certificate) -> str:
-    import sqlite3
-
-    with sqlite3.connect(data_dir / "registry.db") as conn:
-        return str(conn.execute("SELECT partition FROM certificates WHERE serial = ?",
-                                (format(certificate.serial_number, "x"),)).fetchone()[0])
+    return str(registry_rows(data_dir, "SELECT partition FROM certificates WHERE serial = ?",
+                             (format(certificate.serial_number, "x"),))[0][0])
 
 
 def test_shards_fixed_at_issuance_scoped_by_openssl_and_stable(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import shutil
 import socket
 import ssl
 import urllib.error
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from jpki.cli import main
-from tests.helpers import CONFIG, Daemon, issue_args, jpki, openssl
+from tests.helpers import CONFIG, Daemon, copy_data_dir, issue_args, jpki, openssl
 
 
 @dataclass
@@ -71,7 +70,7 @@ def _config(tmp: Path, cert: Path, key: Path) -> Path:
 def served(template_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("surfaces")
     data_dir = tmp / "data"
-    shutil.copytree(template_dir, data_dir)
+    copy_data_dir(template_dir, data_dir)
     issued = jpki(data_dir, *issue_args("TLS1", tmp / "out"))
     assert issued.code == 0, issued.err
     token = jpki(data_dir, "verifier", "add", "tls-bank").json["token"]

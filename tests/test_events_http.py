@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import urllib.error
 import urllib.request
@@ -13,8 +12,10 @@ from typing import Any
 import pytest
 
 from jpki.context import Context
-from tests.helpers import Daemon, jpki
+from tests.helpers import Daemon, jpki, registry_rows
 from tests.test_revocation_events import MOVE, SHINJUKU, event, issue
+
+pytestmark = pytest.mark.engines
 
 
 def post(url: str, body: bytes, token: str | None) -> tuple[int, Any]:
@@ -54,8 +55,7 @@ def test_operator_token_is_required_and_stored_hashed(context: Context, tmp_path
         assert post(daemon.url, conflict, token)[0] == 409
     finally:
         daemon.stop()
-    with sqlite3.connect(context.data_dir / "registry.db") as conn:
-        stored = conn.execute("SELECT token_sha256 FROM operators").fetchone()[0]
+    stored = registry_rows(context.data_dir, "SELECT token_sha256 FROM operators")[0][0]
     assert token not in stored and len(stored) == 64
 
 
@@ -81,8 +81,7 @@ def test_batches_report_each_index_and_oversized_bodies_are_refused(
             assert response.status == 200
     finally:
         daemon.stop()
-    with sqlite3.connect(context.data_dir / "registry.db") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 2
+    assert registry_rows(context.data_dir, "SELECT COUNT(*) FROM events")[0][0] == 2
 
 
 def test_acknowledged_events_survive_sigkill_exactly_once(context: Context, tmp_path: Path,
@@ -119,11 +118,11 @@ def test_acknowledged_events_survive_sigkill_exactly_once(context: Context, tmp_
     assert killed.is_set() and len(acknowledged) >= 60
     restarted = Daemon(context.data_dir).start()
     try:
-        with sqlite3.connect(context.data_dir / "registry.db") as conn:
-            applied = {row[0] for row in conn.execute("SELECT event_id FROM events")}
-            revocations = conn.execute(
-                "SELECT serial, COUNT(*) FROM audit_log WHERE action = 'certificate.revoke'"
-                " GROUP BY serial").fetchall()
+        applied = {row[0] for row in registry_rows(context.data_dir,
+                                                   "SELECT event_id FROM events")}
+        revocations = registry_rows(
+            context.data_dir, "SELECT serial, COUNT(*) FROM audit_log"
+            " WHERE action = 'certificate.revoke' GROUP BY serial")
         assert {item["event_id"] for item in acknowledged} <= applied
         assert applied <= set(sent)
         # every resident moved once at least: each signature certificate revoked exactly once

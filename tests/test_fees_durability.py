@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import random
 import secrets
-import sqlite3
 import threading
 import time
 import urllib.request
@@ -20,6 +19,7 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
@@ -28,7 +28,9 @@ from ca import authority
 from ca.kinds import CertKind
 from jpki.context import Context
 from registry.clock import JST
-from tests.helpers import Daemon, issue_args, jpki
+from tests.helpers import Daemon, issue_args, jpki, registry_rows
+
+pytestmark = pytest.mark.engines
 
 VERIFIERS = ("bank-a", "bank-b", "shop-c")
 RESIDENTS = ("dur-1", "dur-2")
@@ -146,10 +148,9 @@ def test_every_received_answer_is_billed_exactly_once(context: Context, tmp_path
     month = f"{datetime.now(JST):%Y-%m}"
     invoice = jpki(data_dir, "fees", "invoice", "--month", month)
     assert invoice.code == 0, invoice.err
-    with sqlite3.connect(data_dir / "registry.db") as conn:
-        rows = conn.execute(
-            "SELECT v.name, l.serial, l.check_type, l.status_confirmation, l.amount_yen,"
-            " l.month FROM ledger l JOIN verifiers v ON v.id = l.verifier_id").fetchall()
+    rows = registry_rows(
+        data_dir, "SELECT v.name, l.serial, l.check_type, l.status_confirmation, l.amount_yen,"
+        " l.month FROM ledger l JOIN verifiers v ON v.id = l.verifier_id")
     assert {row[5] for row in rows} <= {month}
 
     billed = Counter((name, serial, check_type, bool(sc))

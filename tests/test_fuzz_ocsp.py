@@ -19,7 +19,6 @@ import base64
 import collections
 import os
 import random
-import shutil
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ import pytest
 from asn1crypto import ocsp
 from yarl import URL
 
-from tests.helpers import Daemon, issue_args, jpki, openssl
+from tests.helpers import Daemon, copy_data_dir, issue_args, jpki, openssl
 
 CASES = int(os.environ.get("JPKI_FUZZ_CASES", "1200"))
 SEED = int(os.environ.get("JPKI_FUZZ_SEED", "14"))
@@ -63,7 +62,7 @@ def _request(target_args: list[str], out: Path) -> bytes:
 def target(template_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     tmp = tmp_path_factory.mktemp("fuzz")
     data_dir = tmp / "data"
-    shutil.copytree(template_dir, data_dir)
+    copy_data_dir(template_dir, data_dir)
     issued = jpki(data_dir, *issue_args("fuzz-1", tmp / "out"))
     assert issued.code == 0, issued.err
     other = jpki(data_dir, *issue_args("fuzz-2", tmp / "out2"))

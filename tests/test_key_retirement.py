@@ -18,6 +18,8 @@ from registry.clock import FrozenClock, from_epoch
 from registry.errors import ConfigError, Conflict, JPKIError
 from tests.helpers import CONFIG, issue_args, jpki
 
+pytestmark = pytest.mark.engines
+
 
 @pytest.fixture
 def rotated(context: Context, tmp_path: Path) -> dict:

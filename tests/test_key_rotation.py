@@ -12,7 +12,6 @@ import http.client
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -38,8 +37,11 @@ from tests.helpers import (
     issue_args,
     key_backend_replacements,
     openssl,
+    registry_rows,
     softhsm_tokens,
 )
+
+pytestmark = pytest.mark.engines
 
 LINT = Path(sys.executable).parent / "lint_pkix_cert"
 PIN = "4711"
@@ -319,10 +321,9 @@ def test_pkilint_finds_no_error_in_new_ca_and_links(site: Site) -> None:
 
 def test_key_operations_are_audited_with_operator_and_fingerprints(site: Site) -> None:
     assert site.json("audit", "verify")["ok"] is True
-    with sqlite3.connect(f"file:{site.data_dir / 'registry.db'}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT actor, action, detail FROM audit_log WHERE action IN"
-                            " ('ca.generation.create', 'ca.link.issue', 'ocsp.signer.issue')"
-                            " ORDER BY id").fetchall()
+    rows = registry_rows(site.data_dir, "SELECT actor, action, detail FROM audit_log"
+                         " WHERE action IN ('ca.generation.create', 'ca.link.issue',"
+                         " 'ocsp.signer.issue') ORDER BY id")
     status = site.json("ca", "status")
     prints = {(g["kind"], g["generation"]): g["fingerprint"] for g in status["generations"]}
     created = [json.loads(d) for actor, action, d in rows

@@ -20,6 +20,8 @@ from revocation.events import EventApplier
 from tests.helpers import jpki
 from tests.stack import Stack, frozen_context, running
 
+pytestmark = pytest.mark.engines
+
 SHINJUKU = dict(name="山田 太郎", dob="1990-12-31", sex="male",
                 address="東京都新宿区西新宿二丁目8番1号", municipality_code="13104")
 MOVE = dict(SHINJUKU, address="東京都千代田区千代田1番1号", municipality_code="13101")

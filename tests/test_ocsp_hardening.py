@@ -46,6 +46,8 @@ from tests.ocsp_support import build, data_clock, forged_certificate
 from tests.stack import running
 from tests.test_revocation_events import event, issue
 
+pytestmark = pytest.mark.engines
+
 OCSP_REQUEST = {"Content-Type": "application/ocsp-request"}
 
 

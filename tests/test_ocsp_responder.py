@@ -8,7 +8,6 @@ openssl prints (status lines, "Response verify OK"), never its exit code (PEERS.
 from __future__ import annotations
 
 import base64
-import shutil
 import subprocess
 import sys
 import urllib.error
@@ -21,7 +20,9 @@ from pathlib import Path
 import pytest
 from asn1crypto import core, ocsp
 
-from tests.helpers import Daemon, issue_args, jpki, openssl
+from tests.helpers import Daemon, copy_data_dir, issue_args, jpki, openssl
+
+pytestmark = pytest.mark.engines
 
 LINT = Path(sys.executable).parent / "lint_ocsp_response"
 
@@ -63,7 +64,7 @@ def _issue(data_dir: Path, tmp: Path, resident: str) -> dict:
 def env(template_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("ocsp")
     data_dir = tmp / "data"
-    shutil.copytree(template_dir, data_dir)
+    copy_data_dir(template_dir, data_dir)
     certs: dict[str, tuple[Path, str]] = {}
     first = _issue(data_dir, tmp, "ocsp-g1")
     for kind in ("signature", "authentication"):

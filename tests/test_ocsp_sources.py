@@ -33,6 +33,8 @@ from registry.verifiers import Verifier
 from tests.helpers import CONFIG
 from tests.ocsp_support import build, data_clock
 
+pytestmark = pytest.mark.engines
+
 
 class RecordingMeter:
     def __init__(self) -> None:

@@ -233,7 +233,7 @@ async def test_filter_finds_our_generation_and_refuses_others(issuers: IssuerInd
 def live(issuers: IssuerIndex, data_dir: Path) -> Iterator[tuple[LiveSource, FrozenClock]]:
     clock = data_clock(issuers)
     pool = SigningPool(1, 4)
-    source = LiveSource(pool, PresignedCache(100), StatusReader(issuers.store.path), clock,
+    source = LiveSource(pool, PresignedCache(100), StatusReader(issuers.store.reader), clock,
                         timedelta(hours=24))
     yield source, clock
     pool.close()

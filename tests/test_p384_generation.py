@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import subprocess
 import sys
 import urllib.error
@@ -41,6 +40,7 @@ from tests.helpers import (
     ISSUE_DEFAULTS,
     SOFTHSM_MODULE,
     Daemon,
+    copy_data_dir,
     issue_args,
     jpki,
     openssl,
@@ -74,7 +74,7 @@ class World:
 def world(template_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("p384")
     data_dir = tmp / "data"
-    shutil.copytree(template_dir, data_dir)
+    copy_data_dir(template_dir, data_dir)
     out = tmp / "out"
     old_leaf = issue(data_dir, out, "p384-old")
     rotated = jpki(data_dir, "ca", "rotate", "--kind", "all", "--algorithm", "ecdsa-p384")

@@ -22,6 +22,8 @@ from jpki.context import Context
 from jpki.settings import load_settings
 from tests.helpers import CONFIG, Daemon, issue_args, jpki, openssl
 
+pytestmark = pytest.mark.engines
+
 LINT = Path(sys.executable).parent / "lint_pkix_cert"
 CARD_PIN = "abc12345"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from registry.facts import Facts
 from registry.notify import hub
 from revocation.events import EventApplier
 from tests.helpers import jpki
+
+pytestmark = pytest.mark.engines
 
 SHINJUKU = dict(name="山田 太郎", dob="1980-04-02", sex="male",
                 address="東京都新宿区西新宿二丁目8番1号", municipality_code="13104")
@@ -245,9 +246,12 @@ def test_subscribers_hear_of_each_revocation(context: Context, tmp_path: Path) -
 def test_state_changes_rows_let_other_processes_notice(context: Context, tmp_path: Path) -> None:
     pair = issue(context, tmp_path, "r1")
     jpki(context.data_dir, "revoke", pair.issued[CertKind.SIGNATURE].serial, "--reason", "1")
-    with sqlite3.connect(context.data_dir / "registry.db") as conn:
-        rows = conn.execute("SELECT serial, status FROM state_changes").fetchall()
-    assert rows == [(pair.issued[CertKind.SIGNATURE].serial, "revoked")]
+    other = context.store.reopen()  # another connection, as another process would hold
+    try:
+        rows = other.query("SELECT serial, status FROM state_changes")
+    finally:
+        other.close()
+    assert rows == [{"serial": pair.issued[CertKind.SIGNATURE].serial, "status": "revoked"}]
 
 
 def test_ca_compromise_revokes_every_certificate_of_that_key(context: Context,

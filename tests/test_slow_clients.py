@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CONFIG, Daemon
+from tests.helpers import CONFIG, Daemon, copy_data_dir
 
 REQUEST_TIMEOUT = 1
 BOUND = 30  # seconds a socket waits for the server: well under the 60 s idle timeout
@@ -24,11 +24,10 @@ BOUND = 30  # seconds a socket waits for the server: well under the 60 s idle ti
 
 @pytest.fixture(scope="module")
 def slow_daemon(template_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    import shutil
 
     tmp = tmp_path_factory.mktemp("slow")
     data_dir = tmp / "data"
-    shutil.copytree(template_dir, data_dir)
+    copy_data_dir(template_dir, data_dir)
     config = tmp / "slow.toml"
     config.write_text(
         CONFIG.read_text()

@@ -11,11 +11,11 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import sqlite3
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -24,9 +24,11 @@ from cryptography.x509 import ocsp
 from ca import authority
 from ca.kinds import CertKind
 from jpki.context import Context
-from tests.helpers import Daemon, jpki
+from tests.helpers import Daemon, jpki, registry_connection
 from tests.test_events_http import post
 from tests.test_revocation_events import issue
+
+pytestmark = pytest.mark.engines
 
 LOGIN = os.environ.get("JPKI_OPERATOR") or getpass.getuser()
 
@@ -54,7 +56,7 @@ def linkage_status(daemon: Daemon, serial: str, token: str) -> int:
 
 
 def audit_rows(data_dir: Path, prefix: str) -> list[tuple[str, str, dict[str, str]]]:
-    with sqlite3.connect(data_dir / "registry.db") as conn:
+    with registry_connection(data_dir) as conn:
         rows = conn.execute("SELECT actor, action, detail FROM audit_log WHERE action LIKE ?"
                             " ORDER BY id", (prefix + "%",)).fetchall()
     return [(actor, action, json.loads(detail)) for actor, action, detail in rows]

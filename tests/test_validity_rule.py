@@ -18,6 +18,8 @@ from registry.errors import InvalidInput
 from registry.facts import Facts
 from tests.helpers import CONFIG
 
+pytestmark = pytest.mark.engines
+
 
 def jst(*args: int) -> datetime:
     return datetime(*args, tzinfo=JST)
