@@ -14,6 +14,7 @@ smaller one committed (which identity columns alone would not promise).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from registry.errors import ConfigError
 from registry.pg_migrations import CHANGES_CHANNEL, MIGRATIONS
 from registry.store import Params, Store
+
+log = logging.getLogger("jpki.registry")
 
 # pg_advisory_xact_lock key of the registry's single writer ("jpki" in ASCII).
 WRITER_LOCK = 0x6A706B69
@@ -58,16 +61,41 @@ def translate(sql: str) -> str:
 
 
 class PgConnection:
-    """A psycopg connection that speaks the query modules' `?` dialect."""
+    """A psycopg connection that speaks the query modules' `?` dialect.
 
-    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+    Long-lived connections (the responder's, each signing thread's, the signer's) outlive a
+    PostgreSQL restart or failover: a SELECT that meets the dead session is sent again on a
+    new one (a read, so nothing happens twice); any other statement fails (the caller
+    reports it, as for any failure) and the next one opens a new session instead of failing
+    forever. A transaction that loses its session is lost and reported, never replayed.
+    """
+
+    def __init__(self, raw: psycopg.Connection[Any], url: str | None = None) -> None:
         self.raw = raw
+        self.url = url  # None: never reconnect
+        self.in_transaction = False  # set by PgStore: a lost transaction is never continued
+
+    def usable(self) -> psycopg.Connection[Any]:
+        """The session, a new one if the server dropped the old (psycopg marks it broken)."""
+        if self.raw.broken and self.url is not None:
+            if self.in_transaction:
+                raise psycopg.OperationalError("PostgreSQL session lost inside a transaction;"
+                                               " nothing of it was committed")
+            log.warning("PostgreSQL session lost; reconnecting")
+            self.raw = _dial(self.url)
+        return self.raw
 
     def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Any]:
-        return self.raw.execute(translate(sql), parameters or None)
+        raw = self.usable()
+        try:
+            return raw.execute(translate(sql), parameters or None)
+        except psycopg.OperationalError:
+            if not (raw.broken and self.url is not None and _is_read(sql)):
+                raise
+            return self.usable().execute(translate(sql), parameters or None)
 
     def executemany(self, sql: str, seq_of_parameters: Any, /) -> psycopg.Cursor[Any]:
-        cursor = self.raw.cursor()
+        cursor = self.usable().cursor()
         cursor.executemany(translate(sql), seq_of_parameters)
         return cursor
 
@@ -120,14 +148,22 @@ close_pools = _POOLS.close
 POOL_SIZE = 16
 
 
-def connect(url: str) -> PgConnection:
-    """An autocommit connection: a statement outside `transaction()` commits on its own."""
+def _is_read(sql: str) -> bool:
+    return sql.lstrip()[:6].upper() == "SELECT"
+
+
+def _dial(url: str) -> psycopg.Connection[Any]:
     try:
-        raw = psycopg.connect(url, autocommit=True)
+        return psycopg.connect(url, autocommit=True)
     except psycopg.OperationalError as exc:
         raise ConfigError(f"registry.url: cannot connect to PostgreSQL: {_first_line(exc)}"
                           ) from None
-    return PgConnection(raw)
+
+
+def connect(url: str) -> PgConnection:
+    """An autocommit connection (a statement outside `transaction()` commits on its own) that
+    reconnects after the server dropped it."""
+    return PgConnection(_dial(url), url)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -164,7 +200,7 @@ def _migrate(conn: PgConnection) -> int:
 
 def listen(url: str) -> psycopg.Connection[Any]:
     """A connection that LISTENs for committed state changes (registry/changes.py)."""
-    raw = connect(url).raw
+    raw = _dial(url)
     raw.execute(f"LISTEN {CHANGES_CHANNEL}".encode())
     return raw
 
@@ -179,6 +215,7 @@ class PgStore(Store):
         super().__init__(data_dir, url)
         self._conn = conn
         self._pool = pool
+        self._borrowed = conn.raw  # what goes back to the pool
         self._transaction: Any = None
 
     @classmethod
@@ -189,15 +226,18 @@ class PgStore(Store):
         except PoolTimeout:
             raise ConfigError("registry.url: no PostgreSQL connection within 30 s (pool of"
                               f" {POOL_SIZE} busy, or the server stopped answering)") from None
-        return cls(data_dir, url, PgConnection(raw), pool)
+        return cls(data_dir, url, PgConnection(raw, url), pool)
 
     def close(self) -> None:
-        """Give the connection back to the pool (which rolls back anything left open)."""
+        """Give the connection back to the pool (which rolls back anything left open, and
+        drops a broken one); a session opened after a lost one is closed instead."""
         if self._pool is None:
             self._conn.close()
             return
         pool, self._pool = self._pool, None
-        pool.putconn(self._conn.raw)
+        if self._conn.raw is not self._borrowed:
+            self._conn.raw.close()
+        pool.putconn(self._borrowed)
 
     @property
     def conn(self) -> PgConnection:
@@ -207,12 +247,18 @@ class PgStore(Store):
         return connect(self.url)
 
     def _begin(self) -> None:
-        self._transaction = self._conn.raw.transaction()
+        self._transaction = self._conn.usable().transaction()
         self._transaction.__enter__()
-        self._conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITER_LOCK,))
+        self._conn.in_transaction = True
+        try:
+            self._conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITER_LOCK,))
+        except BaseException:
+            self._end(commit=False)
+            raise
 
     def _end(self, commit: bool) -> None:
         transaction, self._transaction = self._transaction, None
+        self._conn.in_transaction = False
         if commit:
             transaction.__exit__(None, None, None)
         else:
