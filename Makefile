@@ -17,7 +17,8 @@ BENCH_OCSP_PACKAGES := wrk golang-cfssl
 # package joins this list
 MYPY_PACKAGES := ocsp httpapi registry jpki ca revocation linkage fees crl demo
 
-.PHONY: help deps venv run init serve signer test fuzz lint audit-verify clean bench-ocsp bench-crl bench-crl-urgent bench-scale rotate-keys \
+.PHONY: help deps venv run init serve signer test fuzz lint audit-verify clean bench-ocsp bench-workers bench-crl \
+        bench-crl-urgent bench-scale rotate-keys \
         rotate-ca rotate-ocsp retire-ca ca-status renew-signers crl invoice
 
 help: ## list the targets
@@ -75,6 +76,9 @@ bench-ocsp: venv ## benchmark the OCSP responder against openssl ocsp, cfssl and
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 	$(BIN)/python bench/ocsp_bench.py
+
+bench-workers: venv ## the cached OCSP path with server.workers = 1 and 2 (wrk shares the cores)
+	$(BIN)/python bench/workers_bench.py
 
 OPERATOR ?= $(shell id -un)
 KIND ?= all

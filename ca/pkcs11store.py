@@ -7,6 +7,9 @@ A key's registry reference is `pkcs11:<role>/<name>`, the CKA_LABEL of its key p
 configured token. Private keys are created CKA_SENSITIVE and not CKA_EXTRACTABLE, with the
 sign capability only. The user PIN comes from the environment (`keys.pkcs11_pin_env`), never
 from a file of ours, and is never logged. Tested against SoftHSM2.
+
+Both key types also sign a digest (pyca's Prehashed), as file keys do: a national-scale CRL is
+hashed while it is streamed to disk (crl/assembly.py) and only its digest comes here.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import threading
 from typing import Any, NoReturn
 
 import pkcs11
+from asn1crypto import algos, core
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -35,6 +39,7 @@ PREFIX = "pkcs11:"
 ARCHIVED = "archived/"
 MECHANISMS = {"sha256": Mechanism.SHA256_RSA_PKCS, "sha384": Mechanism.SHA384_RSA_PKCS,
               "sha512": Mechanism.SHA512_RSA_PKCS}
+SHA2 = frozenset(MECHANISMS)  # the hashes both key types sign with (names as pyca and asn1crypto)
 # PKCS#11 logs in per application, not per session: both key stores of a process (CA keys,
 # responder keys) share one logged-in session per token, and its lock.
 _libraries: dict[str, Any] = {}
@@ -66,6 +71,32 @@ def _session(spec: BackendSpec) -> Any:
         return _sessions[key]
 
 
+def _hash_of(algorithm: Prehashed | hashes.HashAlgorithm) -> hashes.HashAlgorithm:
+    """The hash a signature is made with, whether the data or its digest is given."""
+    if isinstance(algorithm, Prehashed):
+        return algorithm._algorithm  # pyca exposes no public accessor for it
+    return algorithm
+
+
+def _checked_digest(algorithm: Prehashed, digest: bytes | bytearray | memoryview) -> bytes:
+    """A digest of the announced hash's length, as pyca checks for its own keys."""
+    value = bytes(digest)
+    if len(value) != algorithm.digest_size:
+        raise ValueError(f"a {_hash_of(algorithm).name} digest is {algorithm.digest_size}"
+                         f" octets, not {len(value)}")
+    return value
+
+
+def _digest_info(algorithm: Prehashed, digest: bytes) -> bytes:
+    """DigestInfo (RFC 8017 §9.2 step 2): the SHA-2 algorithm with NULL parameters, as §9.2
+    note 1 lists its encodings, and the digest."""
+    return bytes(algos.DigestInfo({
+        "digest_algorithm": {"algorithm": _hash_of(algorithm).name,
+                             "parameters": core.Null()},
+        "digest": _checked_digest(algorithm, digest),
+    }).dump())
+
+
 class TokenRSAKey(rsa.RSAPrivateKey):
     """An RSA private key that lives on the token: it signs, and refuses to be exported."""
 
@@ -85,13 +116,24 @@ class TokenRSAKey(rsa.RSAPrivateKey):
 
     def sign(self, data: bytes, padding_: padding.AsymmetricPadding,
              algorithm: Prehashed | hashes.HashAlgorithm | NoDigestInfo) -> bytes:
-        if not isinstance(padding_, padding.PKCS1v15) \
-                or isinstance(algorithm, (Prehashed, NoDigestInfo)) \
-                or algorithm.name not in MECHANISMS:
+        """PKCS #1 v1.5 with SHA-2: over the data (the token hashes, CKM_SHA256_RSA_PKCS...)
+        or over a digest (Prehashed: a streamed CRL hashed as it was written, crl/assembly.py).
+
+        A digest is wrapped in its DigestInfo (RFC 8017 §9.2 step 2, encoded by asn1crypto)
+        and signed with raw CKM_RSA_PKCS (PKCS#11 v2.40 §2.1.6), which pads it as §9.2 steps
+        3-5 do: the same signature as the token's hash-and-sign mechanism over the data.
+        """
+        if not isinstance(padding_, padding.PKCS1v15) or isinstance(algorithm, NoDigestInfo) \
+                or _hash_of(algorithm).name not in SHA2:
             raise UnsupportedAlgorithm("the PKCS#11 backend signs PKCS#1 v1.5 with SHA-2 only")
+        if isinstance(algorithm, Prehashed):
+            message = _digest_info(algorithm, data)
+            mechanism = Mechanism.RSA_PKCS
+        else:
+            message, mechanism = data, MECHANISMS[algorithm.name]
         with self._store.lock:
             try:
-                return bytes(self._private.sign(data, mechanism=MECHANISMS[algorithm.name]))
+                return bytes(self._private.sign(message, mechanism=mechanism))
             except PKCS11Error as exc:
                 raise JPKIError(f"token refused to sign with {self._label}:"
                                 f" {type(exc).__name__}") from None
@@ -144,16 +186,22 @@ class TokenECKey(ec.EllipticCurvePrivateKey):
 
     def sign(self, data: bytes | bytearray | memoryview,
              signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+        """ECDSA with SHA-2 over the data, or over its digest (Prehashed: a streamed CRL);
+        CKM_ECDSA takes the digest either way."""
         algorithm = getattr(signature_algorithm, "algorithm", None)
-        if not isinstance(signature_algorithm, ec.ECDSA) or isinstance(algorithm, Prehashed) \
-                or not isinstance(algorithm, hashes.HashAlgorithm) \
-                or algorithm.name not in MECHANISMS:
+        if not isinstance(signature_algorithm, ec.ECDSA) \
+                or not isinstance(algorithm, (hashes.HashAlgorithm, Prehashed)) \
+                or _hash_of(algorithm).name not in SHA2:
             raise UnsupportedAlgorithm("the PKCS#11 backend signs ECDSA with SHA-2 only")
-        digest = hashes.Hash(algorithm)
-        digest.update(bytes(data))
+        if isinstance(algorithm, Prehashed):
+            digest = _checked_digest(algorithm, data)
+        else:
+            hashing = hashes.Hash(algorithm)
+            hashing.update(bytes(data))
+            digest = hashing.finalize()
         with self._store.lock:
             try:
-                raw = bytes(self._private.sign(digest.finalize(), mechanism=Mechanism.ECDSA))
+                raw = bytes(self._private.sign(digest, mechanism=Mechanism.ECDSA))
             except PKCS11Error as exc:
                 raise JPKIError(f"token refused to sign with {self._label}:"
                                 f" {type(exc).__name__}") from None

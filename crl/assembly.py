@@ -27,7 +27,6 @@ from asn1crypto import algos, core
 from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
@@ -197,9 +196,9 @@ def write_streamed(out: BinaryIO, frame: CRLFrame, key: PrivateKey, entries_leng
     `entries_length` bytes in all), holding no more than one chunk at a time.
 
     The signature (sha256WithRSAEncryption, PKCS #1 v1.5) is as long as the modulus, so every
-    length is known before the first byte is written. A key that cannot sign a digest (a
-    PKCS#11 token that hashes on the card) gets the tbsCertList read back from `out`, which
-    must then be readable: memory grows with that CRL's size only in that case.
+    length is known before the first byte is written. Every CA key signs a digest: pyca's
+    file keys and the PKCS#11 token's alike (ca/pkcs11store.py: CKM_RSA_PKCS over the
+    DigestInfo, CKM_ECDSA over the digest), so nothing is read back from `out`.
     """
     revoked = _sequence_header(entries_length) if entries_length else b""
     tbs_length = len(frame.head) + len(revoked) + entries_length + len(frame.extensions)
@@ -224,7 +223,6 @@ def write_streamed(out: BinaryIO, frame: CRLFrame, key: PrivateKey, entries_leng
             tbs_digest.update(data)
 
     emit(outer, signed=False)
-    tbs_start = len(outer)
     emit(tbs_header)
     emit(frame.head)
     emit(revoked)
@@ -237,14 +235,7 @@ def write_streamed(out: BinaryIO, frame: CRLFrame, key: PrivateKey, entries_leng
         raise RuntimeError(f"CRL entries changed while streamed: {written} bytes written,"
                            f" {entries_length} announced")
     emit(frame.extensions)
-    try:
-        signature = _sign_digest(key, scheme, tbs_digest.digest())
-    except UnsupportedAlgorithm:
-        out.flush()
-        out.seek(tbs_start)
-        tbs = out.read(len(tbs_header) + tbs_length)
-        out.seek(0, 2)
-        signature = scheme.sign(key, tbs)
+    signature = _sign_digest(key, scheme, tbs_digest.digest())
     encoded_signature = core.OctetBitString(signature).dump()
     if len(encoded_signature) != signature_length:
         if scheme.family == "rsa":

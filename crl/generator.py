@@ -243,10 +243,14 @@ class Generator:
         # has to initialise the library itself), so token-backed keys always spawn workers.
         method = "spawn" if self.keys.spec.kind == "pkcs11" else self.policy.start_method
         context = multiprocessing.get_context(method)
+        # Forked workers inherit the key loaded here (the full CRL needs it anyway); initargs
+        # are not pickled under fork. Spawned workers load it themselves.
+        inherited = ca.private_key(self.keys) if method == "fork" else None
         with ProcessPoolExecutor(
             max_workers=min(workers, len(jobs)), mp_context=context,
             initializer=partitions.init_worker,
-            initargs=(self.publisher.data_dir, self.store.url, ca.id, self.keys.spec),
+            initargs=(self.publisher.data_dir, self.store.url, ca.id, self.keys.spec,
+                      inherited),
         ) as pool:
             yield from pool.map(partitions.sign_in_worker, jobs, chunksize=1)
 

@@ -34,11 +34,12 @@ _MEMO_LIMIT = 4096
 class LedgerMeter:
     """Durable metering for the daemon; `record()` returns once the checks are durable."""
 
-    def __init__(self, data_dir: Path, tariff: Tariff, lanes: int = 4,
+    def __init__(self, data_dir: Path, tariff: Tariff, lanes: int = 4, worker: int = 0,
                  registry_url: str = "") -> None:
         self.data_dir = data_dir
         self.tariff = tariff
-        self.journal = Journal(data_dir, lanes=lanes, registry_url=registry_url)
+        # each serving worker process writes its own journal (fees/journal.py)
+        self.journal = Journal(data_dir, lanes=lanes, worker=worker, registry_url=registry_url)
         self._priced: dict[tuple[str, str, datetime], _Priced] = {}
 
     def priced(self, check_type: str, channel: str, at: datetime) -> _Priced:
@@ -74,9 +75,8 @@ class LedgerMeter:
         for check in checks:
             rule_id, yen, at, month, year = self.priced(check.check_type, check.channel,
                                                         check.at)
-            rows.append((check.verifier_name, at, month, year, check.verifier_id,
-                         check.check_type, check.channel, check.serial,
-                         int(check.status_confirmation), rule_id, yen))
+            rows.append((at, month, year, check.verifier_id, check.check_type, check.channel,
+                         check.serial, None, int(check.status_confirmation), rule_id, yen))
             entries.append(LedgerRow(check, None, Price(rule_id, yen)))
         await self.record_rows(rows)
         return entries
@@ -118,8 +118,8 @@ class OCSPMeter:
             if check_type is None:
                 check_type = self._check_types[kind] = f"{kind}_check"
             rule_id, yen, epoch_at, month, year = self.ledger.priced(check_type, "ocsp", at)
-            rows.append((verifier.name, epoch_at, month, year, verifier.id, check_type, "ocsp",
-                         serial, flag, rule_id, yen))
+            rows.append((epoch_at, month, year, verifier.id, check_type, "ocsp", serial, None,
+                         flag, rule_id, yen))
         await self.ledger.record_rows(rows)
 
 

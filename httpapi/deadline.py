@@ -140,14 +140,17 @@ def protocol_factory(server: web.Server, timeout: float,
 
 async def listen(runner: web.BaseRunner, host: str, port: int, *, request_timeout: float,
                  arrivals: Arrivals | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> asyncio.Server:
+                 ssl_context: ssl.SSLContext | None = None,
+                 reuse_port: bool = False) -> asyncio.Server:
     """Serve `runner` (set up) on host:port with the header deadline; what TCPSite does.
 
     The caller closes the returned server before `runner.cleanup()`, which then shuts the
     open connections down as usual. `arrivals` is bumped on every segment received
     (httpapi/arrivals.py). With `ssl_context` the listener speaks TLS; the TLS handshake,
     which comes before the protocol sees the connection, gets the same `request_timeout`
-    (asyncio's default is 60 s: a slowloris could stall there instead).
+    (asyncio's default is 60 s: a slowloris could stall there instead). With `reuse_port`
+    (SO_REUSEPORT) several processes listen on the same port and the kernel spreads new
+    connections over them.
     """
     server = runner.server
     if server is None:
@@ -161,5 +164,5 @@ async def listen(runner: web.BaseRunner, host: str, port: int, *, request_timeou
     arrivals.counting = True
     return await asyncio.get_running_loop().create_server(
         protocol_factory(server, request_timeout, arrivals), host, port,
-        reuse_address=True, backlog=128, ssl=ssl_context,
+        reuse_address=True, reuse_port=reuse_port or None, backlog=128, ssl=ssl_context,
         ssl_handshake_timeout=request_timeout if ssl_context is not None else None)

@@ -25,6 +25,7 @@ from httpapi.arrivals import ARRIVALS, Arrivals
 from jpki import listeners
 from jpki.context import Context
 from jpki.settings import ServerSettings
+from jpki.workers import WorkerSeat
 from linkage import web as linkage_web
 from linkage.service import LinkageService
 from linkage.signed_consent import SignedConsentDesk
@@ -55,7 +56,7 @@ def serving_options(context: Context) -> ServingOptions:
         check_minutes=ocsp.renew_check_minutes, renew_before_days=ocsp.renew_before_days)
 
 
-def build_app(context: Context) -> web.Application:
+def build_app(context: Context, worker: int = 0) -> web.Application:
     context = context.as_holder("serve")  # from here on, no CA key can be opened
     settings = context.settings
     app = web.Application(client_max_size=settings.server.max_body_bytes)
@@ -80,7 +81,9 @@ def build_app(context: Context) -> web.Application:
     events_web.setup(app, context.data_dir, context.clock, settings.events.max_body_bytes,
                      settings.ocsp.read_timeout_seconds, url)
 
-    meter = LedgerMeter(context.data_dir, context.tariff, settings.fees.journal_lanes, url)
+    # one fee journal per serving worker: each holds its journal's lock (fees/journal.py)
+    meter = LedgerMeter(context.data_dir, context.tariff, settings.fees.journal_lanes, worker,
+                        url)
     app[METER] = meter
 
     async def start_meter(app: web.Application) -> None:
@@ -129,10 +132,13 @@ def reload(app: web.Application) -> None:
         log.exception("reload failed; still serving with the previous keys")
 
 
-async def run(context: Context, host: str, port: int, server: ServerSettings) -> None:
+async def run(context: Context, host: str, port: int, server: ServerSettings,
+              seat: WorkerSeat | None = None) -> None:
+    """Serve until SIGINT or SIGTERM; as worker `seat` of a group (jpki/workers.py), on a
+    port shared with the other workers and with /metrics on the seat's socket."""
     tls = listeners.tls_context(server)  # first: a bad TLS file stops start-up early
     listeners.plain_default_server_header()
-    app = build_app(context)
+    app = build_app(context, seat.index if seat else 0)
     timeouts = context.settings.ocsp
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            keepalive_timeout=timeouts.idle_timeout_seconds)
@@ -140,13 +146,16 @@ async def run(context: Context, host: str, port: int, server: ServerSettings) ->
     # Not TCPSite: the listener wraps each connection in the request-header deadline.
     listener = await deadline.listen(runner, host, port,
                                      request_timeout=timeouts.request_timeout_seconds,
-                                     arrivals=app[ARRIVALS], ssl_context=tls)
-    metrics = await listeners.start_metrics(server)
+                                     arrivals=app[ARRIVALS], ssl_context=tls,
+                                     reuse_port=seat is not None)
+    metrics = (await listeners.start_metrics(server) if seat is None
+               else await listeners.start_metrics_socket(seat.metrics_socket))
     bound = listener.sockets[0].getsockname() if listener.sockets else (host, port)
     scheme = "https" if tls else "http"
     log.info("serving on %s://%s:%s (data dir %s)", scheme, bound[0], bound[1],
              context.data_dir)
-    print(f"jpki: serving on {scheme}://{bound[0]}:{bound[1]}", flush=True)
+    if seat is None:
+        print(f"jpki: serving on {scheme}://{bound[0]}:{bound[1]}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -161,11 +170,16 @@ async def run(context: Context, host: str, port: int, server: ServerSettings) ->
 
 
 def serve(context: Context, host: str | None = None, port: int | None = None,
-          metrics_listen: str | None = None) -> None:
+          metrics_listen: str | None = None, seat: WorkerSeat | None = None) -> None:
     server = context.settings.server
     if metrics_listen is not None:
         server = listeners.with_metrics_listen(server, metrics_listen)
-    main = run(context, host or server.host, port if port is not None else server.port, server)
+    if seat is not None:  # the group's log is one stream: every line names its worker
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(logging.Formatter(
+                f"%(asctime)s %(levelname)s worker-{seat.index} %(name)s: %(message)s"))
+    main = run(context, host or server.host, port if port is not None else server.port, server,
+               seat)
     try:
         import uvloop  # PEERS.md: +20-28% on plain HTTP paths
     except ImportError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from pathlib import Path
 
 from aiohttp import web, web_response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -94,6 +95,15 @@ async def start_metrics(server: ServerSettings) -> web.AppRunner | None:
         raise ConfigError(f"server.metrics_listen: cannot listen on {server.metrics_listen}:"
                           f" {exc.strerror}") from None
     log.info("metrics on http://%s/metrics", server.metrics_listen)
+    return runner
+
+
+async def start_metrics_socket(path: Path) -> web.AppRunner:
+    """A serving worker's metrics on a Unix socket, for its parent to merge (jpki/workers.py):
+    the socket lives in the parent's private (0700) directory, no port is taken per worker."""
+    runner = web.AppRunner(metrics_app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.UnixSite(runner, str(path)).start()
     return runner
 
 

@@ -30,7 +30,7 @@ from crl.schedule import DailyRunner, DailySchedule
 from crl.urgent import UrgentRuns
 from jpki.context import Context
 from jpki.wiring import crl_generator, responder_policy
-from registry import certificates, changes
+from registry import certificates, changes, singleton
 from registry.errors import JPKIError
 from registry.store import Store
 
@@ -167,6 +167,13 @@ class SignerProcess:
             log.exception("%s failed", what)
 
     def run(self, stop: threading.Event) -> None:
+        release = singleton.claim(self.context.store, "signer")
+        try:
+            self._run(stop)
+        finally:
+            release()
+
+    def _run(self, stop: threading.Event) -> None:
         self.open()
         log.info("signer running (data dir %s): urgent CRLs within %.0f s, daily at %s JST,"
                  " responder renewal %d days ahead", self.context.data_dir,

@@ -39,7 +39,7 @@ def supervise(common: Sequence[str], serve_args: Sequence[str], secret_env: Sequ
         stopping = True
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGHUP, lambda *_: _forward(children.get("serve"), signal.SIGHUP))
+    signal.signal(signal.SIGHUP, lambda *_: forward_signal(children.get("serve"), signal.SIGHUP))
     try:
         children["signer"] = subprocess.Popen(_command("signer", common), cwd=cwd)
         children["serve"] = subprocess.Popen([*_command("serve", common), *serve_args],
@@ -58,22 +58,24 @@ def supervise(common: Sequence[str], serve_args: Sequence[str], secret_env: Sequ
             if failed:
                 break
             time.sleep(0.2)
-        _stop_all(children)
+        stop_all(children)
         return 1 if failed else 0
     finally:
-        _stop_all(children)
+        stop_all(children)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
-def _forward(child: subprocess.Popen[bytes] | None, signum: int) -> None:
+def forward_signal(child: subprocess.Popen[bytes] | None, signum: int) -> None:
+    """`signum` to `child` if it is still running (a reaped pid may already be reused)."""
     if child is not None and child.poll() is None:
         child.send_signal(signum)
 
 
-def _stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
+def stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to every child still running; SIGKILL to those still up after the grace."""
     for child in children.values():
-        _forward(child, signal.SIGTERM)
+        forward_signal(child, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_SECONDS
     for role, child in children.items():
         try:

@@ -16,11 +16,16 @@ lets the signer sleep until then instead of polling.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
+from collections.abc import Iterator
 from typing import Any
 
+from registry.errors import JPKIError
 from registry.store import Connection, Store
+
+log = logging.getLogger("jpki.registry")
 
 _NEWEST = "SELECT COALESCE(MAX(seq), 0) FROM state_changes"
 _SINCE = "SELECT seq, serial FROM state_changes WHERE seq > ? ORDER BY seq"
@@ -57,6 +62,7 @@ class ChangeSignal:
 
     def __init__(self, store: Store, stop: threading.Event) -> None:
         self.stop = stop
+        self.url = store.url
         self._listener: Any = None
         if store.dialect == "postgresql":
             from registry.pg import listen
@@ -67,9 +73,34 @@ class ChangeSignal:
         if self._listener is None:
             self.stop.wait(timeout)
             return
-        for _ in self._listener.notifies(timeout=timeout, stop_after=1):
-            pass  # the rows are the source of truth; the payload only wakes us
+        try:
+            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                pass  # the rows are the source of truth; the payload only wakes us
+        except Exception as exc:  # the server went away: poll until it is back
+            log.warning("change notifications lost (%s); listening again", type(exc).__name__)
+            self._listener.close()
+            self.stop.wait(timeout)
+            self._listener = self._relisten()
+
+    def _relisten(self) -> Any:
+        from registry.pg import listen
+
+        try:
+            return listen(self.url)
+        except JPKIError:
+            return _Deaf()
 
     def close(self) -> None:
         if self._listener is not None:
             self._listener.close()
+
+
+class _Deaf:
+    """A listener while the server is unreachable: every wait fails, so the next one tries
+    to listen again (the caller's timeout paces the attempts)."""
+
+    def notifies(self, timeout: float, stop_after: int) -> Iterator[object]:
+        raise ConnectionError("not listening")
+
+    def close(self) -> None:
+        return None

@@ -380,10 +380,30 @@ def _v11_crl_shards(db: sqlite_utils.Database) -> None:
     db.table("crl_state").add_column("base_number", int)
 
 
+def _v12_fee_journal_marks(db: sqlite_utils.Database) -> None:
+    """Where each fee journal's fold has reached (fees/journal.py), one row per journal: a
+    serving worker's, on this host or another sharing the registry. `fee_journal_folds` is
+    the single mark from before (made on the fly then); worker 0 carries it over."""
+    db.execute("CREATE TABLE IF NOT EXISTS fee_journal_folds"
+               " (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)")
+    db.execute("CREATE TABLE IF NOT EXISTS fee_journal_marks"
+               " (journal TEXT PRIMARY KEY, seq INTEGER NOT NULL)")
+
+
+def _v13_newest_certificates(db: sqlite_utils.Database) -> None:
+    """The newest certificates of a CA generation, read by an index rather than a sort of all
+    of them: `jpki serve` pre-signs the answers of the newest at start-up
+    (registry.certificates.newest_serials); at 10 M rows the sort held its event loop for
+    seconds (`make bench-scale`)."""
+    db.execute("CREATE INDEX IF NOT EXISTS certificates_ca_issued ON certificates"
+               " (ca_id, issued_at)")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1_foundation, _v2_events, _v3_verifiers, _v4_fees_and_consent, _v5_ocsp_signers,
     _v6_crl_state, _v7_key_rotation, _v8_audit_checkpoints, _v9_phone_certificates,
-    _v10_signed_consents, _v11_crl_shards]
+    _v10_signed_consents, _v11_crl_shards, _v12_fee_journal_marks,
+    _v13_newest_certificates]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

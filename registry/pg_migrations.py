@@ -162,4 +162,13 @@ _V11 = [
     "ALTER TABLE crl_state ADD COLUMN base_number BIGINT",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11]
+_V12 = [
+    """CREATE TABLE fee_journal_folds (id BIGINT PRIMARY KEY CHECK (id = 1),
+       seq BIGINT NOT NULL)""",
+    "CREATE TABLE fee_journal_marks (journal TEXT PRIMARY KEY, seq BIGINT NOT NULL)",
+]
+
+_V13 = ["CREATE INDEX certificates_ca_issued ON certificates (ca_id, issued_at)"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11, _V12,
+                               _V13]

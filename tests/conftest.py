@@ -20,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from jpki.context import Context
 from jpki.settings import load_settings
+from registry.pg import close_pools
 from tests.helpers import (
     CONFIG,
     REGISTRY_CLONERS,
@@ -77,17 +78,22 @@ def template_dir(engine: str, tmp_path_factory: pytest.TempPathFactory,
         REGISTRY_CLONERS[data_dir.resolve()] = lambda: cluster.create_database(template_db)
     result = jpki(data_dir, "init")
     assert result.code == 0, result.err
+    if engine == "postgresql":
+        close_pools()  # a template database must have no sessions to be copied
     return data_dir
 
 
 @pytest.fixture
-def data_dir(template_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def data_dir(template_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+             ) -> Iterator[Path]:
     """A copy of the template; on PostgreSQL the test's own process sees its registry URL
     (contexts and stores the test builds itself), as an operator's shell would."""
     target = copy_data_dir(template_dir, tmp_path / "data")
     for name, value in registry_env(target).items():
         monkeypatch.setenv(name, value)
-    return target
+    yield target
+    for url in registry_env(target).values():
+        close_pools(url)  # this test's database is not used again: free its sessions
 
 
 @pytest.fixture

@@ -62,6 +62,19 @@ def registry_environment(data_dir: Path) -> Any:
             os.environ["JPKI_REGISTRY_URL"] = previous
 
 
+@contextlib.contextmanager
+def registry_connection(data_dir: Path) -> Any:
+    """A connection of its own to `data_dir`'s registry (each statement commits at once), as
+    an intruder with database access, or another process, would hold."""
+    from registry.store import Store
+
+    store = Store.open(data_dir, REGISTRY_URLS.get(data_dir.resolve(), ""))
+    try:
+        yield store.conn
+    finally:
+        store.close()
+
+
 def registry_rows(data_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
     """Rows of one statement on `data_dir`'s registry, through a connection of its own (what
     another process sees); a statement that writes commits at once."""

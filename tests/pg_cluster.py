@@ -72,6 +72,13 @@ class Cluster:
                   str(self.root / "server.log"), "-w", "start")
         return self
 
+    def restart(self) -> None:
+        """A restart as an operator's (or a failover's): every session is dropped."""
+        # -l: the new server must not inherit our pipes (the run would wait for them forever);
+        # its options are the ones it was started with (postmaster.opts).
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-l",
+                  str(self.root / "server.log"), "-w", "restart")
+
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")

@@ -9,13 +9,13 @@ checkpoints are signed by the real commands (`jpki init`, `issue`, `revoke`) wit
 from __future__ import annotations
 
 import getpass
-import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from registry import audit
-from tests.helpers import issue_args, jpki
+from tests.helpers import issue_args, jpki, registry_connection
 
 pytestmark = pytest.mark.engines
 
@@ -36,7 +36,7 @@ def _verify(data_dir: Path) -> dict:
     return dict(result.json)
 
 
-def _chain_alone_holds(conn: sqlite3.Connection) -> bool:
+def _chain_alone_holds(conn: Any) -> bool:
     """What `audit verify` checked before checkpoints: the rows' own links and hashes."""
     prev = audit.GENESIS
     for row_id, at, actor, action, serial, detail, row_prev, row_hash in conn.execute(
@@ -66,7 +66,7 @@ def test_untouched_registry_verifies_with_checkpoints(data_dir: Path, tmp_path: 
 def test_deleting_the_last_rows_is_named_as_truncation(data_dir: Path, tmp_path: Path) -> None:
     _issue_and_revoke(data_dir, tmp_path)
     rows = _verify(data_dir)["rows"]
-    with sqlite3.connect(data_dir / "registry.db") as conn:
+    with registry_connection(data_dir) as conn:
         conn.execute("DELETE FROM audit_log WHERE id > ?", (rows - 3,))
         assert _chain_alone_holds(conn)  # the attack that used to pass
     report = _verify(data_dir)
@@ -80,7 +80,7 @@ def test_deleting_the_last_rows_is_named_as_truncation(data_dir: Path, tmp_path:
 def test_an_edit_with_the_whole_chain_recomputed_is_named_by_its_checkpoint(
         data_dir: Path, tmp_path: Path) -> None:
     _issue_and_revoke(data_dir, tmp_path)
-    with sqlite3.connect(data_dir / "registry.db") as conn:
+    with registry_connection(data_dir) as conn:
         conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE id = 2")
         prev = audit.GENESIS
         for row in list(conn.execute("SELECT id, at, actor, action, serial, detail"
@@ -101,16 +101,16 @@ def test_an_edit_with_the_whole_chain_recomputed_is_named_by_its_checkpoint(
 
 def test_a_forged_checkpoint_signature_is_named(data_dir: Path, tmp_path: Path) -> None:
     _issue_and_revoke(data_dir, tmp_path)
-    with sqlite3.connect(data_dir / "registry.db") as conn:
-        conn.execute("UPDATE audit_checkpoints SET signature = zeroblob(256)"
-                     " WHERE id = (SELECT MAX(id) FROM audit_checkpoints)")
+    with registry_connection(data_dir) as conn:
+        conn.execute("UPDATE audit_checkpoints SET signature = ?"
+                     " WHERE id = (SELECT MAX(id) FROM audit_checkpoints)", (bytes(256),))
     report = _verify(data_dir)
     assert report["ok"] is False and "signature does not verify" in report["problem"]
 
 
 def test_a_revoked_certificate_set_good_is_named(data_dir: Path, tmp_path: Path) -> None:
     serial = _issue_and_revoke(data_dir, tmp_path)
-    with sqlite3.connect(data_dir / "registry.db") as conn:
+    with registry_connection(data_dir) as conn:
         conn.execute("UPDATE certificates SET status = 'good', reason = NULL, revoked_at = NULL"
                      " WHERE serial = ?", (serial,))
     report = _verify(data_dir)
@@ -123,7 +123,7 @@ def test_a_revoked_certificate_set_good_is_named(data_dir: Path, tmp_path: Path)
 def test_a_changed_revocation_reason_or_a_silent_revocation_is_named(
         data_dir: Path, tmp_path: Path) -> None:
     serial = _issue_and_revoke(data_dir, tmp_path)
-    with sqlite3.connect(data_dir / "registry.db") as conn:
+    with registry_connection(data_dir) as conn:
         conn.execute("UPDATE certificates SET reason = 4 WHERE serial = ?", (serial,))
         other = conn.execute("SELECT serial FROM certificates WHERE status = 'good'"
                              " LIMIT 1").fetchone()[0]
@@ -138,7 +138,7 @@ def test_audit_rows_name_the_real_actor(data_dir: Path, tmp_path: Path) -> None:
     _issue_and_revoke(data_dir, tmp_path)
     added = jpki(data_dir, "verifier", "add", "bank", "--log-level", "ERROR")
     assert added.code == 0, added.err
-    with sqlite3.connect(data_dir / "registry.db") as conn:
+    with registry_connection(data_dir) as conn:
         actors = dict(conn.execute(
             "SELECT action, actor FROM audit_log WHERE action IN"
             " ('certificate.issue', 'certificate.revoke', 'verifier.add')"))

@@ -102,3 +102,12 @@ def test_a_run_streams_the_cached_entries_in_batches(ctx: Context,
         listed += len(part)
     assert listed == len(revoked)
     assert full.public_bytes(Encoding.DER) == generator.publisher.path(ca, FULL).read_bytes()
+
+
+def test_each_cached_encoding_is_its_own_entry() -> None:
+    """The batch encoder splits one scratch CRL into entries and checks pyca's order only at
+    the ends and the middle: every encoding must still be the one its entry gets alone."""
+    batch = _entries(61)
+    encoder = builder.EntryEncoder()
+    together = encoder.encode(batch)
+    assert together == [encoder.encode([entry])[0] for entry in batch]

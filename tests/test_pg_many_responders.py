@@ -31,6 +31,7 @@ from tests.helpers import (
     openssl,
     registry_rows,
 )
+from tests.pg_cluster import Cluster
 
 pytestmark = pytest.mark.engines("postgresql")
 
@@ -152,3 +153,28 @@ def test_the_other_host_serves_what_the_signer_publishes(hosts: Hosts, data_dir:
     assert served.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number > \
         before.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     assert registry_rows(data_dir, "SELECT COUNT(*) FROM state_changes")[0][0] == 1
+
+
+def test_daemons_outlive_a_postgresql_restart(hosts: Hosts, data_dir: Path,
+                                              pg_cluster: Cluster) -> None:
+    serial = hosts.serials["cli"]
+    for daemon in (hosts.first, hosts.second):
+        assert f"0x{serial}: good" in ocsp(hosts, daemon, serial)
+    pg_cluster.restart()
+    for daemon in (hosts.first, hosts.second):
+        # The answer that meets the dead session is an OCSP error status (never an HTTP
+        # error); the next ones come from a new session.
+        texts = [_any_answer(hosts, daemon, serial) for _ in range(3)]
+        assert f"0x{serial}: good" in texts[-1], texts
+        assert all("good" in text or "internalerror" in text.lower() for text in texts), texts
+    assert jpki(data_dir, "revoke", serial, "--reason", "keyCompromise").code == 0
+    for daemon in (hosts.first, hosts.second):
+        assert f"0x{serial}: revoked" in ocsp(hosts, daemon, serial)
+
+
+def _any_answer(hosts: Hosts, daemon: Daemon, serial: str) -> str:
+    ca = hosts.tmp / "sign-g1.pem"
+    result = openssl("ocsp", "-issuer", str(ca), "-CAfile", str(ca), "-serial", "0x" + serial,
+                     "-url", daemon.url + "/ocsp", "-no_nonce",
+                     "-header", f"Authorization=Bearer {hosts.tokens['bank']}")
+    return result.stdout + result.stderr

@@ -13,7 +13,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE_PACKAGES = ("ca", "crl", "ocsp", "linkage", "revocation", "httpapi", "jpki", "fees", "demo")
-OWN_TABLES = {"fees": {"ledger", "ledger_journal", "journal"}}
+# fees/ keeps the SQL of its own tables: the ledger and its journal's fold marks.
+OWN_TABLES = {"fees": {"ledger", "ledger_journal", "journal", "fee_journal_marks",
+                      "fee_journal_folds"}}
 
 
 def _tables() -> set[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Daemon, issue_args, jpki, openssl
+from tests.helpers import Daemon, issue_args, jpki, openssl, registry_connection
 
 pytestmark = pytest.mark.engines
 
@@ -87,7 +86,7 @@ def post(world: World, der: bytes, token: str | None = None) -> tuple[int, dict[
 
 
 def rows(world: World) -> tuple[int, int]:
-    with sqlite3.connect(world.data_dir / "registry.db") as conn:
+    with registry_connection(world.data_dir) as conn:
         evidence = conn.execute("SELECT COUNT(*) FROM signed_consents").fetchone()[0]
         consents = conn.execute("SELECT COUNT(*) FROM consents").fetchone()[0]
     return int(evidence), int(consents)
@@ -114,7 +113,7 @@ def test_signed_grant_then_signed_withdrawal(world: World) -> None:
     assert body["signature_serial"] == world.card["signature"]["serial"]
     assert counterpart(world) == 200
     assert counterpart(world, world.shop) == 403  # per verifier
-    with sqlite3.connect(world.data_dir / "registry.db") as conn:
+    with registry_connection(world.data_dir) as conn:
         stored = conn.execute("SELECT cms, signer_serial FROM signed_consents").fetchone()
         audit_rows = conn.execute("SELECT actor, detail FROM audit_log WHERE action ="
                                   " 'consent.grant'").fetchall()
@@ -138,7 +137,7 @@ def test_operator_grant_is_audited_as_operator(world: World) -> None:
     result = jpki(world.data_dir, "consent", "grant", "--resident-id", "r1", "--verifier",
                   "bank", "--service", "age", "--operator", "clerk-7")
     assert result.code == 0, result.err
-    with sqlite3.connect(world.data_dir / "registry.db") as conn:
+    with registry_connection(world.data_dir) as conn:
         actor, detail = conn.execute("SELECT actor, detail FROM audit_log WHERE action ="
                                      " 'consent.grant' ORDER BY id DESC").fetchone()
     assert actor == "clerk-7" and json.loads(detail)["via"] == "operator"

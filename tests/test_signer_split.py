@@ -320,14 +320,15 @@ def test_responder_token_must_not_be_the_ca_token(tmp_path: Path) -> None:
         _ = context.responder_keys
 
 
-def test_jpki_run_starts_both_and_ctrl_c_stops_both(data_dir: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_jpki_run_starts_both_and_ctrl_c_stops_both(data_dir: Path, workers: int) -> None:
     port = free_port()
     log_path = data_dir.parent / "run.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "jpki.cli", "run", "--config", str(CONFIG), "--data-dir",
              str(data_dir), "--host", "127.0.0.1", "--port", str(port), "--metrics-listen",
-             f"127.0.0.1:{free_port()}"],
+             f"127.0.0.1:{free_port()}", "--workers", str(workers)],
             stdout=log, stderr=log, cwd=REPO, start_new_session=True)
     try:
         deadline = time.monotonic() + 30
@@ -343,6 +344,11 @@ def test_jpki_run_starts_both_and_ctrl_c_stops_both(data_dir: Path) -> None:
         assert up, log_path.read_text()
         children = _children(process.pid)
         assert len(children) == 2
+        serve = next(pid for pid in children if b" serve" in _cmdline(pid))
+        while workers > 1 and f"with {workers} workers" not in log_path.read_text():
+            time.sleep(0.1)  # the serving parent's workers, all listening
+        assert len(_children(serve)) == (0 if workers == 1 else workers)
+        children += _children(serve)
         process.send_signal(signal.SIGINT)  # Ctrl-C
         assert process.wait(30) == 0
         for pid in children:

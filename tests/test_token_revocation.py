@@ -11,7 +11,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import sqlite3
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,7 +24,7 @@ from cryptography.x509 import ocsp
 from ca import authority
 from ca.kinds import CertKind
 from jpki.context import Context
-from tests.helpers import Daemon, jpki
+from tests.helpers import Daemon, jpki, registry_connection
 from tests.test_events_http import post
 from tests.test_revocation_events import issue
 
@@ -57,7 +56,7 @@ def linkage_status(daemon: Daemon, serial: str, token: str) -> int:
 
 
 def audit_rows(data_dir: Path, prefix: str) -> list[tuple[str, str, dict[str, str]]]:
-    with sqlite3.connect(data_dir / "registry.db") as conn:
+    with registry_connection(data_dir) as conn:
         rows = conn.execute("SELECT actor, action, detail FROM audit_log WHERE action LIKE ?"
                             " ORDER BY id", (prefix + "%",)).fetchall()
     return [(actor, action, json.loads(detail)) for actor, action, detail in rows]

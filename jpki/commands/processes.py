@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
+from pathlib import Path
 
 from jpki.context import Context
+from registry.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -20,6 +23,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     serve.add_argument("--port", type=int, help="override server.port")
     serve.add_argument("--metrics-listen", metavar="HOST:PORT",
                        help='override server.metrics_listen ("" turns /metrics off)')
+    serve.add_argument("--workers", type=_worker_count, metavar="N",
+                       help="override server.workers (0: one per core)")
+    # set by the parent of a group of workers (jpki/workers.py), not by operators
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--metrics-socket", type=Path, help=argparse.SUPPRESS)
     serve.set_defaults(handler=cmd_serve, seals_audit=False)
 
     signer = subparsers.add_parser(
@@ -39,14 +47,50 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     run.add_argument("--port", type=int, help="override server.port")
     run.add_argument("--metrics-listen", metavar="HOST:PORT",
                      help='override server.metrics_listen ("" turns /metrics off)')
+    run.add_argument("--workers", type=_worker_count, metavar="N",
+                     help="override server.workers of the serving process (0: one per core)")
     run.set_defaults(handler=cmd_run, seals_audit=False)
+
+
+def _worker_count(text: str) -> int:
+    if not text.isdigit() or int(text) > 256:
+        raise argparse.ArgumentTypeError("must be a whole number from 0 to 256")
+    return int(text)
+
+
+def _common(context: Context, args: argparse.Namespace) -> list[str]:
+    """The options a child process needs to load the same settings and data directory."""
+    common = ["--data-dir", str(context.data_dir)]
+    if context.settings.source != "<defaults>":
+        common = ["--config", context.settings.source, *common]
+    if getattr(args, "log_level", None):
+        common += ["--log-level", args.log_level]
+    return common
 
 
 def cmd_serve(context: Context, args: argparse.Namespace) -> int:
     from jpki.daemon import serve
+    from jpki.listeners import with_metrics_listen
+    from jpki.workers import WorkerSeat, serve_workers
 
-    serve(context, host=args.host, port=args.port, metrics_listen=args.metrics_listen)
-    return 0
+    server = context.settings.server
+    if args.worker_index is not None:
+        if args.metrics_socket is None:
+            raise ConfigError("--worker-index needs --metrics-socket")
+        serve(context, host=args.host, port=args.port,
+              seat=WorkerSeat(args.worker_index, args.metrics_socket))
+        return 0
+    count = server.worker_count(args.workers)
+    if count == 1:
+        serve(context, host=args.host, port=args.port, metrics_listen=args.metrics_listen)
+        return 0
+    if args.metrics_listen is not None:
+        server = with_metrics_listen(server, args.metrics_listen)
+    host = args.host or server.host
+    port = server.port if args.port is None else args.port
+    command = [sys.executable, "-m", "jpki.cli", "serve", *_common(context, args),
+               "--host", host, "--port", str(port)]
+    return serve_workers(command, host, port, count, server)
 
 
 def cmd_signer(context: Context, args: argparse.Namespace) -> int:
@@ -63,12 +107,11 @@ def cmd_run(context: Context, args: argparse.Namespace) -> int:
     from jpki.supervisor import supervise
 
     settings = context.settings
-    common = ["--data-dir", str(context.data_dir)]
-    if settings.source != "<defaults>":
-        common = ["--config", settings.source, *common]
+    common = _common(context, args)
     serve_args = ([] if args.host is None else ["--host", args.host]) + (
         [] if args.port is None else ["--port", str(args.port)]) + (
-        [] if args.metrics_listen is None else ["--metrics-listen", args.metrics_listen])
+        [] if args.metrics_listen is None else ["--metrics-listen", args.metrics_listen]) + (
+        [] if args.workers is None else ["--workers", str(args.workers)])
     secrets = [settings.ca.passphrase_env]
     if settings.keys.backend == "pkcs11":
         secrets.append(settings.keys.pkcs11_pin_env)

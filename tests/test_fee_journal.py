@@ -1,0 +1,98 @@
+"""The fee journal's segments: preallocated, zero-filled, written in place (fees/journal.py).
+
+A writer killed without closing (`os._exit` in a child process: nothing flushed or folded on
+the way out) leaves several segments, full ones and one whose tail is still zeros; the next
+start folds every frame exactly once, across the rotations, and removes the files. Frames in
+the earlier layout (JFB1, the verifier's name first) left by an older daemon still fold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+from fees import journal as fee_journal
+from fees.journal import Journal
+from jpki.context import Context
+from tests.helpers import jpki
+
+REPO = Path(__file__).resolve().parent.parent
+
+WRITER = """
+import asyncio, os, sys
+from pathlib import Path
+from fees.journal import Journal
+
+data_dir, verifier_id, groups = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+journal = Journal(data_dir, lanes=2, fold_interval=3600, segment_bytes=8192)
+journal.start("status-confirmation-repeat")
+
+async def main() -> None:
+    async def one(i: int) -> None:
+        rows = 3 if i < groups else 300
+        await journal.record([(1790000000 + i, "2026-09", 2026, verifier_id, "signature_check",
+                               "ocsp", format(i, "x"), None, 0, "signature-check", 20)] * rows)
+    for start in range(0, groups, 8):  # several groups in flight, one per loop turn
+        await asyncio.gather(*(one(i) for i in range(start, start + 8)))
+    await one(groups)  # one group larger than a segment: a segment of its own
+
+asyncio.run(main())
+print(len(list((data_dir / "fees-journal").glob("*.log"))), flush=True)
+os._exit(0)  # like SIGKILL: the journal is neither closed nor folded
+"""
+
+
+def _ledger(context: Context, verifier_id: int) -> list[tuple[str, int]]:
+    return [(str(row[0]), int(row[1])) for row in context.store.conn.execute(
+        "SELECT serial, amount_yen FROM ledger WHERE verifier_id = ? ORDER BY at",
+        (verifier_id,))]
+
+
+def test_a_killed_writer_leaves_segments_that_fold_exactly_once(context: Context) -> None:
+    data_dir = context.data_dir
+    jpki(data_dir, "verifier", "add", "bank-seg")
+    verifier_id = context.store.conn.execute(
+        "SELECT id FROM verifiers WHERE name = 'bank-seg'").fetchone()[0]
+    out = subprocess.run([sys.executable, "-c", WRITER, str(data_dir), str(verifier_id), "400"],
+                         capture_output=True, text=True, cwd=REPO, check=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert int(out.stdout) > 4, "the writer should have rotated through several segments"
+    assert _ledger(context, verifier_id) == []  # nothing folded by the writer
+
+    journal = Journal(data_dir, lanes=2)
+    journal.start("status-confirmation-repeat")
+    try:
+        rows = _ledger(context, verifier_id)
+        assert len(rows) == 400 * 3 + 300
+        assert sorted({serial for serial, _yen in rows}) == sorted(format(i, "x")
+                                                                   for i in range(401))
+        assert sum(yen for _serial, yen in rows) == (400 * 3 + 300) * 20
+        # only the new run's segments remain
+        assert all(path.name.startswith(f"{journal._next_seq:012d}-")  # noqa: SLF001
+                   for path in fee_journal.journal_dir(data_dir).glob("*.log"))
+    finally:
+        journal.close()
+    assert len(_ledger(context, verifier_id)) == 400 * 3 + 300  # closing folds nothing twice
+
+
+def test_frames_of_the_earlier_layout_still_fold(context: Context) -> None:
+    data_dir = context.data_dir
+    jpki(data_dir, "verifier", "add", "bank-v1")
+    verifier_id = context.store.conn.execute(
+        "SELECT id FROM verifiers WHERE name = 'bank-v1'").fetchone()[0]
+    directory = fee_journal.journal_dir(data_dir)
+    directory.mkdir(mode=0o700, exist_ok=True)
+    payload = json.dumps({"r": "status-confirmation-repeat", "rows": [
+        ["bank-v1", 1790000000, "2026-09", 2026, verifier_id, "authentication_check", "ocsp",
+         "abc", 0, "authentication-check", 10]]}).encode()
+    frame = struct.pack("<4sIQI", b"JFB1", len(payload), 1, zlib.crc32(payload)) + payload
+    (directory / "000000000001-00-000001.log").write_bytes(frame + bytes(64))
+    journal = Journal(data_dir, lanes=1)
+    journal.start("status-confirmation-repeat")
+    journal.close()
+    assert _ledger(context, verifier_id) == [("abc", 10)]
