@@ -25,7 +25,7 @@ from ocsp.issuers import IssuerIndex
 from ocsp.presign import cert_ids_for
 from ocsp.presigned import PresignedSource
 from ocsp.request import CertID
-from ocsp.watch import RegistryWatch
+from ocsp.watch import Changes, RegistryWatch, SharedProof
 from registry.clock import Clock, epoch
 from registry.notify import hub
 from registry.store import Store
@@ -56,13 +56,26 @@ class Refresher:
             loop = None
         self._unsubscribe = hub.subscribe(self._on_change, loop)
         issuers.reload_if_changed()
+        # PostgreSQL: the proof is a network round trip, shared and off the loop.
+        self.shared = SharedProof(watch, self.apply) if store.dialect == "postgresql" else None
 
     # -- freshness -------------------------------------------------------------------------
     def catch_up(self) -> None:
         """Once per request: one PRAGMA when nothing changed elsewhere (ocsp/watch.py)."""
         changes = self.watch.poll()
-        if changes is None:
-            return
+        if changes is not None:
+            self.apply(changes)
+
+    async def catch_up_shared(self) -> None:
+        """Once per request with a registry across the network: the shared, asynchronous
+        proof (ocsp/watch.py `SharedProof`); plain `catch_up` otherwise."""
+        if self.shared is None:
+            self.catch_up()
+        else:
+            await self.shared.prove()
+
+    def apply(self, changes: Changes) -> None:
+        """What another connection committed: answers and memoized statuses to drop."""
         self.cache.drop_unknown()
         if changes.serials:
             self._invalidate(changes.serials)
@@ -167,7 +180,7 @@ class Refresher:
                 if generation.signer is not None:
                     metrics.SIGNER_SECONDS_LEFT.labels(generation.ca.label).set(
                         (generation.signer.not_after - now).total_seconds())
-            self.catch_up()
+            await self.catch_up_shared()
             await self.refresh_stale()
             metrics.RESPONSE_AGE.set(self.oldest_age())
             metrics.CACHED.set(len(self.cache))
@@ -185,5 +198,7 @@ class Refresher:
 
     def close(self) -> None:
         self._unsubscribe()
+        if self.shared is not None:
+            self.shared.close()
         for task in list(self._background):
             task.cancel()

@@ -55,14 +55,16 @@ class Responder:
                     meter),
                 directory),
             policy.algorithms, cache.limit)
-        self.refresher = Refresher(store=store, watch=RegistryWatch(store.conn, arrivals),
+        # The watch's own session on PostgreSQL: its proof runs on a thread of its own.
+        watch_conn = store.reader() if store.dialect == "postgresql" else store.conn
+        self.refresher = Refresher(store=store, watch=RegistryWatch(watch_conn, arrivals),
                                    issuers=issuers, directory=directory,
                                    presigned=self.presigned, cache=cache, clock=clock)
         self._epoch_now = epoch_reader(clock)
 
     async def answer(self, body: bytes, authorization: str | None, *,
                      status_confirmation: bool = False) -> Reply:
-        self.refresher.catch_up()
+        await self.refresher.catch_up_shared()
         return await self.stack.answer(Query(body, authorization, status_confirmation,
                                              self._epoch_now()))
 

@@ -14,6 +14,10 @@ arrive meanwhile are never counted as proven.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from httpapi.arrivals import Arrivals
@@ -56,3 +60,72 @@ class RegistryWatch:
         if rows:
             self.last_seq = rows[-1][0]
         return Changes(tuple(row[1] for row in rows)) if rows else NOTHING
+
+
+class SharedProof:
+    """The same proof for a registry across the network (PostgreSQL), without blocking the
+    event loop on its round trip, and shared by every request it covers.
+
+    A proof covers the requests whose bytes arrived before it was sent. One proof is in flight
+    at a time, on a thread of its own with a session of its own (`RegistryWatch.poll`, whose
+    libpq call releases the GIL); a request waits for the first proof sent after it arrived,
+    joining the one in flight if that one was sent after its arrival, else the next. The
+    loop serves other requests meanwhile. When a proof returns, what it found is applied
+    (`apply`, on the loop) before any request it covers is answered. Without an arrivals
+    count, every request takes a ticket and needs a proof sent after its ticket.
+    """
+
+    def __init__(self, watch: RegistryWatch, apply: Callable[[Changes], None]) -> None:
+        self.watch = watch
+        self.apply = apply
+        self.arrivals = watch.arrivals
+        watch.arrivals = None  # the proof decides what is covered; every poll queries
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-proof")
+        self._inflight: asyncio.Future[None] | None = None
+        self._inflight_from = -1  # the count when the proof in flight was sent
+        self._proved_from = -1  # the count when the last completed proof was sent
+        self._tickets = 0
+
+    def _count(self) -> int:
+        if self.arrivals is not None and self.arrivals.counting:
+            return self.arrivals.count
+        self._tickets += 1
+        return self._tickets
+
+    async def prove(self) -> None:
+        need = self._count()
+        while self._proved_from < need:
+            inflight = self._inflight
+            if inflight is None:
+                inflight = self._send()
+            elif self._inflight_from < need:  # sent before we arrived: not ours
+                with contextlib.suppress(Exception):  # its failure is its requests' to report
+                    await asyncio.shield(inflight)
+                continue
+            await asyncio.shield(inflight)
+
+    def _send(self) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        sent_from = self.arrivals.count if self.arrivals is not None and \
+            self.arrivals.counting else self._tickets
+        future: asyncio.Future[None] = loop.create_future()
+        self._inflight, self._inflight_from = future, sent_from
+
+        def done(task: asyncio.Future[Changes | None]) -> None:
+            self._inflight = None
+            try:
+                found = task.result()
+                if found is not None:
+                    self.apply(found)
+            except BaseException as error:  # the waiters answer an error; the next one retries
+                future.set_exception(error)
+                future.exception()  # retrieved: each waiter re-raises it for its own request
+                return
+            self._proved_from = max(self._proved_from, sent_from)
+            future.set_result(None)
+
+        loop.run_in_executor(self._executor, self.watch.poll).add_done_callback(done)
+        return future
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

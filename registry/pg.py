@@ -314,9 +314,17 @@ class PgStore(Store):
             self._conn.execute("SET synchronous_commit = on")
 
     def query(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
-        with self._conn.raw.cursor(row_factory=dict_row) as cursor:
-            cursor.execute(translate(sql), params or None)
-            return list(cursor.fetchall()) if cursor.description else []
+        """Rows as dicts; a read that met a dropped session is sent again on a new one."""
+        for attempt in (1, 2):
+            raw = self._conn.usable()
+            try:
+                with raw.cursor(row_factory=dict_row) as cursor:
+                    cursor.execute(translate(sql), params or None)
+                    return list(cursor.fetchall()) if cursor.description else []
+            except psycopg.OperationalError:
+                if attempt == 2 or not (raw.broken and _is_read(sql)):
+                    raise
+        raise AssertionError("unreachable")
 
 
 def copy_rows(store: PgStore, table: str, columns: Sequence[str],
