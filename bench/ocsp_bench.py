@@ -88,7 +88,12 @@ def wait_http(url: str, timeout: float = 20) -> None:
 
 
 def parse_wrk(text: str) -> dict[str, float]:
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    """Rate, count, p50/p99 (ms) and errors of one wrk run (wrk --latency output)."""
+    rate_match = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    total = re.search(r"(\d+) requests in", text)
+    if not rate_match or not total:
+        raise RuntimeError(f"unexpected wrk output: {text}")
+    rate = float(rate_match.group(1))
 
     def latency(pct: str) -> float:
         match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
@@ -99,9 +104,10 @@ def parse_wrk(text: str) -> dict[str, float]:
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     sockets = re.search(r"Socket errors: (.*)", text)
-    return {"rps": rate, "p50_ms": latency("50"), "p99_ms": latency("99"),
+    return {"rps": rate, "requests": float(total.group(1)),
+            "p50_ms": latency("50"), "p99_ms": latency("99"),
             "non2xx": float(errors.group(1)) if errors else 0.0,
-            "socket_errors": sockets.group(1) if sockets else ""}  # type: ignore[dict-item]
+            "socket_errors": sockets.group(1).strip() if sockets else ""}  # type: ignore[dict-item]
 
 
 def wrk_cmd(url: str, lua: Path, seconds: int, connections: int) -> list[str]:

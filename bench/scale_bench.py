@@ -28,7 +28,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import resource
 import shutil
 import signal
@@ -49,6 +48,8 @@ from cryptography.x509 import ocsp
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from ocsp_bench import parse_wrk  # noqa: E402  (bench/ is the script's directory)
 
 from ca import authority  # noqa: E402
 from ca.kinds import CertKind  # noqa: E402
@@ -137,27 +138,6 @@ def wait_http(url: str, timeout: float = 60) -> None:
                 return
             time.sleep(0.2)
     raise RuntimeError(f"{url} did not come up")
-
-
-def parse_wrk(text: str) -> dict[str, float]:
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
-    total = re.search(r"(\d+) requests in", text)
-    if not rate or not total:
-        raise RuntimeError(f"unexpected wrk output: {text}")
-
-    def latency(pct: str) -> float:
-        match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-        if not match:
-            return float("nan")
-        value, unit = float(match.group(1)), match.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    sockets = re.search(r"Socket errors: (.*)", text)
-    return {"rps": float(rate.group(1)), "requests": float(total.group(1)),
-            "p50_ms": latency("50"), "p99_ms": latency("99"),
-            "non2xx": float(errors.group(1)) if errors else 0.0,
-            "socket_errors": sockets.group(1).strip() if sockets else ""}  # type: ignore[dict-item]
 
 
 def wrk(port: int, lua: Path, seconds: int, connections: int, offset: int) -> dict[str, float]:

@@ -81,12 +81,14 @@ def tls_context(server: ServerSettings) -> ssl.SSLContext | None:
     return context
 
 
-async def start_metrics(server: ServerSettings) -> web.AppRunner | None:
-    """The metrics listener (server.metrics_listen), or None when it is off."""
+async def start_metrics(server: ServerSettings, app: web.Application | None = None,
+                        what: str = "metrics") -> web.AppRunner | None:
+    """The metrics listener (server.metrics_listen) serving `app` (this process's metrics
+    unless given: `jpki serve --workers` serves every worker's), or None when it is off."""
     address = server.metrics_address()
     if address is None:
         return None
-    runner = web.AppRunner(metrics_app(), access_log=None, handle_signals=False)
+    runner = web.AppRunner(app or metrics_app(), access_log=None, handle_signals=False)
     await runner.setup()
     try:
         await web.TCPSite(runner, *address).start()
@@ -94,7 +96,7 @@ async def start_metrics(server: ServerSettings) -> web.AppRunner | None:
         await runner.cleanup()
         raise ConfigError(f"server.metrics_listen: cannot listen on {server.metrics_listen}:"
                           f" {exc.strerror}") from None
-    log.info("metrics on http://%s/metrics", server.metrics_listen)
+    log.info("%s on http://%s/metrics", what, server.metrics_listen)
     return runner
 
 

@@ -152,23 +152,6 @@ def _metrics_app(seats: Sequence[WorkerSeat]) -> web.Application:
     return app
 
 
-async def _start_metrics(server: ServerSettings,
-                         seats: Sequence[WorkerSeat]) -> web.AppRunner | None:
-    address = server.metrics_address()
-    if address is None:
-        return None
-    runner = web.AppRunner(_metrics_app(seats), access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, *address).start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise ConfigError(f"server.metrics_listen: cannot listen on {server.metrics_listen}:"
-                          f" {exc.strerror}") from None
-    log.info("metrics of every worker on http://%s/metrics", server.metrics_listen)
-    return runner
-
-
 async def _supervise(command: Sequence[str], host: str, port: int, count: int,
                      server: ServerSettings, sockets: Path) -> int:
     seats = [WorkerSeat(index, sockets / f"worker-{index}.sock") for index in range(count)]
@@ -184,7 +167,8 @@ async def _supervise(command: Sequence[str], host: str, port: int, count: int,
             forward_signal(child, signal.SIGHUP)
 
     loop.add_signal_handler(signal.SIGHUP, hang_up)
-    metrics = await _start_metrics(server, seats)
+    metrics = await listeners.start_metrics(server, _metrics_app(seats),
+                                            "metrics of every worker")
     failed = False
     try:
         for seat in seats:
