@@ -43,13 +43,13 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509 import ocsp
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ocsp_bench import parse_wrk  # noqa: E402  (bench/ is the script's directory)
+from ocsp_bench import parse_wrk, raw_sign_rate  # noqa: E402  (bench/ is the script's directory)
 
 from ca import authority  # noqa: E402
 from ca.kinds import CertKind  # noqa: E402
@@ -158,26 +158,6 @@ def request_bodies(ca: x509.Certificate, serials: list[str]) -> tuple[bytes, int
     if any(len(body) != size for body in bodies):
         raise RuntimeError("request bodies differ in length: serials are not all 64-bit")
     return b"".join(bodies), size
-
-
-def raw_sign_rate(seconds: float = 1.0, runs: int = 2) -> float:
-    """RSA-2048 PKCS#1 v1.5 SHA-256 signatures per second on CPU 0 (the daemon's core), best
-    of `runs`: the floor under every uncached answer, measured in the same minute as it."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    data = b"\x30" * 1200
-    affinity = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {0})
-    try:
-        best = 0.0
-        for _ in range(runs):
-            count, started = 0, time.perf_counter()
-            while time.perf_counter() - started < seconds:
-                key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-                count += 1
-            best = max(best, count / (time.perf_counter() - started))
-        return best
-    finally:
-        os.sched_setaffinity(0, affinity)
 
 
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -373,7 +353,10 @@ def measure(engines: list[Engine], opts: argparse.Namespace) -> list[float]:
                                   (f"uncached, {opts.connections} conn", opts.connections)):
             for engine in engines:
                 engine.uncached(name, connections)
-        sign_rate = raw_sign_rate()
+        key_pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption())
+        sign_rate = raw_sign_rate(key_pem, seconds=1.0, runs=2)  # the floor of an uncached answer
         cached = f"cached, {opts.connections} conn"
         for engine in engines:
             engine.figures.sign_rate = sign_rate

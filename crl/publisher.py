@@ -26,7 +26,7 @@ from ca.authority import CAGeneration
 from ca.urls import DELTA_SUFFIX, crl_full_path, crl_partition_path
 from registry import crl_state
 from registry.clock import Clock, epoch
-from registry.datadir import PRIVATE_FILE, make_private_dirs
+from registry.datadir import PRIVATE_FILE, fsync_dir, make_private_dirs
 from registry.errors import Conflict
 from registry.store import Store
 
@@ -75,14 +75,6 @@ class Published:
         return {"kind": self.kind, "generation": self.generation, "partition": self.partition,
                 "number": self.number, "entries": self.entries, "size": self.size,
                 "path": str(self.path)}
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -226,7 +218,7 @@ class Publisher:
         kept.unlink(missing_ok=True)
         os.link(staged.temporary, kept)
         os.replace(staged.temporary, staged.target)
-        _fsync_dir(staged.target.parent)
+        fsync_dir(staged.target.parent)
         size = staged.size
         crl_state.record_published(
             self.store, staged.ca.id, staged.partition, number=staged.number, idp=staged.idp,

@@ -468,20 +468,12 @@ def _make_segment(path: Path, size: int) -> int:
         while written < size:
             written += os.pwrite(fd, block[:min(len(block), size - written)], written)
         os.fsync(fd)
-        _fsync_dir(path.parent)
+        datadir.fsync_dir(path.parent)
     except BaseException:
         os.close(fd)
         path.unlink(missing_ok=True)
         raise
     return fd
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Journal:
@@ -551,7 +543,7 @@ class Journal:
             for path in leftovers:  # every frame is at or below the mark now
                 path.unlink()
             if leftovers:
-                _fsync_dir(self.directory)
+                datadir.fsync_dir(self.directory)
             self._folded = mark
             self._next_seq = mark + 1
             for number in range(self.lane_count):

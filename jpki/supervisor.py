@@ -48,14 +48,11 @@ def supervise(common: Sequence[str], serve_args: Sequence[str], secret_env: Sequ
                  children["serve"].pid)
         failed: str | None = None
         while not stopping:
-            for role, child in children.items():
-                code = child.poll()
-                if code is not None:
-                    failed = role
-                    print(f"jpki run: {role} exited with code {code}; stopping the other"
-                          " process", file=sys.stderr, flush=True)
-                    break
-            if failed:
+            exited = first_exited(children)
+            if exited is not None:
+                failed, code = exited
+                print(f"jpki run: {failed} exited with code {code}; stopping the other"
+                      " process", file=sys.stderr, flush=True)
                 break
             time.sleep(0.2)
         stop_all(children)
@@ -64,6 +61,15 @@ def supervise(common: Sequence[str], serve_args: Sequence[str], secret_env: Sequ
         stop_all(children)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def first_exited(children: dict[str, subprocess.Popen[bytes]]) -> tuple[str, int] | None:
+    """(name, exit code) of a child that has exited, if any: one exit stops them all."""
+    for name, child in children.items():
+        code = child.poll()
+        if code is not None:
+            return name, code
+    return None
 
 
 def forward_signal(child: subprocess.Popen[bytes] | None, signum: int) -> None:

@@ -44,7 +44,7 @@ from prometheus_client.registry import Collector
 
 from jpki import listeners
 from jpki.settings import ServerSettings
-from jpki.supervisor import forward_signal, stop_all
+from jpki.supervisor import first_exited, forward_signal, stop_all
 from registry.errors import ConfigError
 
 log = logging.getLogger("jpki.serve")
@@ -180,14 +180,11 @@ async def _supervise(command: Sequence[str], host: str, port: int, count: int,
                  ", ".join(str(child.pid) for child in children.values()), host, port)
         waiting = set(seats)
         while not stop.is_set():
-            for name, child in children.items():
-                code = child.poll()
-                if code is not None:
-                    failed = True
-                    print(f"jpki serve: {name} (pid {child.pid}) exited with code {code};"
-                          " stopping the other workers", file=sys.stderr, flush=True)
-                    break
-            if failed:
+            exited = first_exited(children)
+            if exited is not None:
+                failed, (name, code) = True, exited
+                print(f"jpki serve: {name} (pid {children[name].pid}) exited with code {code};"
+                      " stopping the other workers", file=sys.stderr, flush=True)
                 break
             if waiting:  # a worker creates its metrics socket once its port is bound
                 waiting = {seat for seat in waiting if not seat.metrics_socket.exists()}

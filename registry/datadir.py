@@ -75,3 +75,13 @@ def prepare(data_dir: Path, registry_name: str) -> Path:
     for suffix in REGISTRY_SUFFIXES:
         refuse_shared(registry.with_name(registry.name + suffix), "the registry")
     return registry
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a new or renamed directory entry durable (a file's own fsync does not cover the
+    entry that names it)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
