@@ -20,9 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fees import journal as fee_journal  # noqa: E402
+from fees import fold as fee_fold  # noqa: E402
 from fees.ledger import Check, LedgerRow, write_batch  # noqa: E402
 from fees.meter import LedgerMeter, OCSPMeter  # noqa: E402
+from fees.metrics import count  # noqa: E402
 from fees.tariff import Price, load_tariff  # noqa: E402
 from registry.store import Store  # noqa: E402
 from registry.verifiers import Verifier  # noqa: E402
@@ -64,10 +65,10 @@ def main() -> int:
                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     per_item("  of which the SQLite INSERT (executemany), per row", time.perf_counter() - began,
              N)
-    # the fold's statement: the same rows, 200 to a multi-row INSERT (fees.journal._insert)
+    # the fold's statement: the same rows, 200 to a multi-row INSERT (fees.fold.insert)
     began = time.perf_counter()
     with store.transaction() as conn:
-        fee_journal._insert(conn, rows)  # noqa: SLF001 - the fold's own statement, measured
+        fee_fold.insert(conn, rows)  # the fold's own statement
     per_item("  the fold's multi-row INSERT (200 rows a statement), per row",
              time.perf_counter() - began, N)
     # 2. status confirmation: the resident lookup and the once-per-year query, per check
@@ -87,7 +88,7 @@ def main() -> int:
     # 3. prometheus labels per entry (the old _count) against one inc per (verifier, type)
     entries = [LedgerRow(check, None, Price("signature-check", 20)) for check in checks]
     began = time.perf_counter()
-    fee_journal.count(entries)
+    count(entries)
     per_item("prometheus .labels().inc() x2 per entry", time.perf_counter() - began, N)
     # 4. flushes: a SQLite commit with synchronous=FULL, and the journal's append + fdatasync
     store.conn.execute("PRAGMA synchronous=FULL")
@@ -109,7 +110,7 @@ def main() -> int:
     print(f"{'journal append + fdatasync, median':<58}"
           f"{statistics.median(append_flush) * 1e3:>9.2f} ms")
     # 5. the new event-loop side: price memo + row + lock + group append, per request
-    meter = LedgerMeter(work / "data", tariff, lanes=1)
+    meter = LedgerMeter(work / "data", tariff)
     ocsp_meter = OCSPMeter(meter)
     bank = Verifier(verifier_id, "bench")
 

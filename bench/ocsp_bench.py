@@ -115,8 +115,29 @@ def wrk_cmd(url: str, lua: Path, seconds: int, connections: int) -> list[str]:
             "--latency", "-s", str(lua), url]
 
 
-def load(url: str, lua: Path, seconds: int, connections: int) -> dict[str, float]:
-    return parse_wrk(run(*wrk_cmd(url, lua, seconds, connections)))
+def load(url: str, lua: Path, seconds: int, connections: int,
+         server: int | None = None) -> dict[str, float]:
+    """One bounded wrk run; with `server` (a process group), also the CPU time the server's
+    processes spent per answer, in µs: a figure other load on the host barely moves."""
+    before = group_cpu_seconds(server) if server else 0.0
+    row = parse_wrk(run(*wrk_cmd(url, lua, seconds, connections)))
+    if server:
+        row["cpu_us"] = (group_cpu_seconds(server) - before) / max(row["requests"], 1) * 1e6
+    return row
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User plus system CPU seconds of every process in process group `pgid` (its threads
+    included), from /proc."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # pgrp; utime and stime follow at 11 and 12
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def keep_best(results: dict[str, dict[str, float]], name: str, row: dict[str, float]) -> None:
@@ -184,6 +205,9 @@ def main() -> int:
     parser.add_argument("--sign-workers", type=int, default=2,
                         help="ocsp.sign_workers of the measured daemon (one per core here)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--only", choices=("all", "metering"), default="all",
+                        help="metering: only the metered and unmetered rows of our daemon "
+                        "(cached and live on core 0), for work on the fee path")
     opts = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ocsp-bench-"))
     data = work / "data"
@@ -292,7 +316,10 @@ def main() -> int:
                                           (BARE_DEADLINE, deadline_url, lua_plain),
                                           (LIVE_ONE_CORE, url, lua_nonce),
                                           (LIVE_METERED, url, lua_nonce_metered)):
-                    row = load(target, lua, opts.seconds, opts.connections)
+                    if opts.only == "metering" and name in (BARE, BARE_DEADLINE):
+                        continue
+                    row = load(target, lua, opts.seconds, opts.connections,
+                               ours.pid if target == url else None)
                     this_round[name] = row
                     keep_best(results, name, paired(row, key_pem) if name == LIVE_ONE_CORE
                               else row)
@@ -305,6 +332,9 @@ def main() -> int:
             for process in (bare, bare_deadline):
                 if process is not None:
                     stop(process)
+        if opts.only == "metering":
+            print_metering(results, rounds)
+            return 0
         # The issue's target is per server *process*: the same daemon once more, free to use
         # both cores (its signing threads sign in parallel, RSA releases the GIL). wrk still
         # runs on core 1, so it shares that core with the server.
@@ -395,14 +425,7 @@ def main() -> int:
         if peer in results:
             ratio = cached / results[peer]["rps"]
             print(f"{label:<36}{ratio:>6.2f}  (target >= {target})")
-    metered = results[METERED]["rps"] / cached
-    print(f"{'metered / unmetered, cached':<36}{metered:>6.2f}  (best of each; target >= 0.9,"
-          f" metered p99 {results[METERED]['p99_ms']:.1f} ms, target < 10)")
-    live_metered = results[LIVE_METERED]["rps"] / results[LIVE_ONE_CORE]["rps"]
-    print(f"{'metered / unmetered, live (core 0)':<36}{live_metered:>6.2f}  (best of each;"
-          " target >= 0.95)")
-    print(f"{'  per round, back to back':<36}"
-          + ", ".join(f"cached {c:.2f} live {v:.2f}" for c, v in rounds))
+    print_metering(results, rounds)
     deadline = results[BARE_DEADLINE]["rps"] / results[BARE]["rps"]
     print(f"{'bare + deadline / bare':<36}{deadline:>6.2f}  (cost of the header deadline)")
     for label, name, what in (
@@ -423,6 +446,23 @@ def main() -> int:
         print(f"{label:<36}{row['ratio']:>6.2f}  ({what}; raw {row['raw']:.0f}/s measured"
               f" right after; {row['rps'] / p384_rate:.2f} against the raw rate above)")
     return 0
+
+
+def print_metering(results: dict[str, dict[str, float]],
+                   rounds: list[tuple[float, float]]) -> None:
+    """The cost of durable metering: metered against unmetered rows of the same daemon."""
+    for name in (CACHED, METERED, LIVE_ONE_CORE, LIVE_METERED):
+        row = results[name]
+        print(f"{name:<30}{row['rps']:>10.0f} req/s  p50 {row['p50_ms']:.2f} ms"
+              f"  p99 {row['p99_ms']:.2f} ms  CPU {row.get('cpu_us', 0):.1f} µs/answer")
+    metered = results[METERED]["rps"] / results[CACHED]["rps"]
+    print(f"{'metered / unmetered, cached':<36}{metered:>6.2f}  (best of each; target >= 0.9,"
+          f" metered p99 {results[METERED]['p99_ms']:.1f} ms, target < 10)")
+    live_metered = results[LIVE_METERED]["rps"] / results[LIVE_ONE_CORE]["rps"]
+    print(f"{'metered / unmetered, live (core 0)':<36}{live_metered:>6.2f}  (best of each;"
+          " target >= 0.95)")
+    print(f"{'  per round, back to back':<36}"
+          + ", ".join(f"cached {c:.2f} live {v:.2f}" for c, v in rounds))
 
 
 def measure_p384(opts: argparse.Namespace, work: Path, data: Path, jpki: list[str],

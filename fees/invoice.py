@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from fees.journal import catch_up
+from fees.fold import catch_up
 from fees.tariff import Tariff, discounted
 from registry import verifiers
 from registry.errors import InvalidInput

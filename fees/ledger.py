@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from fees.journal import catch_up
+from fees.fold import catch_up
 from fees.tariff import Price, Tariff
 from registry import certificates
 from registry.clock import JST, epoch

@@ -1,5 +1,6 @@
 """The meter: checks priced on the event loop, made durable by the fee journal
-(`fees.journal`: group commit in parallel lanes), folded into the ledger in the background.
+(`fees.journal`: group commit, one flush in flight), folded into the ledger in the background
+by a process of its own (`fees.folder`).
 
 Requests hand their checks to `record()` and await it; the answer leaves once its rows are
 durable in the journal, so no response leaves unbilled, and a crash before the commit loses
@@ -15,9 +16,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from fees import journal as fee_journal
-from fees.journal import Journal, Row
+from fees.fold import catch_up
+from fees.frames import Row
+from fees.journal import Journal
 from fees.ledger import Check, LedgerRow, write_batch
+from fees.metrics import count
 from fees.tariff import Price, Tariff
 from registry import tokens, verifiers
 from registry.clock import JST, Clock, epoch
@@ -34,12 +37,13 @@ _MEMO_LIMIT = 4096
 class LedgerMeter:
     """Durable metering for the daemon; `record()` returns once the checks are durable."""
 
-    def __init__(self, data_dir: Path, tariff: Tariff, lanes: int = 4, worker: int = 0,
-                 registry_url: str = "") -> None:
+    def __init__(self, data_dir: Path, tariff: Tariff, worker: int = 0,
+                 registry_url: str = "", fold_nice: int = 19) -> None:
         self.data_dir = data_dir
         self.tariff = tariff
         # each serving worker process writes its own journal (fees/journal.py)
-        self.journal = Journal(data_dir, lanes=lanes, worker=worker, registry_url=registry_url)
+        self.journal = Journal(data_dir, worker=worker, registry_url=registry_url,
+                               fold_nice=fold_nice)
         self._priced: dict[tuple[str, str, datetime], _Priced] = {}
 
     def priced(self, check_type: str, channel: str, at: datetime) -> _Priced:
@@ -93,9 +97,9 @@ class DirectMeter:
         self.tariff = tariff
 
     def record_now(self, checks: Sequence[Check]) -> list[LedgerRow]:
-        fee_journal.catch_up(self.store)  # the once-per-year rule sees every earlier check
+        catch_up(self.store)  # the once-per-year rule sees every earlier check
         entries = write_batch(self.store, self.tariff, checks)
-        fee_journal.count(entries)
+        count(entries)
         return entries
 
 

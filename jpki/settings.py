@@ -139,11 +139,11 @@ class EventsSettings(_Section):
 
 class FeesSettings(_Section):
     tariff_file: Path = REPO_CONFIGS / "tariff.toml"
-    # Fee journal segments flushed in parallel (fees/journal.py): an answer waits for one flush
-    # of its group, and a new group starts flushing while earlier ones are in the device.
-    # Measured under wrk -c64 on one core: 1 or 2 lanes wait longer per group (a lane needs
-    # the GIL back after each flush) than 4 lanes cost in extra flushes.
-    journal_lanes: int = Field(4, ge=1, le=16)
+    # CPU niceness of the fold process (fees/folder.py), which folds the durable fee journal
+    # into the ledger in the background: 19 yields the CPU to answers under a peak (the
+    # backlog waits durably in the journal; invoices and usage fold first, so they stay
+    # exact). Lower it only if the ledger table itself must keep up at saturation.
+    fold_nice: int = Field(19, ge=0, le=19)
 
 
 class LinkageSettings(_Section):

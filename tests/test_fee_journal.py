@@ -29,7 +29,7 @@ from pathlib import Path
 from fees.journal import Journal
 
 data_dir, verifier_id, groups = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-journal = Journal(data_dir, lanes=2, fold_interval=3600, segment_bytes=8192)
+journal = Journal(data_dir, fold_interval=3600, segment_bytes=8192)
 journal.start("status-confirmation-repeat")
 
 async def main() -> None:
@@ -64,7 +64,7 @@ def test_a_killed_writer_leaves_segments_that_fold_exactly_once(context: Context
     assert int(out.stdout) > 4, "the writer should have rotated through several segments"
     assert _ledger(context, verifier_id) == []  # nothing folded by the writer
 
-    journal = Journal(data_dir, lanes=2)
+    journal = Journal(data_dir)
     journal.start("status-confirmation-repeat")
     try:
         rows = _ledger(context, verifier_id)
@@ -92,7 +92,7 @@ def test_frames_of_the_earlier_layout_still_fold(context: Context) -> None:
          "abc", 0, "authentication-check", 10]]}).encode()
     frame = struct.pack("<4sIQI", b"JFB1", len(payload), 1, zlib.crc32(payload)) + payload
     (directory / "000000000001-00-000001.log").write_bytes(frame + bytes(64))
-    journal = Journal(data_dir, lanes=1)
+    journal = Journal(data_dir)
     journal.start("status-confirmation-repeat")
     journal.close()
     assert _ledger(context, verifier_id) == [("abc", 10)]

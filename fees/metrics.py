@@ -1,0 +1,51 @@
+"""The fee metrics of the serving process: counted once per durable group commit (on the
+event loop, when the group's answers are released), not per fold: the fold runs in a process of
+its own (fees/folder.py) whose counters nobody scrapes."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Histogram
+
+if TYPE_CHECKING:
+    from fees.frames import Row
+    from fees.ledger import LedgerRow
+
+CHECKS = Counter("jpki_fee_checks_total", "Metered checks by verifier and check type "
+                 "(every billable answer; the ledger is the record)", ["verifier", "check_type"])
+YEN = Counter("jpki_fee_yen_total", "Yen at the tariff's price of each check by verifier and "
+              "check type, before the status-confirmation once-per-year rule and monthly "
+              "discounts (the invoice is the record)", ["verifier", "check_type"])
+BATCH = Histogram("jpki_fee_commit_batch_size", "Checks per journal flush (group commit: "
+                  "larger under load)", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+FLUSH = Histogram("jpki_fee_journal_flush_seconds", "fdatasync of the journal frames written "
+                  "since the last one: what a metered answer waits for (the device's flush "
+                  "latency; above ~5 ms, metered answers lose throughput at a given "
+                  "concurrency)",
+                  buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128))
+
+
+def count(entries: Sequence[LedgerRow]) -> None:
+    """The metrics of checks written straight to the ledger (direct metering)."""
+    for entry in entries:
+        CHECKS.labels(entry.check.verifier_name, entry.check.check_type).inc()
+        if entry.price.yen:
+            YEN.labels(entry.check.verifier_name, entry.check.check_type).inc(entry.price.yen)
+
+
+def count_rows(rows: Iterable[Row], name_of: dict[int, str]) -> None:
+    """The metrics of journal rows made durable, per (verifier, check type) of the group."""
+    checks: Tally[tuple[int, str]] = Tally()
+    yen: Tally[tuple[int, str]] = Tally()
+    for row in rows:
+        key = (row[3], row[4])
+        checks[key] += 1
+        if row[10]:
+            yen[key] += row[10]
+    for (verifier_id, check_type), n in checks.items():
+        CHECKS.labels(name_of.get(verifier_id, str(verifier_id)), check_type).inc(n)
+    for (verifier_id, check_type), amount in yen.items():
+        YEN.labels(name_of.get(verifier_id, str(verifier_id)), check_type).inc(amount)
