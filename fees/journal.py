@@ -235,6 +235,7 @@ class Journal:
         self._closing = False
         self._failed: JournalFailed | None = None
         self._open = _Group()
+        self._flushing = False  # a frame is with the flush thread
         self._next_seq = 1
         self._waiting: deque[tuple[int, _Group]] = deque()  # written, not yet durable
         self._work: queue.SimpleQueue[_Work] = queue.SimpleQueue()
@@ -315,14 +316,18 @@ class Journal:
         if future is None:
             loop = self._loop = asyncio.get_running_loop()
             future = group.future = loop.create_future()
-            loop.call_soon(self._write_open)  # after every answer of this loop turn
+            if not self._flushing:  # else the group is written when that flush returns
+                loop.call_soon(self._write_open)  # after every answer of this loop turn
         group.rows.extend(rows)
         await future
 
     def _write_open(self) -> None:
         """The open group as the next frame, written in place; the flush thread makes it
-        durable."""
+        durable. One frame per flush: the rows of every answer made while a flush is under
+        way wait for it to return (`_released`), then go as one frame, one `pwrite`."""
         group, self._open = self._open, _Group()
+        if not group.rows:
+            return
         segments = self._segments
         assert segments is not None and group.future is not None
         seq = self._next_seq
@@ -346,6 +351,7 @@ class Journal:
         segments.size += len(frame)
         self._next_seq = seq + 1
         self._waiting.append((seq, group))
+        self._flushing = True
         self._work.put((seq, segments.fd, False))
 
     def _released(self, durable: int, error: BaseException | None) -> None:
@@ -364,10 +370,18 @@ class Journal:
                     future.set_exception(self._failed or error)
             if error is None:
                 released.extend(group.rows)
+        self._flushing = False
         if released:
             BATCH.observe(len(released))
             assert self._store is not None
-            count_rows(released, self._names.cover(self._store, {r[3] for r in released}))
+            count_rows(released, self._names, self._store)
+        if self._open.rows:
+            if error is None:
+                self._write_open()
+            else:  # no flush will come: its answers fail now (tryLater)
+                group, self._open = self._open, _Group()
+                if group.future is not None:
+                    group.future.set_exception(self._failed or error)
 
     # the flush thread
     def _flush_loop(self) -> None:

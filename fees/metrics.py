@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Histogram
 
 if TYPE_CHECKING:
+    from fees.fold import Names
     from fees.frames import Row
     from fees.ledger import LedgerRow
+    from registry.store import Store
 
 CHECKS = Counter("jpki_fee_checks_total", "Metered checks by verifier and check type "
                  "(every billable answer; the ledger is the record)", ["verifier", "check_type"])
@@ -36,16 +39,21 @@ def count(entries: Sequence[LedgerRow]) -> None:
             YEN.labels(entry.check.verifier_name, entry.check.check_type).inc(entry.price.yen)
 
 
-def count_rows(rows: Iterable[Row], name_of: dict[int, str]) -> None:
-    """The metrics of journal rows made durable, per (verifier, check type) of the group."""
-    checks: Tally[tuple[int, str]] = Tally()
-    yen: Tally[tuple[int, str]] = Tally()
-    for row in rows:
-        key = (row[3], row[4])
-        checks[key] += 1
-        if row[10]:
-            yen[key] += row[10]
-    for (verifier_id, check_type), n in checks.items():
-        CHECKS.labels(name_of.get(verifier_id, str(verifier_id)), check_type).inc(n)
-    for (verifier_id, check_type), amount in yen.items():
-        YEN.labels(name_of.get(verifier_id, str(verifier_id)), check_type).inc(amount)
+_BY_ROW = itemgetter(3, 4, 10)  # verifier id, check type, yen
+
+
+def count_rows(rows: Iterable[Row], names: Names, store: Store) -> None:
+    """The metrics of journal rows made durable: one tally in C per flush, then one increment
+    per (verifier, check type, price) of it; the labelled children are kept."""
+    for (verifier_id, check_type, yen), n in Tally(map(_BY_ROW, rows)).items():
+        pair = _CHILDREN.get((verifier_id, check_type))
+        if pair is None:
+            name = names.cover(store, {verifier_id}).get(verifier_id, str(verifier_id))
+            pair = _CHILDREN[(verifier_id, check_type)] = (CHECKS.labels(name, check_type),
+                                                          YEN.labels(name, check_type))
+        pair[0].inc(n)
+        if yen:
+            pair[1].inc(n * yen)
+
+
+_CHILDREN: dict[tuple[int, str], tuple[Counter, Counter]] = {}

@@ -45,7 +45,7 @@ class ServerSettings(_Section):
     tls_key_file: Path | None = None
     # `jpki serve` worker processes sharing the public port (SO_REUSEPORT), each with its own
     # caches and signing pool: the event loop and the GIL bound one process to one core.
-    # 0: one per core (os.cpu_count()). 1: the single process of old, no supervising parent.
+    # 0: one per usable core (the process's CPU affinity). 1: the single process of old, no supervising parent.
     workers: int = Field(0, ge=0, le=256)
 
     @field_validator("public_base_url")
@@ -72,9 +72,10 @@ class ServerSettings(_Section):
 
     def worker_count(self, override: int | None = None) -> int:
         """server.workers (or `override`: `jpki serve --workers`), 0 resolved to the number
-        of cores."""
+        of cores this process may run on (its affinity: `taskset`, a cgroup cpuset), not the
+        host's: two workers pinned to one core only take turns."""
         requested = self.workers if override is None else override
-        return requested or os.cpu_count() or 1
+        return requested or len(os.sched_getaffinity(0)) or 1
 
     def metrics_address(self) -> tuple[str, int] | None:
         """(host, port) of the metrics listener, None when it is off; "[::1]:9108" works."""
