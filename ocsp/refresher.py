@@ -26,6 +26,7 @@ from ocsp.presign import cert_ids_for
 from ocsp.presigned import PresignedSource
 from ocsp.request import CertID
 from ocsp.watch import Changes, RegistryWatch, SharedProof
+from registry.changes import LoopFeed
 from registry.clock import Clock, epoch
 from registry.notify import hub
 from registry.store import Store
@@ -56,8 +57,9 @@ class Refresher:
             loop = None
         self._unsubscribe = hub.subscribe(self._on_change, loop)
         issuers.reload_if_changed()
-        # PostgreSQL: the proof is a network round trip, shared and off the loop.
-        self.shared = SharedProof(watch, self.apply) if store.dialect == "postgresql" else None
+        # PostgreSQL: the proof is a network round trip, shared, and awaited on the loop.
+        self.shared = (SharedProof(watch, LoopFeed(store.url), self.apply)
+                       if store.dialect == "postgresql" else None)
 
     # -- freshness -------------------------------------------------------------------------
     def catch_up(self) -> None:
