@@ -32,10 +32,14 @@ from linkage.service import LinkageService
 from linkage.signed_consent import SignedConsentDesk
 from ocsp import web as ocsp_web
 from ocsp.web import ServingOptions
+from registry.threads import StoreThreads
 from revocation import web as events_web
 
 log = logging.getLogger("jpki.daemon")
 CONTEXT = web.AppKey("context", Context)
+# Threads for the linkage handlers' registry work: each holds a store (on PostgreSQL one of
+# the process's pool, registry/pg.py POOL_SIZE); linkage answers are few next to OCSP's.
+LINKAGE_THREADS = 2
 METER = web.AppKey("meter", LedgerMeter)
 # Roles append checks returning {name: problem}; healthy stays exactly {"status": "ok"}.
 # A failure (a live generation nobody can answer for) is 503; a warning (a CRL that missed its
@@ -99,11 +103,18 @@ def build_app(context: Context, worker: int = 0) -> web.Application:
     linkage = LinkageService(context.store, context.clock,
                              timedelta(minutes=settings.linkage.check_window_minutes),
                              frozenset(settings.linkage.age_thresholds))
-    app.add_routes(linkage_web.routes(context.store, linkage, meter))
+    # the linkage handlers' registry reads and consent recording, off the loop
+    linkage_threads = StoreThreads(context.store.reopen, LINKAGE_THREADS, "linkage")
+    app.add_routes(linkage_web.routes(linkage_threads, linkage, meter))
     desk = SignedConsentDesk(context.store, context.clock,
                              timedelta(minutes=settings.linkage.consent_max_age_minutes))
-    app.add_routes([linkage_web.consent_route(context.store, desk,
+    app.add_routes([linkage_web.consent_route(linkage_threads, desk,
                                               settings.ocsp.read_timeout_seconds)])
+
+    async def close_linkage(app: web.Application) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, linkage_threads.close)
+
+    app.on_cleanup.append(close_linkage)
 
     app[ocsp_web.METER] = OCSPMeter(meter)
     failures, warnings = ocsp_web.setup(app, context.data_dir, context.responder_keys,

@@ -46,6 +46,10 @@ class LinkageService:
         self.check_window = check_window
         self.age_thresholds = age_thresholds
 
+    def on(self, store: Store) -> LinkageService:
+        """The same service reading through `store` (a registry thread's own, linkage/web.py)."""
+        return LinkageService(store, self.clock, self.check_window, self.age_thresholds)
+
     # -- preconditions -------------------------------------------------------------------
 
     def _certificate(self, serial_text: str) -> CertificateRecord:

@@ -222,6 +222,10 @@ class SignedConsentDesk:
         self.clock = clock
         self.max_age = max_age
 
+    def on(self, store: Store) -> SignedConsentDesk:
+        """The same desk recording through `store` (a registry thread's own, linkage/web.py)."""
+        return SignedConsentDesk(store, self.clock, self.max_age)
+
     def verify(self, der: bytes, caller: Verifier) -> SignedConsent:
         signed = _signed_data(der)
         encap = signed["encap_content_info"]

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from fees.ledger import Check, LedgerRow
 from httpapi.body import read_limited
@@ -21,6 +22,7 @@ from linkage.signed_consent import MAX_CMS_BYTES, SignedConsentDesk
 from registry import tokens, verifiers
 from registry.errors import JPKIError
 from registry.store import Store
+from registry.threads import StoreThreads
 from registry.verifiers import Verifier
 
 log = logging.getLogger("jpki.linkage")
@@ -36,14 +38,16 @@ CONSENT_TITLES = {400: "Signed Consent Refused", 403: "Not The Caller", 404: "No
                   409: "Replayed Statement", 413: "Payload Too Large"}
 
 
-def consent_route(store: Store, desk: SignedConsentDesk, read_timeout: float) -> web.RouteDef:
+def consent_route(threads: StoreThreads, desk: SignedConsentDesk,
+                  read_timeout: float) -> web.RouteDef:
     """POST /linkage/v1/consents: the resident's CMS SignedData (DER), posted by the verifier
     it names (README, "Consent signed by the resident"). 201 with what was recorded, or a 4xx
-    problem+json with nothing recorded."""
+    problem+json with nothing recorded. The token check, and the statement's verification and
+    recording, run on the registry threads (their own store each), not on the loop."""
 
     async def handler(request: web.Request) -> web.Response:
-        verifier = verifiers.authenticate(
-            store, tokens.bearer(request.headers.get("Authorization")))
+        token = tokens.bearer(request.headers.get("Authorization"))
+        verifier = await threads.run(lambda store: verifiers.authenticate(store, token))
         if verifier is None:
             return problem(401, TITLES[401], "a verifier Bearer token is required")
         try:
@@ -58,7 +62,7 @@ def consent_route(store: Store, desk: SignedConsentDesk, read_timeout: float) ->
             return problem(413, CONSENT_TITLES[413],
                            f"a signed consent is at most {MAX_CMS_BYTES} bytes of DER")
         try:
-            recorded = desk.submit(body, verifier)
+            recorded = await threads.run(lambda store: desk.on(store).submit(body, verifier))
         except JPKIError as exc:
             status = exc.http_status if exc.http_status in CONSENT_TITLES else 400
             log.info("signed consent refused verifier=%s status=%d field=%s", verifier.name,
@@ -71,21 +75,39 @@ def consent_route(store: Store, desk: SignedConsentDesk, read_timeout: float) ->
     return web.post("/linkage/v1/consents", handler)
 
 
-def routes(store: Store, service: LinkageService, meter: CheckRecorder) -> list[web.RouteDef]:
-    def endpoint(name: str, answer: Callable[[Verifier, web.Request], Answer]
+Question = Callable[[LinkageService, Verifier, str, "MultiMapping[str]"], Answer]
+
+
+def routes(threads: StoreThreads, service: LinkageService,
+           meter: CheckRecorder) -> list[web.RouteDef]:
+    """The linkage answers. The token check, the consent and validity-check preconditions and
+    the answer's reads run in one call on the registry threads (`LinkageService.on` their
+    store); the metering is awaited on the loop, as before."""
+
+    def endpoint(name: str, question: Question
                  ) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def handler(request: web.Request) -> web.Response:
-            verifier = verifiers.authenticate(
-                store, tokens.bearer(request.headers.get("Authorization")))
+        def work(store: Store, token: str | None, serial: str, query: MultiMapping[str]
+                 ) -> tuple[Verifier | None, Answer | JPKIError | None]:
+            verifier = verifiers.authenticate(store, token)
             if verifier is None:
-                return problem(401, TITLES[401], "a verifier Bearer token is required")
+                return None, None
             try:
-                result = answer(verifier, request)
-            except JPKIError as exc:
-                status = exc.http_status if exc.http_status in TITLES else 400
+                return verifier, question(service.on(store), verifier, serial, query)
+            except JPKIError as exc:  # mapped on the loop, below
+                return verifier, exc
+
+        async def handler(request: web.Request) -> web.Response:
+            token = tokens.bearer(request.headers.get("Authorization"))
+            serial, query = request.match_info["serial"], request.query
+            verifier, result = await threads.run(
+                lambda store: work(store, token, serial, query))
+            if verifier is None or result is None:
+                return problem(401, TITLES[401], "a verifier Bearer token is required")
+            if isinstance(result, JPKIError):
+                status = result.http_status if result.http_status in TITLES else 400
                 log.info("linkage %s refused verifier=%s status=%d", name, verifier.name,
                          status)
-                return problem(status, TITLES[status], str(exc), field=exc.field)
+                return problem(status, TITLES[status], str(result), field=result.field)
             await meter.record([Check(verifier.id, verifier.name, result.check_type, "linkage",
                                       result.serial, service.clock())])
             log.info("linkage %s verifier=%s serial=%s", name, verifier.name, result.serial)
@@ -93,21 +115,18 @@ def routes(store: Store, service: LinkageService, meter: CheckRecorder) -> list[
 
         return handler
 
-    def serial(request: web.Request) -> str:
-        return request.match_info["serial"]
-
     return [
         web.get("/linkage/v1/predecessor/{serial}", endpoint(
-            "predecessor", lambda v, r: service.predecessor(
-                v, serial(r), chain=r.query.get("chain") == "all"))),
+            "predecessor", lambda s, v, serial, q: s.predecessor(
+                v, serial, chain=q.get("chain") == "all"))),
         web.get("/linkage/v1/successor/{serial}", endpoint(
-            "successor", lambda v, r: service.successor(v, serial(r)))),
+            "successor", lambda s, v, serial, q: s.successor(v, serial))),
         web.get("/linkage/v1/counterpart/{serial}", endpoint(
-            "counterpart", lambda v, r: service.counterpart(v, serial(r)))),
+            "counterpart", lambda s, v, serial, q: s.counterpart(v, serial))),
         web.get("/linkage/v1/card/{serial}", endpoint(
-            "card", lambda v, r: service.card(v, serial(r)))),
+            "card", lambda s, v, serial, q: s.card(v, serial))),
         web.get("/linkage/v1/latest-facts/{serial}", endpoint(
-            "latest-facts", lambda v, r: service.latest_facts(v, serial(r)))),
+            "latest-facts", lambda s, v, serial, q: s.latest_facts(v, serial))),
         web.get("/linkage/v1/age/{serial}", endpoint(
-            "age", lambda v, r: service.age(v, serial(r), r.query.get("at_least")))),
+            "age", lambda s, v, serial, q: s.age(v, serial, q.get("at_least")))),
     ]

@@ -22,10 +22,11 @@ from ocsp.auth import VerifierDirectory
 from ocsp.cache import PresignedCache
 from ocsp.errors import TryLater
 from ocsp.issuers import IssuerIndex
-from ocsp.presign import cert_ids_for
+from ocsp.presign import cert_ids_for, newest_serials
 from ocsp.presigned import PresignedSource
 from ocsp.request import CertID
 from ocsp.watch import Changes, RegistryWatch, SharedProof
+from registry.changes import LoopFeed
 from registry.clock import Clock, epoch
 from registry.notify import hub
 from registry.store import Store
@@ -45,6 +46,7 @@ class Refresher:
         self.cache = cache
         self.clock = clock
         self._background: set[asyncio.Task[Any]] = set()
+        self.presigning = False  # start-up pre-signing under way (`presign`)
         presigned.on_stale = self.resign_later
         # Revocations commit on worker threads too (POST /registry/events); the cache and the
         # background tasks belong to the serving loop, so the hub hands changes over to it
@@ -56,8 +58,9 @@ class Refresher:
             loop = None
         self._unsubscribe = hub.subscribe(self._on_change, loop)
         issuers.reload_if_changed()
-        # PostgreSQL: the proof is a network round trip, shared and off the loop.
-        self.shared = SharedProof(watch, self.apply) if store.dialect == "postgresql" else None
+        # PostgreSQL: the proof is a network round trip, shared, and awaited on the loop.
+        self.shared = (SharedProof(watch, LoopFeed(store.url), self.apply)
+                       if store.dialect == "postgresql" else None)
 
     # -- freshness -------------------------------------------------------------------------
     def catch_up(self) -> None:
@@ -118,20 +121,28 @@ class Refresher:
             await self.presigned.refill(cert_id, current)
 
     async def presign(self, limit: int, algorithms: tuple[str, ...]) -> int:
-        """Sign ahead of time the answers verifiers will ask for (newest certificates first)."""
-        count = 0
-        for generation in list(self.issuers.issuers):
-            if generation.signer is None:
-                continue
-            for cert_id in cert_ids_for(self.store, generation, algorithms, limit):
-                if self.cache.get(cert_id.der) is not None:
-                    continue
-                try:
-                    await self.presigned.refill(cert_id, generation)
-                except TryLater:
-                    await asyncio.sleep(0.05)
-                count += 1
-        return count
+        """Sign ahead of time the answers verifiers will ask for (newest certificates first).
+
+        The registry read runs on a thread (ocsp/presign.py): at 10 M rows it took seconds,
+        during which the loop answered nothing. `presigning` says it is still under way."""
+        self.presigning = True
+        try:
+            generations = [g for g in self.issuers.issuers if g.signer is not None]
+            newest = await asyncio.to_thread(newest_serials, self.store,
+                                             [g.ca.id for g in generations], limit)
+            count = 0
+            for generation in generations:
+                for cert_id in cert_ids_for(generation, algorithms, newest[generation.ca.id]):
+                    if self.cache.get(cert_id.der) is not None:
+                        continue
+                    try:
+                        await self.presigned.refill(cert_id, generation)
+                    except TryLater:
+                        await asyncio.sleep(0.05)
+                    count += 1
+            return count
+        finally:
+            self.presigning = False
 
     async def resign_for_new_signers(self) -> int:
         """After a responder key rotation: replace answers signed by a superseded key.

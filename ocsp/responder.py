@@ -55,9 +55,9 @@ class Responder:
                     meter),
                 directory),
             policy.algorithms, cache.limit)
-        # The watch's own session on PostgreSQL: its proof runs on a thread of its own.
-        watch_conn = store.reader() if store.dialect == "postgresql" else store.conn
-        self.refresher = Refresher(store=store, watch=RegistryWatch(watch_conn, arrivals),
+        # On PostgreSQL the watch only holds the proof's state; the proof itself has a
+        # session of its own on the loop (ocsp/watch.py `SharedProof`).
+        self.refresher = Refresher(store=store, watch=RegistryWatch(store.conn, arrivals),
                                    issuers=issuers, directory=directory,
                                    presigned=self.presigned, cache=cache, clock=clock)
         self._epoch_now = epoch_reader(clock)

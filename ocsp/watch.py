@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from httpapi.arrivals import Arrivals
 from registry import changes
+from registry.changes import LoopFeed
 from registry.store import Connection
 
 
@@ -67,20 +67,24 @@ class SharedProof:
     event loop on its round trip, and shared by every request it covers.
 
     A proof covers the requests whose bytes arrived before it was sent. One proof is in flight
-    at a time, on a thread of its own with a session of its own (`RegistryWatch.poll`, whose
-    libpq call releases the GIL); a request waits for the first proof sent after it arrived,
-    joining the one in flight if that one was sent after its arrival, else the next. The
-    loop serves other requests meanwhile. When a proof returns, what it found is applied
-    (`apply`, on the loop) before any request it covers is answered. Without an arrivals
-    count, every request takes a ticket and needs a proof sent after its ticket.
+    at a time, on the event loop itself: the snapshot read is a statement prepared once on a
+    session of the proof's own, sent without blocking and answered when its socket is readable
+    (`changes.LoopFeed`, registry/pg_loop.py), so no thread is woken and nothing is parsed per
+    proof. A request waits for the first proof sent after it arrived, joining the one in
+    flight if that one was sent after its arrival, else the next. The loop serves other
+    requests meanwhile. When a proof returns, what it found (the new `state_changes` rows,
+    read on the same session once the snapshot moved) is applied (`apply`) before any request
+    it covers is answered. Without an arrivals count, every request takes a ticket and needs a
+    proof sent after its ticket. A failed proof fails the requests waiting for it (an OCSP
+    internal error, never a stale answer); the next request sends a new one.
     """
 
-    def __init__(self, watch: RegistryWatch, apply: Callable[[Changes], None]) -> None:
-        self.watch = watch
+    def __init__(self, watch: RegistryWatch, feed: LoopFeed,
+                 apply: Callable[[Changes], None]) -> None:
+        self.watch = watch  # the state: the last snapshot and state change seen
+        self.feed = feed
         self.apply = apply
         self.arrivals = watch.arrivals
-        watch.arrivals = None  # the proof decides what is covered; every poll queries
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-proof")
         self._inflight: asyncio.Future[None] | None = None
         self._inflight_from = -1  # the count when the proof in flight was sent
         self._proved_from = -1  # the count when the last completed proof was sent
@@ -105,27 +109,42 @@ class SharedProof:
             await asyncio.shield(inflight)
 
     def _send(self) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
+        """Start a proof. Its snapshot statement is sent in the task's first step, after the
+        count is read: requests counted here arrived before it."""
         sent_from = self.arrivals.count if self.arrivals is not None and \
             self.arrivals.counting else self._tickets
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[None] = asyncio.ensure_future(self._prove(sent_from))
         self._inflight, self._inflight_from = future, sent_from
-
-        def done(task: asyncio.Future[Changes | None]) -> None:
-            self._inflight = None
-            try:
-                found = task.result()
-                if found is not None:
-                    self.apply(found)
-            except BaseException as error:  # the waiters answer an error; the next one retries
-                future.set_exception(error)
-                future.exception()  # retrieved: each waiter re-raises it for its own request
-                return
-            self._proved_from = max(self._proved_from, sent_from)
-            future.set_result(None)
-
-        loop.run_in_executor(self._executor, self.watch.poll).add_done_callback(done)
+        future.add_done_callback(self._retrieved)
         return future
 
+    async def _prove(self, sent_from: int) -> None:
+        try:
+            found = await self._poll()
+            if found is not None:
+                self.apply(found)
+        finally:
+            self._inflight = None
+        self._proved_from = max(self._proved_from, sent_from)
+
+    async def _poll(self) -> Changes | None:
+        watch = self.watch
+        version = await self.feed.data_version()
+        if version == watch.version:
+            return None
+        rows = await self.feed.serials_since(watch.last_seq)
+        watch.version = version  # only once its rows are read: a failed read is read again
+        if rows:
+            watch.last_seq = rows[-1][0]
+        return Changes(tuple(row[1] for row in rows)) if rows else NOTHING
+
+    @staticmethod
+    def _retrieved(future: asyncio.Future[None]) -> None:
+        """Each waiter re-raises a failure for its own request; none is left unretrieved."""
+        if not future.cancelled():
+            future.exception()
+
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._inflight is not None:
+            self._inflight.cancel()
+        self.feed.close()

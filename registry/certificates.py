@@ -254,9 +254,10 @@ def status_under(conn: Connection, ca_id: int, serial: str
     return row
 
 
-def newest_serials(store: Store, ca_id: int, limit: int) -> list[str]:
-    """The serials most recently issued under CA generation `ca_id`, newest first."""
-    rows = store.conn.execute(
+def newest_serials(conn: Connection, ca_id: int, limit: int) -> list[str]:
+    """The serials most recently issued under CA generation `ca_id`, newest first (on a
+    reader's connection: at national scale this read takes seconds, never on a loop)."""
+    rows = conn.execute(
         "SELECT serial FROM certificates WHERE ca_id = ? ORDER BY issued_at DESC LIMIT ?",
         (ca_id, limit),
     ).fetchall()

@@ -53,6 +53,27 @@ def serials_since(conn: Connection, seq: int) -> list[tuple[int, str]]:
     return [(int(row[0]), str(row[1])) for row in conn.execute(_SINCE, (seq,)).fetchall()]
 
 
+class LoopFeed:
+    """The same token and rows on PostgreSQL, read on the event loop (registry/pg_loop.py):
+    for the responder's proof of freshness, sent for every batch of requests."""
+
+    def __init__(self, url: str) -> None:
+        from registry.pg_loop import LoopSession  # psycopg is imported only when it is used
+
+        self.session = LoopSession(url, {"snapshot": _SNAPSHOT, "since": _SINCE})
+
+    async def data_version(self) -> object:
+        rows = await self.session.rows("snapshot")
+        return rows[0][0] or "" if rows else ""
+
+    async def serials_since(self, seq: int) -> list[tuple[int, str]]:
+        return [(int(str(row[0])), str(row[1]))
+                for row in await self.session.rows("since", (str(seq),))]
+
+    def close(self) -> None:
+        self.session.close()
+
+
 class ChangeSignal:
     """Sleep until a state change is committed or `timeout` passes.
 

@@ -237,3 +237,41 @@ def test_a_freshness_proof_covers_exactly_the_requests_that_arrived_before_it(
     finally:
         store.close()
         other.close()
+
+
+@pytest.mark.engines("postgresql")
+async def test_answers_are_served_while_presigning_reads_the_registry(data_dir: Path,
+                                                                      issued: dict) -> None:
+    """At national scale pre-signing's read of the newest certificates sorts millions of rows.
+    Here another session's lock on the table holds that read for as long as the test wants:
+    it waits on its thread, and the loop answers meanwhile (PostgreSQL only: SQLite's WAL
+    readers cannot be held by another connection)."""
+    responder = build(data_dir, data_clock(data_dir))
+    refresher = responder.refresher
+    body = request_for(responder, CertKind.SIGNATURE, issued["signature"]["serial"])
+    assert (await responder.answer(body, None)).cached is not None  # cached before the lock
+    blocker = Store.open(data_dir)
+    raw = blocker.conn.raw
+    try:
+        with raw.transaction():
+            # Should the read block the loop, the server ends this session after 30 s idle
+            # (the lock goes with it) and the test fails instead of waiting forever.
+            raw.execute("SET LOCAL idle_in_transaction_session_timeout = '30s'")
+            raw.execute("LOCK TABLE certificates IN ACCESS EXCLUSIVE MODE")
+            presigning = asyncio.ensure_future(refresher.presign(1000, ("sha1", "sha256")))
+            for _ in range(3000):  # until pre-signing's read waits for the lock
+                await asyncio.sleep(0.01)
+                row = raw.execute("SELECT COUNT(*) FROM pg_locks WHERE NOT granted"
+                                  " AND relation = 'certificates'::regclass").fetchone()
+                if row is not None and row[0]:
+                    break
+            else:
+                raise AssertionError("pre-signing never read the certificates")
+            answer = await responder.answer(body, None)
+            assert answer.outcome == "good"
+            assert refresher.presigning and not presigning.done()  # still reading
+        assert await presigning >= 1  # the lock released: the read ends, answers are signed
+        assert not refresher.presigning
+    finally:
+        blocker.close()
+        await responder.close()
