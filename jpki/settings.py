@@ -45,7 +45,8 @@ class ServerSettings(_Section):
     tls_key_file: Path | None = None
     # `jpki serve` worker processes sharing the public port (SO_REUSEPORT), each with its own
     # caches and signing pool: the event loop and the GIL bound one process to one core.
-    # 0: one per usable core (the process's CPU affinity). 1: the single process of old, no supervising parent.
+    # 0: one per usable core (the process's CPU affinity). 1: the single process of old, no
+    # supervising parent.
     workers: int = Field(0, ge=0, le=256)
 
     @field_validator("public_base_url")
