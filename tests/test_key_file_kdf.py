@@ -27,7 +27,7 @@ DEFAULT_CONFIG = REPO / "configs" / "default.toml"
 # The one deliberate difference besides the KDF costs: test daemons run one process (server
 # workers = 1, not one per core), so that a test's daemon is the process it kills, signals and
 # reads; tests/test_serve_workers.py asks for 2 workers itself.
-DEFAULT_ONLY = ("workers = 0  # 0: one per core (os.cpu_count())",)
+DEFAULT_ONLY = ("workers = 0  # 0: one per usable core (the CPU affinity: taskset, cpusets)",)
 
 
 def test_the_test_configuration_differs_only_in_the_kdf_costs() -> None:
