@@ -1,4 +1,5 @@
-"""The fee journal's segments: preallocated, zero-filled, written in place (fees/journal.py).
+"""The fee journal's segments: preallocated, zero-filled, written in place (fees/journal.py),
+folded in the background by the fold process (fees/folder.py).
 
 A writer killed without closing (`os._exit` in a child process: nothing flushed or folded on
 the way out) leaves several segments, full ones and one whose tail is still zeros; the next
@@ -8,14 +9,17 @@ the earlier layout (JFB1, the verifier's name first) left by an older daemon sti
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
+from fees import frames, progress
 from fees import journal as fee_journal
 from fees.journal import Journal
 from jpki.context import Context
@@ -96,3 +100,49 @@ def test_frames_of_the_earlier_layout_still_fold(context: Context) -> None:
     journal.start("status-confirmation-repeat")
     journal.close()
     assert _ledger(context, verifier_id) == [("abc", 10)]
+
+
+def test_the_fold_process_folds_in_the_background_and_removes_folded_segments(
+        context: Context) -> None:
+    """While the writer runs, its fold process (nice 19) folds every durable frame into the
+    ledger without any reader asking, publishes how far it folded, and removes segments once
+    folded and left behind by the writer; the segment being written stays."""
+    data_dir = context.data_dir
+    jpki(data_dir, "verifier", "add", "bank-bg")
+    verifier_id = context.store.conn.execute(
+        "SELECT id FROM verifiers WHERE name = 'bank-bg'").fetchone()[0]
+    journal = Journal(data_dir, fold_interval=0.05, segment_bytes=8192)
+    journal.start("status-confirmation-repeat")
+    try:
+        async def load() -> None:
+            for start in range(0, 200, 10):
+                await asyncio.gather(*(journal.record(
+                    [(1790000000 + i, "2026-09", 2026, verifier_id, "signature_check", "ocsp",
+                      format(i, "x"), None, 0, "signature-check", 20)] * 5)
+                    for i in range(start, start + 10)))
+
+        asyncio.run(load())
+        directory = fee_journal.journal_dir(data_dir)
+        shared = progress.Progress(directory)
+        try:
+            deadline = time.monotonic() + 30  # bounded: the fold runs every 50 ms
+            while time.monotonic() < deadline and (
+                    len(_ledger(context, verifier_id)) < 1000
+                    or shared.get(progress.FOLDED) < shared.get(progress.DURABLE)):
+                time.sleep(0.05)
+            assert len(_ledger(context, verifier_id)) == 1000
+            assert shared.get(progress.FOLDED) == shared.get(progress.DURABLE) > 0
+            writing = shared.get(progress.WRITING)
+        finally:
+            shared.close()
+        folder = journal._folder  # noqa: SLF001 - the process under test
+        assert folder is not None and folder.poll() is None
+        stat = Path(f"/proc/{folder.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        assert int(stat[16]) == 19, "the fold process yields the CPU to answers (nice 19)"
+        # 1,000 rows do not fit one 8 KiB segment: the earlier ones are folded and gone
+        parts = {frames.segment_part(path) for path in frames.segments(directory)}
+        assert writing in parts
+        assert len(parts) <= 3, parts  # the one written, at most a spare and one not yet swept
+    finally:
+        journal.close()
+    assert len(_ledger(context, verifier_id)) == 1000  # closing folds nothing twice
