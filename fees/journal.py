@@ -5,14 +5,16 @@ Why: a metered answer leaves only after its check is durable (DOMAIN.md, "Fees":
 and metering must cost the answer almost nothing. The design is the one of an append-only log
 with a background flush (as Redis's AOF writes on its loop and syncs in a thread):
 
-- the event loop gathers the rows of every answer of one loop turn into a group and, on the
-  next turn, writes the group as one frame (`fees.frames`, marshal) in place into a
-  preallocated segment: one `pwrite` into the page cache, no thread hand-off;
+- the event loop gathers the rows of every answer made while the previous flush is under
+  way into one group and, when that flush returns, writes the group as one frame
+  (`fees.frames`, marshal) in place into a preallocated segment: one `pwrite` into the page
+  cache, no thread hand-off;
 - one flush thread runs `fdatasync` for everything written since its last flush (a data-only
-  flush: the segment's size and block map never change, see `_make_segment`), publishes the
-  durable sequence number (`fees.progress`), and releases the groups' answers on the loop.
-  One flush in flight: groups written meanwhile share the next flush, so under load a flush
-  covers many answers, and an answer waits at most two flushes;
+  flush: the segment's size and block map never change, see `_make_segment`) and releases
+  the group's answers on the loop, which publishes the durable sequence number
+  (`fees.progress`). One flush in flight: under load a flush covers tens of answers, and an
+  answer waits at most two flushes. (A flush process instead of the thread, answering on a
+  pipe, cost the daemon more: fees/README.md, "Third round");
 - the fold process (`fees.folder`, nice 19 by default) folds durable frames into the ledger
   in order, exactly once, off the serving process: the Python and SQL work per check never
   holds the interpreter lock the event loop needs.
@@ -89,7 +91,7 @@ class JournalBusy(RuntimeError):
     """Another process is writing this fee journal (same data directory, same worker)."""
 
 
-class JournalFailed(RuntimeError):
+class JournalFailed(OSError):
     """A flush of the fee journal failed: metered answers are refused until a restart."""
 
 
