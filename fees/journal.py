@@ -309,6 +309,11 @@ class Journal:
     # the request side (event loop)
     async def record(self, rows: list[Row]) -> None:
         """Queue `rows` for the next frame and wait until they are durable."""
+        await self.submit(rows)
+
+    def submit(self, rows: list[Row]) -> asyncio.Future[None]:
+        """Queue `rows` for the next frame (on the running loop); the future is done once they
+        are durable, shared by every answer of the frame."""
         if self._failed is not None:
             raise self._failed
         if self._closing:
@@ -321,7 +326,7 @@ class Journal:
             if not self._flushing:  # else the group is written when that flush returns
                 loop.call_soon(self._write_open)  # after every answer of this loop turn
         group.rows.extend(rows)
-        await future
+        return future
 
     def _write_open(self) -> None:
         """The open group as the next frame, written in place; the flush thread makes it

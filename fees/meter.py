@@ -11,6 +11,7 @@ status-confirmation once-per-year rule, SQLite inserts and the metrics happen pe
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -64,12 +65,15 @@ class LedgerMeter:
         """Fold what a previous run left in the journal and start the lanes (idempotent)."""
         self.journal.start(self.tariff.repeat_rule_id)
 
-    async def record_rows(self, rows: list[Row]) -> None:
-        if not rows:
-            return
+    def submit_rows(self, rows: list[Row]) -> asyncio.Future[None]:
+        """The rows into the journal's next frame; the future is done once they are durable."""
         if not self.journal.started:
             self.journal.start(self.tariff.repeat_rule_id)
-        await self.journal.record(rows)
+        return self.journal.submit(rows)
+
+    async def record_rows(self, rows: list[Row]) -> None:
+        if rows:
+            await self.submit_rows(rows)
 
     async def record(self, checks: Sequence[Check]) -> list[LedgerRow]:
         """Linkage answers and CRL downloads. The entries carry the price before the
@@ -111,10 +115,10 @@ class OCSPMeter:
         self.ledger = ledger
         self._check_types: dict[str, str] = {}
 
-    async def record(self, verifier: Verifier | None, answered: Sequence[tuple[str, str]],
-                     at: datetime, *, status_confirmation: bool = False) -> None:
-        if verifier is None:
-            return
+    def record(self, verifier: Verifier | None, answered: Sequence[tuple[str, str]],
+               at: datetime, *, status_confirmation: bool = False) -> asyncio.Future[None] | None:
+        if verifier is None or not answered:
+            return None
         flag = int(status_confirmation)
         rows: list[Row] = []
         for kind, serial in answered:
@@ -124,7 +128,7 @@ class OCSPMeter:
             rule_id, yen, epoch_at, month, year = self.ledger.priced(check_type, "ocsp", at)
             rows.append((epoch_at, month, year, verifier.id, check_type, "ocsp", serial, None,
                          flag, rule_id, yen))
-        await self.ledger.record_rows(rows)
+        return self.ledger.submit_rows(rows)
 
 
 class CRLDownloadMeter:

@@ -7,7 +7,7 @@ identified verifier is sent only once its ledger rows are committed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -15,15 +15,20 @@ from registry.verifiers import Verifier
 
 
 class CheckMeter(Protocol):
-    async def record(self, verifier: Verifier | None, answered: Sequence[tuple[str, str]],
-                     at: datetime, *, status_confirmation: bool = False) -> None:
+    def record(self, verifier: Verifier | None, answered: Sequence[tuple[str, str]],
+               at: datetime, *, status_confirmation: bool = False) -> Awaitable[None] | None:
         """The answered CertIDs as (kind, serial); kind is `signature`, `authentication` or
-        `unknown`. Called for every answer, cached ones included."""
+        `unknown`. Called for every answer, cached ones included. Returns what to await
+        before the answer may leave (the checks' durability), or None when nothing was
+        recorded (an anonymous answer).
+
+        A plain call, not a coroutine: on the hot path of every metered answer, each
+        coroutine level is one more frame to create, suspend and resume."""
 
 
 class NoMeter:
     """Nothing is recorded (tests of the responder alone)."""
 
-    async def record(self, verifier: Verifier | None, answered: Sequence[tuple[str, str]],
-                     at: datetime, *, status_confirmation: bool = False) -> None:
+    def record(self, verifier: Verifier | None, answered: Sequence[tuple[str, str]],
+               at: datetime, *, status_confirmation: bool = False) -> Awaitable[None] | None:
         return None

@@ -34,8 +34,10 @@ class MeteringSource:
     async def answer(self, query: Query) -> Reply:
         reply = await self.next.answer(query)
         try:
-            await self.meter.record(query.verifier, reply.metered, self.moment(query.now),
-                                    status_confirmation=query.status_confirmation)
+            durable = self.meter.record(query.verifier, reply.metered, self.moment(query.now),
+                                        status_confirmation=query.status_confirmation)
+            if durable is not None:
+                await durable
         except OSError as exc:
             log.error("OCSP answer withheld: its check could not be made durable (%s)", exc)
             raise TryLater("billing is unavailable") from exc
