@@ -164,14 +164,15 @@ def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Pope
                             env={**os.environ, **(env or {})}, start_new_session=True)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes], grace: float = 10) -> None:
+    """SIGTERM to the process group (a daemon and its children), SIGKILL after `grace` s."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(10)
+            process.wait(grace)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+            process.wait(grace)
 
 
 def raw_sign_rate(key_pem: bytes, seconds: float = 2.0, runs: int = 3) -> float:

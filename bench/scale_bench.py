@@ -30,7 +30,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ from cryptography.x509 import ocsp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ocsp_bench import parse_wrk, raw_sign_rate  # noqa: E402  (bench/ is the script's directory)
+from ocsp_bench import parse_wrk, raw_sign_rate, stop  # noqa: E402  (bench/ is the script's directory)
 
 from ca import authority  # noqa: E402
 from ca.kinds import CertKind  # noqa: E402
@@ -165,16 +164,6 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
                             env=env, start_new_session=True)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(15)
-
-
 def serve_has_workers(jpki: list[str], env: dict[str, str]) -> bool:
     return "--workers" in run(*jpki, "serve", "--help", env=env)
 
@@ -271,7 +260,7 @@ class Engine:
 
     def stop_serving(self) -> None:
         if self.daemon is not None:
-            stop(self.daemon)
+            stop(self.daemon, grace=15)
             self.daemon = None
 
     def uncached(self, name: str, connections: int) -> None:
