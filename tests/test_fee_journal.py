@@ -33,14 +33,16 @@ from pathlib import Path
 from fees.journal import Journal
 
 data_dir, verifier_id, groups = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-journal = Journal(data_dir, fold_interval=3600, segment_bytes=8192)
+journal = Journal(data_dir, fold_interval=3600, segment_bytes=4096)
 journal.start("status-confirmation-repeat")
 
 async def main() -> None:
     async def one(i: int) -> None:
         rows = 3 if i < groups else 300
-        await journal.record([(1790000000 + i, "2026-09", 2026, verifier_id, "signature_check",
-                               "ocsp", format(i, "x"), None, 0, "signature-check", 20)] * rows)
+        # distinct tuples (marshal would write a repeated one as a back-reference)
+        await journal.record([(1790000000 + i * 1000 + k, "2026-09", 2026, verifier_id,
+                               "signature_check", "ocsp", format(i, "x"), None, 0,
+                               "signature-check", 20) for k in range(rows)])
     for start in range(0, groups, 8):  # several groups in flight, one per loop turn
         await asyncio.gather(*(one(i) for i in range(start, start + 8)))
     await one(groups)  # one group larger than a segment: a segment of its own
@@ -117,8 +119,8 @@ def test_the_fold_process_folds_in_the_background_and_removes_folded_segments(
         async def load() -> None:
             for start in range(0, 200, 10):
                 await asyncio.gather(*(journal.record(
-                    [(1790000000 + i, "2026-09", 2026, verifier_id, "signature_check", "ocsp",
-                      format(i, "x"), None, 0, "signature-check", 20)] * 5)
+                    [(1790000000 + i * 10 + k, "2026-09", 2026, verifier_id, "signature_check",
+                      "ocsp", format(i, "x"), None, 0, "signature-check", 20) for k in range(5)])
                     for i in range(start, start + 10)))
 
         asyncio.run(load())
@@ -139,8 +141,10 @@ def test_the_fold_process_folds_in_the_background_and_removes_folded_segments(
         assert folder is not None and folder.poll() is None
         stat = Path(f"/proc/{folder.pid}/stat").read_text().rsplit(")", 1)[1].split()
         assert int(stat[16]) == 19, "the fold process yields the CPU to answers (nice 19)"
-        # 1,000 rows do not fit one 8 KiB segment: the earlier ones are folded and gone
+        # 1,000 rows (~50 KB of frames) took several 8 KiB segments: the earlier ones are
+        # folded and gone
         parts = {frames.segment_part(path) for path in frames.segments(directory)}
+        assert writing > 3, "the writer should have moved through several segments"
         assert writing in parts
         assert len(parts) <= 3, parts  # the one written, at most a spare and one not yet swept
     finally:
