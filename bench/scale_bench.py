@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ from cryptography.x509 import ocsp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ocsp_bench import parse_wrk, raw_sign_rate, stop  # noqa: E402  (bench/ is the script's directory)
+from ocsp_bench import free_port, parse_wrk, raw_sign_rate, stop, wait_http  # noqa: E402  (bench/ is the script's directory)
 
 from ca import authority  # noqa: E402
 from ca.kinds import CertKind  # noqa: E402
@@ -116,27 +115,6 @@ def measured(args: list[str], env: dict[str, str]) -> tuple[str, float, float]:
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {process.returncode}")
     return text, seconds, usage.ru_maxrss / 1024  # Linux: KiB
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except OSError as exc:
-            if getattr(exc, "code", None):
-                return
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def wrk(port: int, lua: Path, seconds: int, connections: int, offset: int) -> dict[str, float]:
@@ -256,7 +234,7 @@ class Engine:
         self.port = free_port()
         self.daemon = start(["taskset", "-c", cpus, *self.jpki, "serve", "--host", "127.0.0.1",
                              "--port", str(self.port), *extra], self.env)
-        wait_http(f"http://127.0.0.1:{self.port}/healthz")
+        wait_http(f"http://127.0.0.1:{self.port}/healthz", timeout=60)  # start-up at 10 M
 
     def stop_serving(self) -> None:
         if self.daemon is not None:
