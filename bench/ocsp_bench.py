@@ -159,6 +159,21 @@ def paired(row: dict[str, float], key_pem: bytes) -> dict[str, float]:
     return {**row, "raw": raw, "ratio": row["rps"] / raw}
 
 
+def bench_config(path: Path, *replacements: tuple[str, str]) -> Path:
+    """configs/default.toml as the benches run it, written to `path`: anonymous requests
+    allowed (the unmetered rows), no metrics listener, the municipality and tariff files by
+    absolute path; then each (old, new) of `replacements`."""
+    configs = REPO / "configs"
+    text = (configs / "default.toml").read_text()
+    for old, new in (("allow_anonymous = false", "allow_anonymous = true"),
+                     ('metrics_listen = "127.0.0.1:9108"', 'metrics_listen = ""'),
+                     ('"municipalities.csv"', f'"{configs / "municipalities.csv"}"'),
+                     ('"tariff.toml"', f'"{configs / "tariff.toml"}"'), *replacements):
+        text = text.replace(old, new, 1)
+    path.write_text(text)
+    return path
+
+
 def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, **(env or {})}, start_new_session=True)
@@ -272,14 +287,8 @@ def main() -> int:
         lua_anonymous.write_text(LUA.format(body=request, auth=""))
         # The same daemon answers anonymous requests too (unmetered: nobody to bill), so the
         # cost of durable metering is the ratio of the two cached rows, measured side by side.
-        config = work / "bench.toml"
-        configs = REPO / "configs"
-        config.write_text((configs / "default.toml").read_text()
-                          .replace("allow_anonymous = false", "allow_anonymous = true")
-                          .replace('metrics_listen = "127.0.0.1:9108"', 'metrics_listen = ""')
-                          .replace("sign_workers = 2", f"sign_workers = {opts.sign_workers}")
-                          .replace('"municipalities.csv"', f'"{configs / "municipalities.csv"}"')
-                          .replace('"tariff.toml"', f'"{configs / "tariff.toml"}"'))
+        config = bench_config(work / "bench.toml",
+                              ("sign_workers = 2", f"sign_workers = {opts.sign_workers}"))
         serve = [str(BIN / "jpki"), "--config", str(config), "--data-dir", str(data),
                  "--log-level", "WARNING", "serve", "--host", "127.0.0.1",
                  "--workers", "1"]  # one server process, as every peer here

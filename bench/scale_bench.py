@@ -47,7 +47,7 @@ from cryptography.x509 import ocsp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ocsp_bench import free_port, parse_wrk, raw_sign_rate, stop, wait_http  # noqa: E402  (bench/ is the script's directory)
+from ocsp_bench import bench_config, free_port, parse_wrk, raw_sign_rate, stop, wait_http  # noqa: E402  (bench/ is the script's directory)
 
 from ca import authority  # noqa: E402
 from ca.kinds import CertKind  # noqa: E402
@@ -55,7 +55,6 @@ from registry import certificates  # noqa: E402
 from registry.store import Store  # noqa: E402
 
 BIN = Path(sys.executable).parent
-CONFIGS = REPO / "configs"
 
 # wrk script: fixed-length request bodies, one after the other, from a start offset (script
 # argument) so that each run asks serials no earlier run asked. -t1: one counter.
@@ -183,16 +182,11 @@ class Engine:
                 durable=True, settings=f"-c shared_buffers={opts.pg_buffers}"
                                        " -c max_wal_size=4GB")
             self.env["JPKI_REGISTRY_URL"] = self.cluster.create_database()
-        config = work / "bench.toml"
-        config.write_text((CONFIGS / "default.toml").read_text()
-                          .replace("allow_anonymous = false", "allow_anonymous = true")
-                          .replace('metrics_listen = "127.0.0.1:9108"', 'metrics_listen = ""')
-                          .replace('"municipalities.csv"', f'"{CONFIGS / "municipalities.csv"}"')
-                          .replace('"tariff.toml"', f'"{CONFIGS / "tariff.toml"}"')
-                          # the bench primes what it measures: no start-up pre-signing of the
-                          # newest certificates competing with the uncached runs for the
-                          # signing threads (its answers would not be uncached ones anyway)
-                          .replace("\n[ocsp]\n", "\n[ocsp]\npresign_limit = 0\n", 1))
+        # the bench primes what it measures: no start-up pre-signing of the newest
+        # certificates competing with the uncached runs for the signing threads (its answers
+        # would not be uncached ones anyway)
+        config = bench_config(work / "bench.toml",
+                              ("\n[ocsp]\n", "\n[ocsp]\npresign_limit = 0\n"))
         assert "presign_limit = 0" in config.read_text()
         self.jpki = [str(BIN / "jpki"), "--config", str(config), "--data-dir", str(self.data),
                      "--log-level", "WARNING"]

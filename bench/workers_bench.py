@@ -23,7 +23,17 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from ocsp_bench import BIN, JPKI, LUA, REPO, free_port, parse_wrk, run, stop, wait_http
+from ocsp_bench import (
+    BIN,
+    JPKI,
+    LUA,
+    bench_config,
+    free_port,
+    parse_wrk,
+    run,
+    stop,
+    wait_http,
+)
 
 PLACEMENTS = {"shared": ["taskset", "-c", "0,1"], "wrk on core 1": ["taskset", "-c", "1"]}
 
@@ -98,13 +108,7 @@ def main() -> int:
         luas["anonymous"].write_text(LUA.format(body=request, auth=""))
         luas["metered"].write_text(LUA.format(
             body=request, auth=f'wrk.headers["Authorization"] = "Bearer {token}"'))
-        config = work / "bench.toml"
-        configs = REPO / "configs"
-        config.write_text((configs / "default.toml").read_text()
-                          .replace("allow_anonymous = false", "allow_anonymous = true")
-                          .replace('metrics_listen = "127.0.0.1:9108"', 'metrics_listen = ""')
-                          .replace('"municipalities.csv"', f'"{configs / "municipalities.csv"}"')
-                          .replace('"tariff.toml"', f'"{configs / "tariff.toml"}"'))
+        config = bench_config(work / "bench.toml")
         serve = [str(BIN / "jpki"), "--config", str(config), "--data-dir", str(data),
                  "--log-level", "WARNING", "serve", "--host", "127.0.0.1"]
         best: dict[tuple[str, str, int], dict[str, float]] = {}
