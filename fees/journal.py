@@ -9,12 +9,13 @@ with a background flush (as Redis's AOF writes on its loop and syncs in a thread
   way into one group and, when that flush returns, writes the group as one frame
   (`fees.frames`, marshal) in place into a preallocated segment: one `pwrite` into the page
   cache, no thread hand-off;
-- one flush thread runs `fdatasync` for everything written since its last flush (a data-only
-  flush: the segment's size and block map never change, see `_make_segment`) and releases
-  the group's answers on the loop, which publishes the durable sequence number
-  (`fees.progress`). One flush in flight: under load a flush covers tens of answers, and an
-  answer waits at most two flushes. (A flush process instead of the thread, answering on a
-  pipe, cost the daemon more: fees/README.md, "Third round");
+- the kernel runs `fdatasync` for everything written since the last flush (a data-only
+  flush: the segment's size and block map never change, see `_make_segment`) through Linux
+  AIO, and the loop releases the group's answers when the eventfd says it is done; where AIO
+  is missing, a flush thread does it (`fees.flush`). The durable sequence number is then
+  published (`fees.progress`). One flush in flight: under load a flush covers tens of answers,
+  and an answer waits at most two flushes. (A flush process answering on a pipe cost the
+  daemon more: fees/README.md, "Third round");
 - the fold process (`fees.folder`, nice 19 by default) folds durable frames into the ledger
   in order, exactly once, off the serving process: the Python and SQL work per check never
   holds the interpreter lock the event loop needs.
@@ -43,22 +44,20 @@ for data that is gone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import logging
 import os
-import queue
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import Gauge
 
 from fees import frames, progress
+from fees.flush import Flusher, open_flusher
 from fees.fold import (
     DIR_NAME,
     Names,
@@ -71,7 +70,7 @@ from fees.fold import (
     journal_key,
 )
 from fees.frames import Row, segment_name, segment_part
-from fees.metrics import BATCH, FLUSH, count_rows
+from fees.metrics import BATCH, count_rows
 from registry import datadir
 from registry.store import URL_ENV, Store
 
@@ -214,17 +213,12 @@ class _Segments:
             self.fd = -1
 
 
-# What the loop hands the flush thread: (sequence number, descriptor written, retired), or
-# None to stop. A retired descriptor is closed by the thread after its last flush.
-_Work = tuple[int, int, bool] | None
-
-
 class Journal:
     """The daemon's fee journal: `await record(rows)` returns once the rows are durable."""
 
     def __init__(self, data_dir: Path, fold_interval: float = 0.2,
                  segment_bytes: int = SEGMENT_BYTES, worker: int = 0,
-                 registry_url: str = "", fold_nice: int = 19) -> None:
+                 registry_url: str = "", fold_nice: int = 19, flush: str = "aio") -> None:
         self.data_dir = data_dir
         self.worker = worker  # the serving worker whose journal this is (server.workers)
         self.registry_url = registry_url
@@ -232,17 +226,18 @@ class Journal:
         self.fold_interval = fold_interval
         self.fold_nice = fold_nice
         self.segment_bytes = segment_bytes
+        self.flush_mode = flush  # fees.journal_flush: "aio" (a thread where unavailable)
         self.repeat_rule_id = ""
         self.started = False
         self._closing = False
         self._failed: JournalFailed | None = None
         self._open = _Group()
-        self._flushing = False  # a frame is with the flush thread
+        self._flushing = False  # a frame is being flushed
         self._next_seq = 1
         self._waiting: deque[tuple[int, _Group]] = deque()  # written, not yet durable
-        self._work: queue.SimpleQueue[_Work] = queue.SimpleQueue()
+        self._retired: list[int] = []  # segments left since the last flush: synced, closed
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._flusher: threading.Thread | None = None
+        self._flusher: Flusher | None = None
         self._segments: _Segments | None = None
         self._progress: progress.Progress | None = None
         self._folder: subprocess.Popen[bytes] | None = None
@@ -287,9 +282,9 @@ class Journal:
         self._segments = _Segments(self.directory, self._next_seq, self.segment_bytes,
                                    self._progress)
         self._segments.start()
-        self._flusher = threading.Thread(target=self._flush_loop, name="fee-flush",
-                                         daemon=True)
-        self._flusher.start()
+        self._flusher = open_flusher(self.flush_mode, self._publish, self._released)
+        log.info("fee journal %s: flushed by %s", self.directory.name,
+                 "Linux AIO on the event loop" if self._flusher.name == "aio" else "a thread")
         self._folder = self._spawn_folder()
         key = journal_key(self.data_dir, self.worker)
         shared = self._progress
@@ -342,7 +337,7 @@ class Journal:
         try:
             retired = segments.room_for(len(frame))
             if retired is not None:
-                self._work.put((0, retired, True))
+                self._retired.append(retired)
             if os.pwrite(segments.fd, frame, segments.size) != len(frame):
                 raise OSError(f"{self.directory}: short write to the fee journal")
         except OSError as exc:  # this group's answers fail; the next frame starts a segment
@@ -351,7 +346,7 @@ class Journal:
             try:
                 retired = segments.open_next(0)
                 if retired is not None:
-                    self._work.put((0, retired, True))
+                    self._retired.append(retired)
             except OSError:
                 log.exception("fee journal: cannot start a new segment")
             return
@@ -359,7 +354,14 @@ class Journal:
         self._next_seq = seq + 1
         self._waiting.append((seq, group))
         self._flushing = True
-        self._work.put((seq, segments.fd, False))
+        retired_fds, self._retired = self._retired, []
+        assert self._flusher is not None and self._loop is not None
+        self._flusher.flush(self._loop, seq, segments.fd, retired_fds)
+
+    def _publish(self, durable: int) -> None:
+        """After a flush, where it completed: the fold process may fold up to `durable`."""
+        if self._progress is not None:
+            self._progress.set(progress.DURABLE, durable)
 
     def _released(self, durable: int, error: BaseException | None) -> None:
         """On the loop: the answers of every group up to `durable` may leave."""
@@ -390,64 +392,23 @@ class Journal:
                 if group.future is not None:
                     group.future.set_exception(self._failed or error)
 
-    # the flush thread
-    def _flush_loop(self) -> None:
-        failed = False
-        while True:
-            item = self._work.get()
-            batch = [item]
-            while True:  # everything written meanwhile shares this flush
-                try:
-                    batch.append(self._work.get_nowait())
-                except queue.Empty:
-                    break
-            stop = None in batch
-            work = [w for w in batch if w is not None]
-            durable = max((w[0] for w in work), default=0)
-            error: BaseException | None = None
-            if work and not failed:
-                began = time.perf_counter()
-                try:
-                    for fd in dict.fromkeys(w[1] for w in work):
-                        os.fdatasync(fd)
-                except OSError as exc:
-                    log.critical("fee journal: fdatasync failed: %s", exc)
-                    error, failed = exc, True
-                FLUSH.observe(time.perf_counter() - began)
-                if durable and error is None and self._progress is not None:
-                    self._progress.set(progress.DURABLE, durable)
-            elif failed:
-                error = JournalFailed("an earlier flush of the fee journal failed")
-            for _seq, fd, retired in work:
-                if retired:
-                    os.close(fd)
-            if durable or error is not None:
-                self._call_loop(self._released, durable if error is None else 1 << 62, error)
-            if stop:
-                return
-
-    def _call_loop(self, callback: Callable[[int, BaseException | None], None], durable: int,
-                   error: BaseException | None) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        with contextlib.suppress(RuntimeError):  # a closed loop (shutdown): nobody waits
-            loop.call_soon_threadsafe(callback, durable, error)
-
     def close(self) -> None:
         """Flush what is written, fold it (the fold process's last run), stop."""
         if not self.started or self._closing:
             self._closing = True
             return
-        self._closing = True
-        if self._open.rows and self._loop is not None and not self._loop.is_closed():
-            try:  # a group opened in the last loop turn (its requests are being cancelled)
-                self._write_open()
+        loop = self._loop
+        if loop is not None and loop.is_running() and not _runs_on(loop):
+            try:  # the loop writes what is left and sees its last flush return
+                asyncio.run_coroutine_threadsafe(self._drain(), loop).result(timeout=30)
             except Exception:
-                log.exception("fee journal: the last group could not be written")
-        self._work.put(None)
+                log.exception("fee journal: the last flush did not return; the next start"
+                              " folds what was written")
+        self._closing = True
         assert self._flusher is not None and self._segments is not None
-        self._flusher.join(timeout=30)
+        self._flusher.close()
+        for fd in self._retired:
+            os.close(fd)
         self._segments.close()
         folder = self._folder
         if folder is not None and folder.stdin is not None:
@@ -467,3 +428,22 @@ class Journal:
         if self._store is not None:
             self._store.close()
         os.close(self._lock_fd)
+
+    async def _drain(self) -> None:
+        """On the loop, at close: no new rows; write the group opened in the last loop turns
+        (its requests are being cancelled), wait for the flushes, stop watching."""
+        self._closing = True
+        if self._open.rows and not self._flushing and self._failed is None:
+            self._write_open()
+        deadline = time.monotonic() + 30  # bounded: a flush takes milliseconds
+        while (self._waiting or self._flushing) and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        assert self._flusher is not None
+        self._flusher.detach()
+
+
+def _runs_on(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

@@ -39,12 +39,13 @@ class LedgerMeter:
     """Durable metering for the daemon; `record()` returns once the checks are durable."""
 
     def __init__(self, data_dir: Path, tariff: Tariff, worker: int = 0,
-                 registry_url: str = "", fold_nice: int = 19) -> None:
+                 registry_url: str = "", fold_nice: int = 19,
+                 journal_flush: str = "aio") -> None:
         self.data_dir = data_dir
         self.tariff = tariff
         # each serving worker process writes its own journal (fees/journal.py)
         self.journal = Journal(data_dir, worker=worker, registry_url=registry_url,
-                               fold_nice=fold_nice)
+                               fold_nice=fold_nice, flush=journal_flush)
         self._priced: dict[tuple[str, str, datetime], _Priced] = {}
 
     def priced(self, check_type: str, channel: str, at: datetime) -> _Priced:

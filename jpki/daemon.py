@@ -87,7 +87,8 @@ def build_app(context: Context, worker: int = 0) -> web.Application:
                      settings.ocsp.read_timeout_seconds, url)
 
     # one fee journal per serving worker: each holds its journal's lock (fees/journal.py)
-    meter = LedgerMeter(context.data_dir, context.tariff, worker, url, settings.fees.fold_nice)
+    meter = LedgerMeter(context.data_dir, context.tariff, worker, url, settings.fees.fold_nice,
+                        settings.fees.journal_flush)
     app[METER] = meter
 
     async def start_meter(app: web.Application) -> None:

@@ -144,8 +144,13 @@ class FeesSettings(_Section):
     # CPU niceness of the fold process (fees/folder.py), which folds the durable fee journal
     # into the ledger in the background: 19 yields the CPU to answers under a peak (the
     # backlog waits durably in the journal; invoices and usage fold first, so they stay
-    # exact). Lower it only if the ledger table itself must keep up at saturation.
+    # exact); 19 also puts it in the idle scheduling class (SCHED_IDLE). Lower it only if
+    # the ledger table itself must keep up at saturation.
     fold_nice: int = Field(19, ge=0, le=19)
+    # How the fee journal is made durable (fees/flush.py): "aio" has the kernel run each
+    # fdatasync (Linux AIO) and completes it on the event loop, falling back to a thread where
+    # the system lacks it; "thread" always uses a flush thread (more CPU per flush).
+    journal_flush: Literal["aio", "thread"] = "aio"
 
 
 class LinkageSettings(_Section):

@@ -141,6 +141,7 @@ def test_the_fold_process_folds_in_the_background_and_removes_folded_segments(
         assert folder is not None and folder.poll() is None
         stat = Path(f"/proc/{folder.pid}/stat").read_text().rsplit(")", 1)[1].split()
         assert int(stat[16]) == 19, "the fold process yields the CPU to answers (nice 19)"
+        assert os.sched_getscheduler(folder.pid) == os.SCHED_IDLE  # only on idle CPU time
         # 1,000 rows (~50 KB of frames) took several 8 KiB segments: the earlier ones are
         # folded and gone
         parts = {frames.segment_part(path) for path in frames.segments(directory)}
