@@ -152,18 +152,32 @@ class _Aio:
         if numbers is None or not hasattr(os, "eventfd"):
             raise OSError(f"Linux AIO is not wired for {platform.system()} "
                           f"{platform.machine()}")
-        self._setup, self._destroy, self._getevents, self._submit = numbers
+        setup, self._destroy, getevents, submit = numbers
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._libc.syscall.restype = ctypes.c_long
-        self._ctx = ctypes.c_ulong(0)
-        self._call(self._setup, ctypes.c_uint(_MAX_EVENTS), ctypes.byref(self._ctx))
+        context = ctypes.c_ulong(0)
+        self._call(setup, ctypes.c_uint(_MAX_EVENTS), ctypes.byref(context))
+        self._ctx = ctypes.c_ulong(context.value)
         self.eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        # built once: a flush is two system calls, not a round of ctypes allocations
         self._iocbs = (_IOCB * _MAX_EVENTS)()
+        self._pointers = (ctypes.POINTER(_IOCB) * _MAX_EVENTS)()
+        for i in range(_MAX_EVENTS):
+            iocb = self._iocbs[i]
+            iocb.aio_data, iocb.aio_lio_opcode = i, _IOCB_CMD_FDSYNC
+            iocb.aio_flags, iocb.aio_resfd = _IOCB_FLAG_RESFD, self.eventfd
+            self._pointers[i] = ctypes.pointer(iocb)
         self._events = (_Event * _MAX_EVENTS)()
-        self._now = _Timespec(0, 0)
+        self._submit = ctypes.c_long(submit)
+        self._getevents = ctypes.c_long(getevents)
+        self._counts = [ctypes.c_long(n) for n in range(_MAX_EVENTS + 1)]
+        self._now = ctypes.byref(_Timespec(0, 0))
 
     def _call(self, number: int, *args: object) -> int:
-        result = int(self._libc.syscall(ctypes.c_long(number), *args))
+        return self._checked(int(self._libc.syscall(ctypes.c_long(number), *args)))
+
+    @staticmethod
+    def _checked(result: int) -> int:
         if result < 0:
             err = ctypes.get_errno()
             raise OSError(err, f"Linux AIO: {os.strerror(err)}")
@@ -171,23 +185,20 @@ class _Aio:
 
     def submit_fdsync(self, fds: Sequence[int]) -> int:
         """Queue an `fdatasync` of each descriptor; the number queued (from the first)."""
-        pointers = (ctypes.POINTER(_IOCB) * len(fds))()
         for i, fd in enumerate(fds):
-            iocb = self._iocbs[i]
-            ctypes.memset(ctypes.byref(iocb), 0, ctypes.sizeof(_IOCB))
-            iocb.aio_data, iocb.aio_fildes = i, fd
-            iocb.aio_lio_opcode = _IOCB_CMD_FDSYNC
-            iocb.aio_flags, iocb.aio_resfd = _IOCB_FLAG_RESFD, self.eventfd
-            pointers[i] = ctypes.pointer(iocb)
-        return self._call(self._submit, self._ctx, ctypes.c_long(len(fds)), pointers)
+            self._iocbs[i].aio_fildes = fd
+        return self._checked(self._libc.syscall(self._submit, self._ctx,
+                                                self._counts[len(fds)], self._pointers))
 
     def reap(self, wait_for: int = 0, timeout: float = 0.0) -> list[int]:
         """The results (0 or -errno) of completed requests; waits for `wait_for` of them."""
-        limit = _Timespec(int(timeout), int(timeout % 1 * 1e9))
-        done = self._call(self._getevents, self._ctx, ctypes.c_long(wait_for),
-                          ctypes.c_long(_MAX_EVENTS), self._events,
-                          ctypes.byref(limit if wait_for else self._now))
-        return [int(self._events[i].res) for i in range(done)]
+        limit = ctypes.byref(_Timespec(int(timeout), int(timeout % 1 * 1e9))) if wait_for \
+            else self._now
+        done = self._checked(self._libc.syscall(self._getevents, self._ctx,
+                                                self._counts[wait_for],
+                                                self._counts[_MAX_EVENTS], self._events, limit))
+        events = self._events
+        return [events[i].res for i in range(done)]
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -226,7 +237,7 @@ class AioFlush:
                                                        "failed"))
             return
         self._watch(loop)
-        fds = list(dict.fromkeys((*retired, fd)))
+        fds = list(dict.fromkeys((*retired, fd))) if retired else [fd]
         self._began = time.perf_counter()
         try:
             queued = self._aio.submit_fdsync(fds)
@@ -260,9 +271,9 @@ class AioFlush:
             os.eventfd_read(self._aio.eventfd)
         except BlockingIOError:
             return
-        self._account(self._aio.reap())
+        self._account(self._aio.reap(), on_loop=True)
 
-    def _account(self, results: list[int]) -> None:
+    def _account(self, results: list[int], on_loop: bool = False) -> None:
         for result in results:
             self._pending -= 1
             if result < 0 and self._error is None:
@@ -279,7 +290,10 @@ class AioFlush:
         for old in self._retired:
             os.close(old)
         self._retired = ()
-        _deliver(self._loop, self._release, self._seq, error)
+        if on_loop:
+            self._release(self._seq, error)
+        else:
+            _deliver(self._loop, self._release, self._seq, error)
 
     def detach(self) -> None:
         """On the loop, before `close()` from another thread: stop watching the eventfd."""
