@@ -34,7 +34,7 @@ def test_each_flusher_releases_answers_once_durable_and_folds_each_once(
     jpki(data_dir, "verifier", "add", f"bank-{mode}")
     verifier_id = context.store.conn.execute(
         "SELECT id FROM verifiers WHERE name = ?", (f"bank-{mode}",)).fetchone()[0]
-    journal = Journal(data_dir, fold_interval=3600, segment_bytes=8192, flush=mode)
+    journal = Journal(data_dir, fold_interval=3600, segment_bytes=2048, flush=mode)
     journal.start("status-confirmation-repeat")
     try:
         assert journal._flusher is not None  # noqa: SLF001 - the flusher under test
@@ -50,7 +50,7 @@ def test_each_flusher_releases_answers_once_durable_and_folds_each_once(
             durable_seen.append(shared.get(progress.DURABLE))
 
         async def load() -> None:
-            for start in range(0, 600, 30):  # many flushes, across several 8 KiB segments
+            for start in range(0, 600, 30):  # many flushes, across several 2 KiB segments
                 await asyncio.gather(*(one(i) for i in range(start, start + 30)))
 
         asyncio.run(load())
