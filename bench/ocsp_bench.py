@@ -237,6 +237,9 @@ def main() -> int:
     parser.add_argument("--sign-workers", type=int, default=2,
                         help="ocsp.sign_workers of the measured daemon (one per core here)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--journal-flush", choices=("aio", "thread"), default="aio",
+                        help="fees.journal_flush of the daemon: how the fee journal's"
+                        " fdatasync runs (fees/flush.py)")
     parser.add_argument("--only", choices=("all", "metering"), default="all",
                         help="metering: only the metered and unmetered rows of our daemon "
                         "(cached and live on core 0), for work on the fee path")
@@ -300,7 +303,8 @@ def main() -> int:
         # The same daemon answers anonymous requests too (unmetered: nobody to bill), so the
         # cost of durable metering is the ratio of the two cached rows, measured side by side.
         config = bench_config(work / "bench.toml",
-                              ("sign_workers = 2", f"sign_workers = {opts.sign_workers}"))
+                              ("sign_workers = 2", f"sign_workers = {opts.sign_workers}"),
+                              ('journal_flush = "aio"', f'journal_flush = "{opts.journal_flush}"'))
         serve = [str(BIN / "jpki"), "--config", str(config), "--data-dir", str(data),
                  "--log-level", "WARNING", "serve", "--host", "127.0.0.1",
                  "--workers", "1"]  # one server process, as every peer here
