@@ -12,7 +12,13 @@ directory's filesystem (a scratch directory next to this checkout unless given o
 - O_DIRECT|O_DSYNC: the same, aligned 4 KiB, bypassing the page cache;
 - lanes: 1, 2 and 4 threads flushing in place concurrently, each its own file: per-flush
   latency and flushes per second, to see whether concurrent flushes on one filesystem overlap
-  or queue behind each other in its journal.
+  or queue behind each other in its journal;
+- the journal's two writers (fees/flush.py) as the daemon runs them, one write at a time on a
+  real event loop pinned to CPU 0: `DirectWrite` (direct I/O, RWF_DSYNC, Linux AIO) and
+  `ThreadFlush` (page cache, fdatasync on a thread). Printed: the busy time of CPU 0 (the
+  serving core, whoever ran there: the process, kernel workers) and of the other CPUs per
+  write, from /proc/stat over 20 times the flush count. That is what a metered answer's
+  share of a flush costs the core that serves it.
 
 Usage: .venv/bin/python bench/journal_flush_costs.py [directory] [flushes per case]
 """
@@ -28,6 +34,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from fees.flush import DirectWrite, Flusher, ThreadFlush  # noqa: E402
 
 FRAME = 2048           # a group of ~20 rows, the size seen at wrk -c64
 SEGMENT = 16 << 20     # the journal's segment size
@@ -57,6 +67,64 @@ def _timed(count: int, step: Callable[[int], None]) -> list[float]:
         step(i)
         out.append(time.perf_counter() - began)
     return out
+
+
+def _busy_seconds() -> list[float]:
+    """Busy (not idle, not I/O wait) seconds of each CPU, from /proc/stat."""
+    hertz = os.sysconf("SC_CLK_TCK")
+    busy = []
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu") and line[3].isdigit():
+            ticks = [int(field) for field in line.split()[1:]]
+            busy.append((sum(ticks) - ticks[3] - ticks[4]) / hertz)
+    return busy
+
+
+def _writer_costs(work: Path, name: str,
+                  make: Callable[[Callable[[int], None], Callable[[int, BaseException | None],
+                                                                   None]], Flusher],
+                  count: int) -> None:
+    """`count` frames committed one after the other through `make()`'s writer on a loop."""
+    import asyncio
+
+    os.close(_zero_file(work / "writer.log", SEGMENT))
+    frame = os.urandom(FRAME)
+    direct: list[bool] = []
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+
+        def release(_seq: int, error: BaseException | None) -> None:
+            assert error is None, error
+            done.set()
+
+        flusher = make(lambda _seq: None, release)
+        direct.append(flusher.direct)
+        fd = os.open(work / "writer.log", os.O_RDWR | (os.O_DIRECT if flusher.direct else 0))
+        try:
+            for i in range(count):
+                flusher.commit(loop, i + 1, fd, (i * FRAME) % (SEGMENT - FRAME), frame, [])
+                await done.wait()
+                done.clear()
+        finally:
+            flusher.detach()
+            flusher.close()
+            os.close(fd)
+
+    os.sched_setaffinity(0, {0})
+    try:
+        began, wall = _busy_seconds(), time.perf_counter()
+        asyncio.run(run())
+        wall = time.perf_counter() - wall
+        ended = _busy_seconds()
+    finally:
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        (work / "writer.log").unlink()
+    core0 = (ended[0] - began[0]) / count * 1e6
+    others = sum(e - b for e, b in zip(ended[1:], began[1:], strict=True)) / count * 1e6
+    print(f"{name:<44} {wall / count * 1e6:7.1f} µs a write; busy per write: CPU 0"
+          f" {core0:5.1f} µs, other CPUs {others:5.1f} µs")
 
 
 def main() -> int:
@@ -112,6 +180,15 @@ def main() -> int:
                      [s for r in results for s in r], wall)
             for fd in fds:
                 os.close(fd)
+
+        try:
+            _writer_costs(work, "DirectWrite (AIO, O_DIRECT, RWF_DSYNC)",
+                          lambda publish, release: DirectWrite(publish, release, work),
+                          count * 20)
+        except OSError as exc:
+            print(f"DirectWrite: not available here ({exc})")
+        _writer_costs(work, "ThreadFlush (pwrite, fdatasync on a thread)", ThreadFlush,
+                      count * 20)
     finally:
         for path in work.iterdir():
             path.unlink()

@@ -1,24 +1,23 @@
-"""The fee journal: durable group commit of priced checks, written by the event loop, flushed
-by one thread, folded into the ledger by a process of its own.
+"""The fee journal: durable group commit of priced checks, written by the event loop through
+the kernel, folded into the ledger by a process of its own.
 
 Why: a metered answer leaves only after its check is durable (DOMAIN.md, "Fees": zero loss),
-and metering must cost the answer almost nothing. The design is the one of an append-only log
-with a background flush (as Redis's AOF writes on its loop and syncs in a thread):
+and metering must cost the answer almost nothing. The design is the one of a database's
+write-ahead log with group commit:
 
-- the event loop gathers the rows of every answer made while the previous flush is under
-  way into one group and, when that flush returns, writes the group as one frame
-  (`fees.frames`, marshal) in place into a preallocated segment: one `pwrite` into the page
-  cache, no thread hand-off;
-- the kernel runs `fdatasync` for everything written since the last flush (a data-only
-  flush: the segment's size and block map never change, see `_make_segment`) through Linux
-  AIO, and the loop releases the group's answers when the eventfd says it is done; where AIO
-  is missing, a flush thread does it (`fees.flush`). The durable sequence number is then
-  published (`fees.progress`). One flush in flight: under load a flush covers tens of answers,
-  and an answer waits at most two flushes. (A flush process answering on a pipe cost the
-  daemon more: fees/README.md, "Third round");
-- the fold process (`fees.folder`, nice 19 by default) folds durable frames into the ledger
-  in order, exactly once, off the serving process: the Python and SQL work per check never
-  holds the interpreter lock the event loop needs.
+- the event loop gathers the rows of every answer made while the previous write is under
+  way into one group and, when that write returns, hands the group as one frame
+  (`fees.frames`, marshal) to the writer (`fees.flush`), which puts it in place into a
+  preallocated segment: by default one asynchronous direct write with `RWF_DSYNC` (Linux
+  AIO), completed on the loop through an eventfd, with no thread hand-off; where the system
+  lacks it, a `pwrite` into the page cache and an `fdatasync` on a thread. Either way a
+  data-only flush: the segment's size and block map never change, see `_make_segment`. The
+  durable sequence number is then published (`fees.progress`). One write in flight: under
+  load a write covers tens of answers, and an answer waits at most two writes. (A flush
+  process answering on a pipe cost the daemon more: fees/README.md, "Third round");
+- the fold process (`fees.folder`, nice 19 and the idle scheduling class by default) folds
+  durable frames into the ledger in order, exactly once, off the serving process: the Python
+  and SQL work per check never holds the interpreter lock the event loop needs.
 
 The metrics (checks and yen per verifier and check type) are counted on the loop when a
 group's answers are released.
@@ -57,7 +56,7 @@ from pathlib import Path
 from prometheus_client import Gauge
 
 from fees import frames, progress
-from fees.flush import Flusher, open_flusher
+from fees.flush import BLOCK, Flusher, open_flusher
 from fees.fold import (
     DIR_NAME,
     Names,
@@ -104,12 +103,15 @@ class _Group:
         self.future: asyncio.Future[None] | None = None
 
 
-def _make_segment(path: Path, size: int) -> int:
+def _make_segment(path: Path, size: int, direct: bool = False) -> int:
     """A new segment of `size` zero bytes, durable with its name before any frame counts on
-    it (the data, the size and the directory entry); returns a descriptor open for writing.
+    it (the data, the size and the directory entry); returns a descriptor open for writing,
+    with `O_DIRECT` if `direct` (its size then rounded up to whole blocks, `fees.flush`).
 
     Zero-filled rather than fallocated: writing into unwritten extents converts them, a
     metadata change that every `fdatasync` would then commit (bench/journal_flush_costs.py)."""
+    if direct:
+        size = -(-size // BLOCK) * BLOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, datadir.PRIVATE_FILE)
     try:
         block = bytes(1 << 20)
@@ -118,6 +120,9 @@ def _make_segment(path: Path, size: int) -> int:
             written += os.pwrite(fd, block[:min(len(block), size - written)], written)
         os.fsync(fd)
         datadir.fsync_dir(path.parent)
+        if direct:  # the zeros are durable; frames go past the page cache from here
+            written_fd, fd = fd, os.open(path, os.O_RDWR | os.O_DIRECT)
+            os.close(written_fd)
     except BaseException:
         os.close(fd)
         path.unlink(missing_ok=True)
@@ -129,8 +134,9 @@ class _Segments:
     """The segment being written (by the loop) and the next one, made ahead by a thread."""
 
     def __init__(self, directory: Path, run: int, segment_bytes: int,
-                 shared: progress.Progress) -> None:
+                 shared: progress.Progress, direct: bool = False) -> None:
         self.directory = directory
+        self.direct = direct
         self.shared = shared
         self.run = run
         self.segment_bytes = segment_bytes
@@ -162,7 +168,7 @@ class _Segments:
                 return
             path = self._next_name()
             try:
-                fd = _make_segment(path, self.segment_bytes)
+                fd = _make_segment(path, self.segment_bytes, self.direct)
             except OSError:  # the loop makes it itself when it needs it
                 log.exception("fee journal: cannot prepare the next segment")
                 continue
@@ -190,7 +196,7 @@ class _Segments:
         if spare is None:  # a burst outran the maker, or a group larger than a segment
             size = max(self.segment_bytes, frame_bytes)
             path = self._next_name()
-            spare = (path, _make_segment(path, size))
+            spare = (path, _make_segment(path, size, self.direct))
             self.capacity = size
         else:
             self.capacity = self.segment_bytes
@@ -279,12 +285,14 @@ class Journal:
         self._progress = progress.Progress(self.directory, create=True)
         self._progress.set(progress.DURABLE, mark)
         self._progress.set(progress.FOLDED, mark)
+        self._flusher = open_flusher(self.flush_mode, self._publish, self._released,
+                                     self.directory)
+        log.info("fee journal %s: %s", self.directory.name,
+                 "durable direct writes by Linux AIO, completed on the event loop"
+                 if self._flusher.direct else "page-cache writes, fdatasync on a thread")
         self._segments = _Segments(self.directory, self._next_seq, self.segment_bytes,
-                                   self._progress)
+                                   self._progress, self._flusher.direct)
         self._segments.start()
-        self._flusher = open_flusher(self.flush_mode, self._publish, self._released)
-        log.info("fee journal %s: flushed by %s", self.directory.name,
-                 "Linux AIO on the event loop" if self._flusher.name == "aio" else "a thread")
         self._folder = self._spawn_folder()
         key = journal_key(self.data_dir, self.worker)
         shared = self._progress
@@ -324,9 +332,9 @@ class Journal:
         return future
 
     def _write_open(self) -> None:
-        """The open group as the next frame, written in place; the flush thread makes it
-        durable. One frame per flush: the rows of every answer made while a flush is under
-        way wait for it to return (`_released`), then go as one frame, one `pwrite`."""
+        """The open group as the next frame, handed to the writer (`fees.flush`), which makes
+        it durable in place. One frame per write: the rows of every answer made while a write
+        is under way wait for it to return (`_released`), then go as one frame."""
         group, self._open = self._open, _Group()
         if not group.rows:
             return
@@ -338,8 +346,10 @@ class Journal:
             retired = segments.room_for(len(frame))
             if retired is not None:
                 self._retired.append(retired)
-            if os.pwrite(segments.fd, frame, segments.size) != len(frame):
-                raise OSError(f"{self.directory}: short write to the fee journal")
+            assert self._flusher is not None and self._loop is not None
+            retired_fds, self._retired = self._retired, []
+            self._flusher.commit(self._loop, seq, segments.fd, segments.size, frame,
+                                 retired_fds)
         except OSError as exc:  # this group's answers fail; the next frame starts a segment
             log.exception("fee journal: writing %d checks failed", len(group.rows))
             group.future.set_exception(exc)
@@ -354,9 +364,6 @@ class Journal:
         self._next_seq = seq + 1
         self._waiting.append((seq, group))
         self._flushing = True
-        retired_fds, self._retired = self._retired, []
-        assert self._flusher is not None and self._loop is not None
-        self._flusher.flush(self._loop, seq, segments.fd, retired_fds)
 
     def _publish(self, durable: int) -> None:
         """After a flush, where it completed: the fold process may fold up to `durable`."""

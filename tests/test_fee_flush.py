@@ -1,9 +1,10 @@
-"""How the fee journal is made durable (fees/flush.py): Linux AIO completed on the event loop,
-or a flush thread, on real files of the test's data directory.
+"""How the fee journal's frames are made durable (fees/flush.py): direct writes with
+RWF_DSYNC by Linux AIO, completed on the event loop, or page-cache writes flushed by a thread,
+on real files and the real kernel.
 
-Either way a flush releases its answers only after `fdatasync` returned, publishes the
-durable sequence number for the fold process first, and a flush the kernel refuses fails its
-answers and every later one (no retry after a flush error) instead of releasing them.
+Either way a write releases its answers only once durable, publishes the durable sequence
+number for the fold process first, and a write or flush the kernel refuses fails its answers
+instead of releasing them.
 """
 
 from __future__ import annotations
@@ -11,12 +12,21 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from fees import progress
-from fees.flush import AioFlush, ThreadFlush, open_flusher
+from fees.flush import (
+    BLOCK,
+    DirectWrite,
+    Flusher,
+    Publish,
+    Release,
+    ThreadFlush,
+    open_flusher,
+)
 from fees.journal import Journal, JournalFailed
 from jpki.context import Context
 from tests.helpers import jpki
@@ -62,17 +72,15 @@ def test_each_flusher_releases_answers_once_durable_and_folds_each_once(
     assert _ledger_count(context, verifier_id) == 600
 
 
-def test_a_flush_the_kernel_refuses_fails_its_answers_and_all_later_ones(
-        tmp_path: Path) -> None:
-    """A pipe has no fsync: Linux AIO refuses it at submission, the flush falls back to the
-    thread, whose fdatasync fails too; the answers get the error, nothing is published, and
-    the next flush of a good file fails as well (the kernel may have dropped pages)."""
+def _run_commits(flusher_of: Callable[[Publish, Release], Flusher],
+                 commits: list[tuple[int, int, int, bytes, list[int]]],
+                 ) -> tuple[list[int], list[tuple[int, BaseException | None]]]:
+    """Each (seq, fd, offset, frame, retired) committed in turn on a real loop, waiting for
+    its release; (published, released)."""
     published: list[int] = []
     released: list[tuple[int, BaseException | None]] = []
-    read_end, write_end = os.pipe()
-    good = os.open(tmp_path / "segment", os.O_RDWR | os.O_CREAT, 0o600)
 
-    async def flushes() -> None:
+    async def run() -> None:
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
 
@@ -80,29 +88,88 @@ def test_a_flush_the_kernel_refuses_fails_its_answers_and_all_later_ones(
             released.append((seq, error))
             done.set()
 
-        flusher = open_flusher("aio", published.append, release)
-        assert isinstance(flusher, AioFlush)
+        flusher = flusher_of(published.append, release)
         try:
-            flusher.flush(loop, 1, write_end, ())
-            await asyncio.wait_for(done.wait(), 10)
-            done.clear()
-            os.pwrite(good, b"frame", 0)
-            flusher.flush(loop, 2, good, ())
-            await asyncio.wait_for(done.wait(), 10)
+            for seq, fd, offset, frame, retired in commits:
+                flusher.commit(loop, seq, fd, offset, frame, retired)
+                await asyncio.wait_for(done.wait(), 10)
+                done.clear()
         finally:
             flusher.detach()
             flusher.close()
 
+    asyncio.run(run())
+    return published, released
+
+
+def test_direct_writes_put_each_frame_in_place_across_block_boundaries(
+        tmp_path: Path) -> None:
+    """Direct I/O writes whole 4 KiB blocks: each frame goes with the bytes written before it
+    in its first block, rewritten unchanged, and zeros after it. Read back through the page
+    cache (as the fold process reads), the segment is the frames end to end, then zeros."""
+    path = tmp_path / "segment.log"
+    path.write_bytes(bytes(3 * BLOCK))
+    fd = os.open(path, os.O_RDWR | os.O_DIRECT)
+    frames = [bytes([65 + i]) * size for i, size in enumerate((100, 3000, 1500, 4096, 7, 1))]
+    offsets = [sum(len(f) for f in frames[:i]) for i in range(len(frames))]
     try:
-        asyncio.run(flushes())
+        published, released = _run_commits(
+            lambda publish, release: DirectWrite(publish, release, tmp_path),
+            [(i + 1, fd, offset, frame, []) for i, (offset, frame)
+             in enumerate(zip(offsets, frames, strict=True))])
+    finally:
+        os.close(fd)
+    assert published == [1, 2, 3, 4, 5, 6]
+    assert released == [(seq, None) for seq in published]
+    written = b"".join(frames)
+    assert path.read_bytes() == written + bytes(3 * BLOCK - len(written))
+
+
+def test_a_write_the_kernel_refuses_is_an_error_and_publishes_nothing(tmp_path: Path) -> None:
+    """A descriptor the kernel will not write fails at submission, whatever the mode (a
+    read-only one for direct I/O, a pipe for a positioned write): the journal then fails
+    that group's answers (tryLater) and nothing is published. The thread's flushes of a good
+    file go on."""
+    path = tmp_path / "segment.log"
+    path.write_bytes(bytes(BLOCK))
+    read_only = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        with pytest.raises(OSError) as refused:
+            _run_commits(lambda publish, release: DirectWrite(publish, release, tmp_path),
+                         [(1, read_only, 0, b"frame", [])])
+    finally:
+        os.close(read_only)
+    assert refused.value.errno == errno.EBADF
+
+    read_end, write_end = os.pipe()
+    good = os.open(tmp_path / "good.log", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        with pytest.raises(OSError):  # a pipe takes no positioned write: nothing queued
+            _run_commits(ThreadFlush, [(1, write_end, 0, b"frame", [])])
+        published, released = _run_commits(
+            ThreadFlush, [(1, good, 0, b"one", []), (2, good, 3, b"two", [])])
     finally:
         for fd in (read_end, write_end, good):
             os.close(fd)
-    assert published == []
-    assert [seq for seq, _error in released] == [1, 2]
-    first, second = released[0][1], released[1][1]
-    assert isinstance(first, OSError) and first.errno == errno.EINVAL
-    assert isinstance(second, OSError) and "earlier flush" in str(second)
+    assert published == [1, 2] and [error for _seq, error in released] == [None, None]
+
+
+def test_without_direct_io_the_journal_flushes_with_a_thread(tmp_path: Path) -> None:
+    """The start-up probe (one durable direct write in the journal's directory) fails where
+    the directory cannot take it; the journal then writes through the page cache and flushes
+    with a thread, and says so."""
+    flusher = open_flusher("aio", lambda _seq: None, lambda _seq, _error: None,
+                           tmp_path / "missing")
+    try:
+        assert isinstance(flusher, ThreadFlush) and not flusher.direct
+    finally:
+        flusher.close()
+    flusher = open_flusher("aio", lambda _seq: None, lambda _seq, _error: None, tmp_path)
+    try:
+        assert isinstance(flusher, DirectWrite) and flusher.direct
+        assert list(tmp_path.iterdir()) == []  # the probe's scratch file is gone
+    finally:
+        flusher.close()
 
 
 def test_a_failed_flush_stops_metering_with_a_clear_error(context: Context) -> None:
@@ -130,35 +197,19 @@ def test_a_failed_flush_stops_metering_with_a_clear_error(context: Context) -> N
     assert isinstance(refused, JournalFailed) and "restart the daemon" in str(refused)
 
 
-def test_thread_flush_closes_retired_segments(tmp_path: Path) -> None:
-    """A segment left behind is synced with the next flush, then closed by the flusher."""
-    old = os.open(tmp_path / "old", os.O_RDWR | os.O_CREAT, 0o600)
-    new = os.open(tmp_path / "new", os.O_RDWR | os.O_CREAT, 0o600)
-    released: list[int] = []
-
-    async def flush() -> None:
-        loop = asyncio.get_running_loop()
-        done = asyncio.Event()
-
-        def release(seq: int, error: BaseException | None) -> None:
-            assert error is None
-            released.append(seq)
-            done.set()
-
-        for flusher in (ThreadFlush(lambda _seq: None, release),
-                        open_flusher("aio", lambda _seq: None, release)):
-            retired = os.dup(old)
-            flusher.flush(loop, len(released) + 1, new, [retired])
-            await asyncio.wait_for(done.wait(), 10)
-            done.clear()
-            flusher.detach()
-            flusher.close()
+def test_retired_segments_are_closed_at_the_next_commit(tmp_path: Path) -> None:
+    """A segment left behind (its frames durable: each commit made its own frame durable) is
+    closed by the next commit, in both modes."""
+    for flusher_of, flags in (
+            (lambda publish, release: DirectWrite(publish, release, tmp_path), os.O_DIRECT),
+            (ThreadFlush, 0)):
+        path = tmp_path / "new.log"
+        path.write_bytes(bytes(BLOCK))
+        new = os.open(path, os.O_RDWR | flags)
+        retired = os.open(tmp_path / "new.log", os.O_RDONLY)
+        try:
+            _run_commits(flusher_of, [(1, new, 0, b"frame", [retired])])
             with pytest.raises(OSError):
-                os.fstat(retired)  # closed by the flusher
-
-    try:
-        asyncio.run(flush())
-    finally:
-        os.close(old)
-        os.close(new)
-    assert released == [1, 2]
+                os.fstat(retired)  # closed by the commit
+        finally:
+            os.close(new)
