@@ -40,12 +40,14 @@ class LedgerMeter:
 
     def __init__(self, data_dir: Path, tariff: Tariff, worker: int = 0,
                  registry_url: str = "", fold_nice: int = 19,
-                 journal_flush: str = "aio") -> None:
+                 journal_flush: str = "aio", commit_delay: float = 0.0015,
+                 commit_siblings: int = 16) -> None:
         self.data_dir = data_dir
         self.tariff = tariff
         # each serving worker process writes its own journal (fees/journal.py)
         self.journal = Journal(data_dir, worker=worker, registry_url=registry_url,
-                               fold_nice=fold_nice, flush=journal_flush)
+                               fold_nice=fold_nice, flush=journal_flush,
+                               commit_delay=commit_delay, commit_siblings=commit_siblings)
         self._priced: dict[tuple[str, str, datetime], _Priced] = {}
 
     def priced(self, check_type: str, channel: str, at: datetime) -> _Priced:

@@ -87,8 +87,10 @@ def build_app(context: Context, worker: int = 0) -> web.Application:
                      settings.ocsp.read_timeout_seconds, url)
 
     # one fee journal per serving worker: each holds its journal's lock (fees/journal.py)
-    meter = LedgerMeter(context.data_dir, context.tariff, worker, url, settings.fees.fold_nice,
-                        settings.fees.journal_flush)
+    fee_settings = settings.fees
+    meter = LedgerMeter(context.data_dir, context.tariff, worker, url, fee_settings.fold_nice,
+                        fee_settings.journal_flush, fee_settings.commit_delay_ms / 1000,
+                        fee_settings.commit_siblings)
     app[METER] = meter
 
     async def start_meter(app: web.Application) -> None:

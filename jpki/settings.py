@@ -147,10 +147,18 @@ class FeesSettings(_Section):
     # exact); 19 also puts it in the idle scheduling class (SCHED_IDLE). Lower it only if
     # the ledger table itself must keep up at saturation.
     fold_nice: int = Field(19, ge=0, le=19)
-    # How the fee journal is made durable (fees/flush.py): "aio" has the kernel run each
-    # fdatasync (Linux AIO) and completes it on the event loop, falling back to a thread where
-    # the system lacks it; "thread" always uses a flush thread (more CPU per flush).
+    # How the fee journal's frames are made durable (fees/flush.py): "aio" has the kernel
+    # write each one with direct I/O and RWF_DSYNC (Linux AIO), completed on the event loop,
+    # and falls back to "thread" where a start-up probe finds it refused; "thread" writes
+    # through the page cache and runs fdatasync on a thread (more CPU per write).
     journal_flush: Literal["aio", "thread"] = "aio"
+    # Group commit under load (fees/journal.py, like PostgreSQL's commit_delay and
+    # commit_siblings): after a journal write that carried at least commit_siblings metered
+    # answers, the next write starts no sooner than commit_delay_ms after it did, so it
+    # carries more answers and the serving core pays for fewer writes. Lighter load is never
+    # delayed. 0 turns it off.
+    commit_delay_ms: float = Field(1.5, ge=0, le=20)
+    commit_siblings: int = Field(16, ge=1, le=100000)
 
 
 class LinkageSettings(_Section):

@@ -27,6 +27,7 @@ from fees.flush import (
     ThreadFlush,
     open_flusher,
 )
+from fees.frames import Row
 from fees.journal import Journal, JournalFailed
 from jpki.context import Context
 from tests.helpers import jpki
@@ -177,9 +178,12 @@ def test_a_failed_flush_stops_metering_with_a_clear_error(context: Context) -> N
     into JournalFailed, an OSError that OCSP answers as tryLater, for every later record
     until a restart. The report is handed to the journal's release path directly: this host's
     disk does not fail on demand."""
+    jpki(context.data_dir, "verifier", "add", "bank-failed")
+    verifier_id = context.store.conn.execute(
+        "SELECT id FROM verifiers WHERE name = 'bank-failed'").fetchone()[0]
     journal = Journal(context.data_dir, fold_interval=3600)
     journal.start("status-confirmation-repeat")
-    row = (1790000000, "2026-09", 2026, 1, "signature_check", "ocsp", "ab", None, 0,
+    row = (1790000000, "2026-09", 2026, verifier_id, "signature_check", "ocsp", "ab", None, 0,
            "signature-check", 20)
     try:
         async def record_after_failure() -> BaseException | None:
@@ -213,3 +217,46 @@ def test_retired_segments_are_closed_at_the_next_commit(tmp_path: Path) -> None:
                 os.fstat(retired)  # closed by the commit
         finally:
             os.close(new)
+
+
+@pytest.mark.parametrize(("siblings", "frames_expected"), [(5, "two"), (50, "several")])
+def test_under_load_the_next_write_waits_for_the_commit_delay(
+        context: Context, siblings: int, frames_expected: str) -> None:
+    """Answers made while a write is under way go as the next write. If that write carried at
+    least `commit_siblings` answers, the next starts no sooner than `commit_delay` after it,
+    so the answers of every burst made meanwhile go as one frame (two frames for six bursts).
+    After a smaller write nothing waits: the bursts go as several frames."""
+    jpki(context.data_dir, "verifier", "add", f"bank-delay-{siblings}")
+    verifier_id = context.store.conn.execute(
+        "SELECT id FROM verifiers WHERE name = ?", (f"bank-delay-{siblings}",)).fetchone()[0]
+    journal = Journal(context.data_dir, fold_interval=3600, commit_delay=1.0,
+                      commit_siblings=siblings)
+    journal.start("status-confirmation-repeat")
+    first_seq = journal._next_seq  # noqa: SLF001 - frames are counted by sequence number
+
+    def rows(burst: int) -> list[Row]:
+        return [(1790000000 + burst * 10 + i, "2026-09", 2026, verifier_id, "signature_check",
+                 "ocsp",
+                 format(burst * 10 + i, "x"), None, 0, "signature-check", 20)
+                for i in range(10)]
+
+    async def bursts() -> None:
+        waiting = [journal.submit(rows(0))]  # the first write, at the end of this loop turn
+        await asyncio.sleep(0)  # that turn ran: the first write is under way
+        waiting.append(journal.submit(rows(1)))
+        for burst in range(2, 6):
+            await asyncio.sleep(0.05)
+            waiting.append(journal.submit(rows(burst)))
+        await asyncio.gather(*waiting)
+
+    try:
+        asyncio.run(bursts())
+        frames = journal._next_seq - first_seq  # noqa: SLF001
+    finally:
+        journal.close()
+    if frames_expected == "two":
+        assert frames == 2
+    else:
+        assert frames >= 3
+    assert int(context.store.conn.execute(  # every answer folded once, at close
+        "SELECT count(*) FROM ledger WHERE verifier_id = ?", (verifier_id,)).fetchone()[0]) == 60
