@@ -25,6 +25,7 @@ Usage: .venv/bin/python bench/journal_flush_costs.py [directory] [flushes per ca
 
 from __future__ import annotations
 
+import asyncio
 import mmap
 import os
 import statistics
@@ -85,8 +86,6 @@ def _writer_costs(work: Path, name: str,
                                                                    None]], Flusher],
                   count: int) -> None:
     """`count` frames committed one after the other through `make()`'s writer on a loop."""
-    import asyncio
-
     os.close(_zero_file(work / "writer.log", SEGMENT))
     frame = os.urandom(FRAME)
     direct: list[bool] = []

@@ -24,10 +24,11 @@ YEN = Counter("jpki_fee_yen_total", "Yen at the tariff's price of each check by 
               "discounts (the invoice is the record)", ["verifier", "check_type"])
 BATCH = Histogram("jpki_fee_commit_batch_size", "Checks per journal flush (group commit: "
                   "larger under load)", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
-FLUSH = Histogram("jpki_fee_journal_flush_seconds", "fdatasync of the journal frames written "
-                  "since the last one: what a metered answer waits for (the device's flush "
-                  "latency; above ~5 ms, metered answers lose throughput at a given "
-                  "concurrency)",
+FLUSH = Histogram("jpki_fee_journal_flush_seconds", "A durable write of the fee journal, from"
+                  " its start to its completion seen by the event loop (a direct write with "
+                  "RWF_DSYNC, or an fdatasync on the flush thread): what a metered answer "
+                  "waits for; above ~5 ms, metered answers lose throughput at a given "
+                  "concurrency",
                   buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128))
 
 
