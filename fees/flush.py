@@ -54,7 +54,6 @@ log = logging.getLogger("jpki.fees")
 
 Publish = Callable[[int], None]
 Release = Callable[[int, "BaseException | None"], None]
-MODES = ("aio", "thread")
 
 
 class Flusher(Protocol):
@@ -141,7 +140,7 @@ _IOCB_FLAG_RESFD = 1
 BLOCK = 4096  # direct I/O offsets, lengths and buffers: a multiple of any logical block size
 # io_setup, io_destroy, io_getevents, io_submit
 _SYSCALLS = {"x86_64": (206, 207, 208, 209), "aarch64": (0, 1, 4, 2)}
-_MAX_EVENTS = 8
+_MAX_EVENTS = 8  # the context's capacity: the journal has one write in flight
 
 
 class _IOCB(ctypes.Structure):
@@ -177,19 +176,15 @@ class _Aio:
         self._call(setup, ctypes.c_uint(_MAX_EVENTS), ctypes.byref(context))
         self._ctx = ctypes.c_ulong(context.value)
         self.eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        # built once: a flush is two system calls, not a round of ctypes allocations
-        self._iocbs = (_IOCB * _MAX_EVENTS)()
-        self._pointers = (ctypes.POINTER(_IOCB) * _MAX_EVENTS)()
-        for i in range(_MAX_EVENTS):
-            iocb = self._iocbs[i]
-            iocb.aio_data, iocb.aio_lio_opcode = i, _IOCB_CMD_PWRITE
-            iocb.aio_rw_flags = os.RWF_DSYNC
-            iocb.aio_flags, iocb.aio_resfd = _IOCB_FLAG_RESFD, self.eventfd
-            self._pointers[i] = ctypes.pointer(iocb)
+        # built once: a write is two system calls, not a round of ctypes allocations
+        self._iocb = _IOCB(aio_lio_opcode=_IOCB_CMD_PWRITE, aio_rw_flags=os.RWF_DSYNC,
+                           aio_flags=_IOCB_FLAG_RESFD, aio_resfd=self.eventfd)
+        self._request = (ctypes.POINTER(_IOCB) * 1)(ctypes.pointer(self._iocb))
         self._events = (_Event * _MAX_EVENTS)()
         self._submit = ctypes.c_long(submit)
         self._getevents = ctypes.c_long(getevents)
-        self._counts = [ctypes.c_long(n) for n in range(_MAX_EVENTS + 1)]
+        self._one = ctypes.c_long(1)
+        self._capacity = ctypes.c_long(_MAX_EVENTS)
         self._now = ctypes.byref(_Timespec(0, 0))
 
     def _call(self, number: int, *args: object) -> int:
@@ -204,20 +199,21 @@ class _Aio:
 
     def submit_write(self, fd: int, address: int, length: int, offset: int) -> None:
         """Queue one durable write (`RWF_DSYNC`) of `length` bytes at `address`."""
-        iocb = self._iocbs[0]
+        iocb = self._iocb
         iocb.aio_fildes, iocb.aio_buf, iocb.aio_nbytes, iocb.aio_offset = (fd, address, length,
                                                                            offset)
-        if self._checked(self._libc.syscall(self._submit, self._ctx, self._counts[1],
-                                            self._pointers)) != 1:
+        if self._checked(self._libc.syscall(self._submit, self._ctx, self._one,
+                                            self._request)) != 1:
             raise OSError("Linux AIO queued no request")
 
     def reap(self, wait_for: int = 0, timeout: float = 0.0) -> list[int]:
-        """The results (0 or -errno) of completed requests; waits for `wait_for` of them."""
+        """The results (bytes written, or -errno) of completed writes; waits for `wait_for`
+        of them."""
         limit = ctypes.byref(_Timespec(int(timeout), int(timeout % 1 * 1e9))) if wait_for \
             else self._now
         done = self._checked(self._libc.syscall(self._getevents, self._ctx,
-                                                self._counts[wait_for],
-                                                self._counts[_MAX_EVENTS], self._events, limit))
+                                                ctypes.c_long(wait_for), self._capacity,
+                                                self._events, limit))
         events = self._events
         return [events[i].res for i in range(done)]
 
