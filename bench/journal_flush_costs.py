@@ -38,6 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ocsp_bench import cpu_busy_seconds  # noqa: E402  (bench/ is the script's directory)
+
 from fees.flush import DirectWrite, Flusher, ThreadFlush  # noqa: E402
 
 FRAME = 2048           # a group of ~20 rows, the size seen at wrk -c64
@@ -68,17 +70,6 @@ def _timed(count: int, step: Callable[[int], None]) -> list[float]:
         step(i)
         out.append(time.perf_counter() - began)
     return out
-
-
-def _busy_seconds() -> list[float]:
-    """Busy (not idle, not I/O wait) seconds of each CPU, from /proc/stat."""
-    hertz = os.sysconf("SC_CLK_TCK")
-    busy = []
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("cpu") and line[3].isdigit():
-            ticks = [int(field) for field in line.split()[1:]]
-            busy.append((sum(ticks) - ticks[3] - ticks[4]) / hertz)
-    return busy
 
 
 def _writer_costs(work: Path, name: str,
@@ -113,10 +104,10 @@ def _writer_costs(work: Path, name: str,
 
     os.sched_setaffinity(0, {0})
     try:
-        began, wall = _busy_seconds(), time.perf_counter()
+        began, wall = cpu_busy_seconds(), time.perf_counter()
         asyncio.run(run())
         wall = time.perf_counter() - wall
-        ended = _busy_seconds()
+        ended = cpu_busy_seconds()
     finally:
         os.sched_setaffinity(0, range(os.cpu_count() or 1))
         (work / "writer.log").unlink()

@@ -120,25 +120,28 @@ def load(url: str, lua: Path, seconds: int, connections: int,
     """One bounded wrk run; with `server` (a process group), also the CPU time the server's
     processes spent per answer, in µs: a figure other load on the host barely moves."""
     before = group_cpu_seconds(server) if server else (0.0, 0.0)
-    core_before = core_busy_seconds(0)
+    core_before = cpu_busy_seconds()[0]
     row = parse_wrk(run(*wrk_cmd(url, lua, seconds, connections)))
     if server:
         after = group_cpu_seconds(server)
         answers = max(row["requests"], 1)
         row["cpu_us"] = (after[0] - before[0]) / answers * 1e6
         row["cpu_us_others"] = (after[1] - before[1]) / answers * 1e6
-        row["core_us"] = (core_busy_seconds(0) - core_before) / answers * 1e6
+        row["core_us"] = (cpu_busy_seconds()[0] - core_before) / answers * 1e6
     return row
 
 
-def core_busy_seconds(cpu: int) -> float:
-    """Seconds CPU `cpu` was busy (not idle, not waiting on I/O), whoever ran: the kernel's
-    workers that flush the fee journal for the daemon (Linux AIO) are not in its process."""
+def cpu_busy_seconds() -> list[float]:
+    """Seconds each CPU was busy (not idle, not waiting on I/O), whoever ran there: the
+    kernel's work for the daemon (interrupts, its fee journal's writes) is not in its
+    process."""
+    hertz = os.sysconf("SC_CLK_TCK")
+    busy = []
     for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith(f"cpu{cpu} "):
+        if line.startswith("cpu") and line[3].isdigit():
             ticks = [int(field) for field in line.split()[1:]]
-            return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-    return 0.0
+            busy.append((sum(ticks) - ticks[3] - ticks[4]) / hertz)
+    return busy
 
 
 def group_cpu_seconds(pgid: int) -> tuple[float, float]:
