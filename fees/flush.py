@@ -68,16 +68,20 @@ class Flusher(Protocol):
     def close(self) -> None: ...
 
 
+def runs_on(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the caller runs on `loop` (its thread, inside it)."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 def _deliver(loop: asyncio.AbstractEventLoop | None, release: Release, seq: int,
              error: BaseException | None) -> None:
     """`release` on `loop`, from whichever thread; nobody waits on a closed loop."""
     if loop is None or loop.is_closed():
         return
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
+    if runs_on(loop):
         release(seq, error)
         return
     with contextlib.suppress(RuntimeError):  # closed meanwhile (shutdown)

@@ -62,7 +62,7 @@ from pathlib import Path
 from prometheus_client import Gauge
 
 from fees import frames, progress
-from fees.flush import BLOCK, Flusher, open_flusher
+from fees.flush import BLOCK, Flusher, open_flusher, runs_on
 from fees.fold import (
     DIR_NAME,
     Names,
@@ -252,7 +252,7 @@ class Journal:
         self._last_rows = 0  # and how many rows it carried
         self._next_seq = 1
         self._waiting: deque[tuple[int, _Group]] = deque()  # written, not yet durable
-        self._retired: list[int] = []  # segments left since the last flush: synced, closed
+        self._retired: list[int] = []  # segments left since the last write: closed at the next
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flusher: Flusher | None = None
         self._segments: _Segments | None = None
@@ -431,7 +431,7 @@ class Journal:
             self._closing = True
             return
         loop = self._loop
-        if loop is not None and loop.is_running() and not _runs_on(loop):
+        if loop is not None and loop.is_running() and not runs_on(loop):
             try:  # the loop writes what is left and sees its last flush return
                 asyncio.run_coroutine_threadsafe(self._drain(), loop).result(timeout=30)
             except Exception:
@@ -474,9 +474,3 @@ class Journal:
         assert self._flusher is not None
         self._flusher.detach()
 
-
-def _runs_on(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
