@@ -113,7 +113,7 @@ def test_the_fold_process_folds_in_the_background_and_removes_folded_segments(
     jpki(data_dir, "verifier", "add", "bank-bg")
     verifier_id = context.store.conn.execute(
         "SELECT id FROM verifiers WHERE name = 'bank-bg'").fetchone()[0]
-    journal = Journal(data_dir, fold_interval=0.05, segment_bytes=8192)
+    journal = Journal(data_dir, fold_interval=0.05, segment_bytes=2048)
     journal.start("status-confirmation-repeat")
     try:
         async def load() -> None:
@@ -142,7 +142,8 @@ def test_the_fold_process_folds_in_the_background_and_removes_folded_segments(
         stat = Path(f"/proc/{folder.pid}/stat").read_text().rsplit(")", 1)[1].split()
         assert int(stat[16]) == 19, "the fold process yields the CPU to answers (nice 19)"
         assert os.sched_getscheduler(folder.pid) == os.SCHED_IDLE  # only on idle CPU time
-        # 1,000 rows (~50 KB of frames) took several 8 KiB segments: the earlier ones are
+        # 1,000 rows took many 2 KiB segments (larger groups under the commit delay pack
+        # tighter: marshal shares strings within a frame): the earlier ones are
         # folded and gone
         parts = {frames.segment_part(path) for path in frames.segments(directory)}
         assert writing > 3, "the writer should have moved through several segments"
