@@ -260,3 +260,50 @@ def test_under_load_the_next_write_waits_for_the_commit_delay(
         assert frames >= 3
     assert int(context.store.conn.execute(  # every answer folded once, at close
         "SELECT count(*) FROM ledger WHERE verifier_id = ?", (verifier_id,)).fetchone()[0]) == 60
+
+
+def test_the_commit_delay_holds_to_the_sub_millisecond_on_the_daemons_loop(
+        context: Context) -> None:
+    """uvloop (the daemon's loop) counts timers in whole milliseconds: a 1.4 ms delay set as a
+    timer fired after about 1 ms. Under a steady stream of answers, no write may start sooner
+    than `commit_delay` after the last one began, and the delay gathers each stream of
+    answers into a few writes, not one per loop turn."""
+    import uvloop
+
+    jpki(context.data_dir, "verifier", "add", "bank-steady")
+    verifier_id = context.store.conn.execute(
+        "SELECT id FROM verifiers WHERE name = 'bank-steady'").fetchone()[0]
+    delay = 0.0014
+    journal = Journal(context.data_dir, fold_interval=3600, commit_delay=delay,
+                      commit_siblings=1)
+    journal.start("status-confirmation-repeat")
+    starts: list[float] = []
+    answers = 0
+
+    async def steady() -> None:
+        nonlocal answers
+        waiting: list[asyncio.Future[None]] = []
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 0.1
+        while loop.time() < until:  # bounded: 0.1 s of answers, one every loop turn
+            waiting.append(journal.submit([(1790000000 + answers, "2026-09", 2026, verifier_id,
+                                            "signature_check", "ocsp", format(answers, "x"),
+                                            None, 0, "signature-check", 20)]))
+            answers += 1
+            started = journal._last_start  # noqa: SLF001 - when the latest write began
+            if started and (not starts or started != starts[-1]):
+                starts.append(started)
+            await asyncio.sleep(0)
+        await asyncio.gather(*waiting)
+
+    try:
+        uvloop.run(steady())
+    finally:
+        journal.close()
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    assert len(gaps) >= 5, starts
+    assert min(gaps) >= delay, [f"{gap * 1e3:.2f} ms" for gap in gaps]
+    assert len(starts) < answers / 5  # the delay gathered answers: not one write per turn
+    assert int(context.store.conn.execute(  # every answer folded once, at close
+        "SELECT count(*) FROM ledger WHERE verifier_id = ?", (verifier_id,)).fetchone()[0]) \
+        == answers
