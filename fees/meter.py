@@ -116,19 +116,28 @@ class OCSPMeter:
 
     def __init__(self, ledger: LedgerMeter) -> None:
         self.ledger = ledger
-        self._check_types: dict[str, str] = {}
+        # (kind, moment) -> (check type, rule id, yen, epoch seconds, JST month, JST year):
+        # one dict lookup per answered CertID on the hot path
+        self._memo: dict[tuple[str, datetime], tuple[str, str, int, int, str, int]] = {}
+
+    def _priced(self, kind: str, at: datetime) -> tuple[str, str, int, int, str, int]:
+        check_type = f"{kind}_check"
+        rule_id, yen, epoch_at, month, year = self.ledger.priced(check_type, "ocsp", at)
+        if len(self._memo) >= _MEMO_LIMIT:
+            self._memo.clear()
+        found = self._memo[(kind, at)] = (check_type, rule_id, yen, epoch_at, month, year)
+        return found
 
     def record(self, verifier: Verifier | None, answered: Sequence[tuple[str, str]],
                at: datetime, *, status_confirmation: bool = False) -> asyncio.Future[None] | None:
         if verifier is None or not answered:
             return None
         flag = int(status_confirmation)
+        memo = self._memo
         rows: list[Row] = []
         for kind, serial in answered:
-            check_type = self._check_types.get(kind)
-            if check_type is None:
-                check_type = self._check_types[kind] = f"{kind}_check"
-            rule_id, yen, epoch_at, month, year = self.ledger.priced(check_type, "ocsp", at)
+            priced = memo.get((kind, at)) or self._priced(kind, at)
+            check_type, rule_id, yen, epoch_at, month, year = priced
             rows.append((epoch_at, month, year, verifier.id, check_type, "ocsp", serial, None,
                          flag, rule_id, yen))
         return self.ledger.submit_rows(rows)
