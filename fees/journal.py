@@ -249,9 +249,9 @@ class Journal:
         self._open = _Group()
         self._flushing = False  # a frame is being written, or about to be (commit delay)
         self._last_start = 0.0  # when the last write started (time.perf_counter)
+        self._last_rows = 0  # and how many rows it carried
         self._deadline = 0.0  # when a delayed write may start (0: none is waiting)
         self._timer: asyncio.TimerHandle | None = None  # the delayed write, in a lull
-        self._last_rows = 0  # and how many rows it carried
         self._next_seq = 1
         self._waiting: deque[tuple[int, _Group]] = deque()  # written, not yet durable
         self._retired: list[int] = []  # segments left since the last write: closed at the next
