@@ -110,8 +110,9 @@ def run(data_dir: Path, worker: int, interval: float, control: int) -> None:
                         mark = max(mark, fold(store, todo, residents, worker))
                     except Exception:  # the frames stay in the journal; retried next time
                         log.exception("fee journal: fold into the ledger failed")
-                shared.set(progress.FOLDED, mark)
+                # swept before published: whoever sees a frame folded sees its segment gone
                 tail.folded(mark, shared.get(progress.WRITING))
+                shared.set(progress.FOLDED, mark)
             if final:
                 return
     finally:
