@@ -340,7 +340,7 @@ class Journal:
             loop = self._loop = asyncio.get_running_loop()
             future = group.future = loop.create_future()
             if not self._flushing:  # else the group is written when that flush returns
-                loop.call_soon(self._write_open)  # after every answer of this loop turn
+                loop.call_soon(self._write_next)  # after every answer of this loop turn
         group.rows.extend(rows)
         if self._deadline and time.perf_counter() >= self._deadline:  # the commit delay is over
             self._write_due()
@@ -404,11 +404,15 @@ class Journal:
         """The commit delay is over: the open group goes at the end of this loop turn."""
         if not self._deadline:  # already on its way
             return
+        assert self._loop is not None
+        wait = self._deadline - time.perf_counter()
+        if wait > 0:  # the timer, early: uvloop sets it from a clock cached per loop turn
+            self._timer = self._loop.call_later(wait + 0.001, self._write_due)
+            return
         self._deadline = 0.0
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        assert self._loop is not None
         self._loop.call_soon(self._write_open)
 
     def _publish(self, durable: int) -> None:
